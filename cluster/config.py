@@ -1,0 +1,203 @@
+"""The job config: one loader from YAML to a frozen, validated :class:`JobConfig`.
+
+Every section is a frozen dataclass defined by the layer that consumes it
+(``search.settings``, ``methods.settings``, and :class:`ClusterSettings` here). Unknown keys,
+wrong types and out-of-range values raise :class:`~prunesearch.search.settings.ConfigError`
+with one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prunesearch.methods.settings import (
+    DataSettings,
+    EvaluatorSettings,
+    HardwareSettings,
+    ModelSettings,
+)
+from prunesearch.search.settings import (
+    ConfigError,
+    SearchSettings,
+    build_section,
+    section_to_dict,
+    setting,
+)
+
+__all__ = [
+    "ConfigError",
+    "ClusterSettings",
+    "JobConfig",
+    "SEARCH_METHODS",
+    "SEARCH_KEYS",
+    "load_config",
+    "parse_overrides",
+    "config_to_dict",
+    "dump_config",
+]
+
+#: Generational searches run by the HAMP driver (others arrive with their issues).
+SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
+
+#: Top-level keys whose change alters a search (resume refuses to change them).
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """The ``cluster`` section: where evaluations run. May change on resume."""
+
+    num_evaluators: int = setting(2, min=1, help="evaluator actors in the pool")
+    evaluator_resource: float = setting(
+        1.0, min=0.0, help="units of the custom 'evaluator' resource each actor holds"
+    )
+    num_cpus: float = setting(0.0, min=0.0, help="CPUs each actor reserves (0: use the custom resource)")
+    num_gpus: float = setting(0.0, min=0.0, help="GPUs per actor (fractions allowed)")
+    accelerator_type: str | None = setting(None, help="Ray accelerator type, e.g. H100")
+    max_retries: int = setting(2, min=0, help="re-tries of a candidate whose actor died")
+    max_restarts: int = setting(3, min=0, help="restarts of a dead evaluator actor")
+    dashboard: bool = setting(False, help="start Ray's dashboard with the private local instance")
+    object_store_mb: int | None = setting(None, min=64, help="object store size for local Ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """A whole job file, resolved. Build it with :func:`load_config`."""
+
+    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    seed: int = setting(0, min=0, max=2**32 - 1)
+    data: DataSettings = setting(default_factory=DataSettings)
+    model: ModelSettings = setting(default_factory=ModelSettings)
+    hardware: HardwareSettings = setting(default_factory=HardwareSettings)
+    evaluator: EvaluatorSettings = setting(default_factory=EvaluatorSettings)
+    search: SearchSettings = setting(default_factory=SearchSettings)
+    cluster: ClusterSettings = setting(default_factory=ClusterSettings)
+    storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
+
+    def replace(self, **changes: Any) -> JobConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key.path=value`` strings (values are YAML scalars/lists) into a nested dict."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is set both as a value and a section")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config path '{path}' is a directory, not a YAML file")
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text file") from None
+    docs = [d for d in docs if d is not None]
+    if len(docs) > 1:
+        raise ConfigError(f"config file '{path}' holds {len(docs)} YAML documents; expected one")
+    raw = docs[0] if docs else {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    *,
+    base_dir: Path | None = None,
+) -> JobConfig:
+    """Load, merge ``--set`` overrides into, validate and resolve a job config.
+
+    Relative paths (``data.root``, ``model.checkpoint``, ``file://`` storage) are made absolute
+    against the current directory so that actors, trials and Ray jobs see the same files.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key/value is invalid.
+    """
+    raw = _read_yaml(Path(source)) if isinstance(source, (str, Path)) else dict(source)
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(list(overrides))
+        raw = _merge(raw, overrides)
+    _suggest_unknown(raw)
+    config = build_section(JobConfig, raw)
+    return _resolve_paths(config, base_dir or Path.cwd())
+
+
+def _suggest_unknown(raw: Mapping[str, Any]) -> None:
+    valid = [f.name for f in dataclasses.fields(JobConfig)]
+    for key in raw:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown key '{key}'{hint}; valid keys: " + ", ".join(valid))
+
+
+def _resolve_paths(config: JobConfig, base: Path) -> JobConfig:
+    def absolute(p: str) -> str:
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    data = dataclasses.replace(config.data, root=absolute(config.data.root))
+    model = config.model
+    if model.checkpoint:
+        model = dataclasses.replace(model, checkpoint=absolute(model.checkpoint))
+    storage = config.storage
+    if storage and "://" not in storage:
+        storage = "file://" + absolute(storage)
+    return dataclasses.replace(config, data=data, model=model, storage=storage)
+
+
+def config_to_dict(config: JobConfig) -> dict[str, Any]:
+    """Plain nested dict of a resolved config (what ``config.yaml`` holds)."""
+    return section_to_dict(config)
+
+
+def dump_config(config: JobConfig, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    tmp.replace(path)

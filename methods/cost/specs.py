@@ -1,0 +1,36 @@
+"""Layer shape records shared by the pruning (who knows the architecture) and cost models
+(who turn shapes into FLOPs, parameters, memory and table latency)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["LayerSpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One inference-time operation with its shapes.
+
+    ``op`` is one of: ``conv``, ``bn``, ``relu``, ``add`` (residual add), ``shortcut``
+    (parameter-free option-A subsample + channel scatter), ``maxpool``, ``avgpool``, ``gap``
+    (global average pool), ``flatten``, ``linear``. For ``linear`` the spatial sizes are (1, 1).
+    """
+
+    op: str
+    batch: int
+    in_channels: int
+    out_channels: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    bias: bool = False
+
+    def key(self) -> str:
+        """Shape key for the latency table (device/runtime/dtype/torch are the table's own key)."""
+        return (f"{self.op}_b{self.batch}_i{self.in_channels}_o{self.out_channels}"
+                f"_h{self.in_hw[0]}x{self.in_hw[1]}_k{self.kernel}_s{self.stride}_p{self.padding}"
+                f"_g{self.groups}_{'b' if self.bias else 'nb'}")

@@ -1,0 +1,1 @@
+"""prunesearch.methods.pruning"""

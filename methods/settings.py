@@ -1,0 +1,107 @@
+"""Config sections consumed by ``prunesearch.methods`` (data, model, hardware, evaluator).
+
+Frozen, validated dataclasses (see :mod:`prunesearch.search.settings`). They carry no torch
+objects, so they pickle cheaply to Ray actors and GPU machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from prunesearch.search.settings import setting
+
+__all__ = [
+    "default_data_root",
+    "DataSettings",
+    "ModelSettings",
+    "HardwareSettings",
+    "EvaluatorSettings",
+]
+
+
+def default_data_root() -> str:
+    """``PRUNESEARCH_DATA`` if set, else ``~/.cache/prunesearch/data``."""
+    env = os.environ.get("PRUNESEARCH_DATA")
+    if env:
+        return str(Path(env).expanduser().resolve())
+    return str(Path("~/.cache/prunesearch/data").expanduser())
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """The ``data`` section."""
+
+    name: str = setting("digits", help="dataset name from the dataset registry")
+    root: str = setting(default_factory=default_data_root,
+                        help="data root (default: $PRUNESEARCH_DATA or ~/.cache/prunesearch/data)")
+    val_size: int = setting(
+        300, min=1, help="images carved from the training set for validation (search decisions)"
+    )
+    train_subset: int | None = setting(
+        None, min=1, help="use only this many training images (null: all); seeded choice"
+    )
+    test_subset: int | None = setting(None, min=1, help="use only this many test images")
+    download: bool = setting(False, help="try the library's downloader when data is missing")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The ``model`` section."""
+
+    name: str = setting("digits-cnn", help="model name from the model registry")
+    checkpoint: str | None = setting(
+        None, help="path to base weights; default: pretrained file under data.root, or train once"
+    )
+    pretrain_epochs: int = setting(
+        20, min=0, help="epochs to train the base model when no checkpoint/pretrained file exists"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareSettings:
+    """The ``hardware`` section: the deployment target whose latency is optimised."""
+
+    device: str = setting("cpu", help="torch device string: cpu, cuda, cuda:1")
+    runtime: str = setting("eager", choices=("eager", "cuda-graph", "compile"),
+                           help="inference runtime latency is measured in")
+    dtype: str = setting("float32", choices=("float32", "float16", "bfloat16"))
+    batch_size: int = setting(1, min=1, help="deployment batch size for latency and memory")
+    threads: int = setting(1, min=1, help="torch intra-op threads for timing and evaluation")
+    granularity: int = setting(4, min=1, help="channel granule size (widths are multiples)")
+    warmup: int = setting(10, min=0, help="untimed runs before timing")
+    repeats: int = setting(100, min=3, help="timed runs; median and p90 reported")
+    calibration_genomes: int = setting(
+        5, min=0, help="random genomes timed end to end to calibrate the latency table"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorSettings:
+    """The ``evaluator`` section: how one candidate is recovered and scored."""
+
+    kind: str = setting("finetune", choices=("finetune", "synthetic"),
+                        help="finetune: real pruning + training; synthetic: the cheap test problem")
+    finetune_steps: int = setting(50, min=0, help="SGD steps of fine-tuning per candidate")
+    lr: float = setting(0.01, min=0.0, help="fine-tuning learning rate")
+    momentum: float = setting(0.9, min=0.0, max=1.0)
+    weight_decay: float = setting(5e-4, min=0.0)
+    batch_size: int = setting(64, min=1, help="fine-tuning batch size")
+    augmentation: bool = setting(True, help="random crop + flip during fine-tuning (images >= 32px)")
+    importance: str = setting("l1", choices=("l1", "bn_scale", "taylor"),
+                              help="channel ranking criterion inside each group")
+    bn_recalibration_batches: int = setting(
+        10, min=0, help="training batches used to re-estimate BN statistics after pruning"
+    )
+    val_batches: int | None = setting(None, min=1, help="limit validation batches (null: all)")
+    synthetic_sleep_s: float = setting(
+        0.0, min=0.0, help="synthetic evaluator only: seconds each evaluation sleeps"
+    )
+    synthetic_jitter: float = setting(
+        0.0, min=0.0, max=1.0, help="synthetic evaluator only: relative seeded jitter of the sleep"
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind == "synthetic" and self.synthetic_sleep_s < 0:
+            raise ValueError("synthetic_sleep_s must be >= 0")

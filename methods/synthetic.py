@@ -1,0 +1,82 @@
+"""A deterministic stand-in task: the synthetic ResNet-56-like problem of issue 4.
+
+Used by driver tests (resume equals an uninterrupted run), the scaling benchmark (evaluations
+that sleep a seeded 1.0 s +- jitter) and anywhere a real network is not the point. Selected with
+``evaluator.kind: synthetic``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from prunesearch.search.problems import SyntheticPruningProblem, synthetic_pruning_error
+
+__all__ = ["SyntheticTask", "SyntheticEvaluator"]
+
+_PROBLEM = SyntheticPruningProblem()
+
+
+class SyntheticTask:
+    """:class:`~prunesearch.methods.task.SearchTask` over the synthetic pruning problem."""
+
+    cheap_objectives = (1, 2)
+
+    def __init__(self, config: Any) -> None:
+        self._evaluator_settings = config.evaluator
+        self.lower = np.asarray(_PROBLEM.xl, dtype=int)
+        self.upper = np.asarray(_PROBLEM.xu, dtype=int)
+        self.group_names = [f"block{i}" for i in range(27)] + [f"stage{i}" for i in range(3)]
+        self.granularity = 4
+
+    def channels(self, genome: Sequence[int]) -> list[int]:
+        return [int(g) * self.granularity for g in genome]
+
+    def evaluate_cheap(self, genomes: np.ndarray) -> np.ndarray:
+        return _PROBLEM.evaluate_cheap(genomes)
+
+    def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
+        g = np.asarray(genome, dtype=float)
+        return {"flops": float(np.sum(g**2)), "params": float(np.sum(g))}
+
+    def dense_objectives(self) -> dict[str, float]:
+        full = self.upper[None, :]
+        latency, memory = _PROBLEM.evaluate_cheap(full)[0]
+        return {"error": synthetic_pruning_error(self.upper, noise=False),
+                "latency_ms": float(latency), "memory_mb": float(memory)}
+
+    def payload(self) -> dict[str, Any]:
+        s = self._evaluator_settings
+        return {"kind": "synthetic", "sleep_s": s.synthetic_sleep_s, "jitter": s.synthetic_jitter}
+
+    def measure(self, genome: Sequence[int], weights: Any = None) -> dict[str, float]:
+        latency = float(self.evaluate_cheap(np.asarray([genome]))[0, 0])
+        return {"latency_ms_measured": latency, "latency_ms_p90": latency}
+
+
+class SyntheticEvaluator:
+    """Evaluates the synthetic problem, optionally sleeping a seeded duration per candidate."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.sleep_s = float(payload.get("sleep_s", 0.0))
+        self.jitter = float(payload.get("jitter", 0.0))
+
+    def evaluate(self, genome: Sequence[int], *, candidate_id: int, seed: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        if self.sleep_s > 0:
+            rng = np.random.default_rng([seed, candidate_id])
+            time.sleep(self.sleep_s * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
+        genome = [int(g) for g in genome]
+        latency, memory = _PROBLEM.evaluate_cheap(np.asarray([genome]))[0]
+        error = synthetic_pruning_error(genome)
+        return {
+            "status": "ok",
+            "reason": None,
+            "objectives": {"error": error, "latency_ms": float(latency), "memory_mb": float(memory)},
+            "metrics": {"val_acc": 1.0 - error},
+            "wall_s": time.perf_counter() - start,
+            "weights": None,
+        }

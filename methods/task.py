@@ -1,0 +1,106 @@
+"""The contract between the search driver (``cluster``) and the torch side (``methods``).
+
+A :class:`SearchTask` is built once on the driver from the resolved config. It knows the genome
+space, computes the *cheap* objectives exactly (table latency, memory from tensor shapes), and
+produces a picklable ``payload`` that evaluator actors turn into an :class:`Evaluator` with
+:func:`make_evaluator`. Nothing here imports Ray or pymoo.
+
+Result dicts (one per candidate; the journal stores them as they are plus driver fields):
+
+    {"status": "ok" | "failed", "reason": str | None,
+     "objectives": {"error": float, "latency_ms": float, "memory_mb": float},
+     "metrics": {"flops": int, "params": int, "val_acc": float, ...},
+     "wall_s": float,
+     "weights": dict[str, np.ndarray] | None}   # fine-tuned pruned weights (driver keeps front's)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Evaluator", "SearchTask", "build_task", "make_evaluator", "failed_result"]
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Evaluates one candidate genome. Lives on an evaluator actor (or in-process)."""
+
+    def evaluate(self, genome: Sequence[int], *, candidate_id: int, seed: int) -> dict[str, Any]:
+        """Return a result dict (see module docstring). Must not raise for a bad candidate:
+        divergence, OOM and crashes become ``status='failed'`` with a reason."""
+        ...
+
+
+class SearchTask(Protocol):
+    """Everything the driver needs to know about one pruning problem."""
+
+    #: Inclusive integer bounds of the genome (granules kept per group).
+    lower: np.ndarray
+    upper: np.ndarray
+    #: One name per gene (prunable group).
+    group_names: list[str]
+    #: Indices of objectives (error=0, latency_ms=1, memory_mb=2) that are computed exactly.
+    cheap_objectives: tuple[int, ...]
+
+    def channels(self, genome: Sequence[int]) -> list[int]:
+        """Kept channels per group for a genome."""
+        ...
+
+    def evaluate_cheap(self, genomes: np.ndarray) -> np.ndarray:
+        """(n, len(cheap_objectives)) exact cheap objectives, e.g. [latency_ms, memory_mb]."""
+        ...
+
+    def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
+        """Analytic metrics (flops, params) for the journal and pareto.csv."""
+        ...
+
+    def dense_objectives(self) -> dict[str, float]:
+        """error, latency_ms, memory_mb of the unpruned model (hypervolume normalisation)."""
+        ...
+
+    def payload(self) -> dict[str, Any]:
+        """Picklable description for :func:`make_evaluator` (settings + numpy base weights)."""
+        ...
+
+    def measure(self, genome: Sequence[int], weights: dict[str, np.ndarray] | None) -> dict[str, float]:
+        """End-to-end measurement on an idle device: ``latency_ms_measured`` (median),
+        ``latency_ms_p90``, and ``peak_memory_mb`` where the device reports it."""
+        ...
+
+
+def failed_result(reason: str, wall_s: float = 0.0) -> dict[str, Any]:
+    """A result for a candidate that could not be evaluated."""
+    return {"status": "failed", "reason": reason, "objectives": None, "metrics": {},
+            "wall_s": wall_s, "weights": None}
+
+
+def build_task(config: Any, run_dir: Path | None = None) -> SearchTask:
+    """Build the task a job config describes (on the driver).
+
+    ``config`` is a ``prunesearch.cluster.config.JobConfig`` (duck-typed: methods never imports
+    cluster). ``run_dir`` receives ``latency_table.json``; an existing one is reused (resume).
+    """
+    kind = config.evaluator.kind
+    if kind == "synthetic":
+        from prunesearch.methods.synthetic import SyntheticTask
+
+        return SyntheticTask(config)
+    from prunesearch.methods.evaluator import PruningTask
+
+    return PruningTask(config, run_dir=run_dir)
+
+
+def make_evaluator(payload: dict[str, Any]) -> Evaluator:
+    """Build the evaluator a task's payload describes (on an actor, or in-process)."""
+    kind = payload["kind"]
+    if kind == "synthetic":
+        from prunesearch.methods.synthetic import SyntheticEvaluator
+
+        return SyntheticEvaluator(payload)
+    from prunesearch.methods.evaluator import CandidateEvaluator
+
+    return CandidateEvaluator(payload)

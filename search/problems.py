@@ -1,0 +1,127 @@
+"""Problems for the search layer: a generic bounded-integer genome problem and the fixed
+synthetic ResNet-56-like pruning benchmark of issue 4.
+
+The *cheap objectives* contract (ARCHITECTURE.md): a problem may expose
+``cheap_objectives`` (indices into F) and ``evaluate_cheap(X) -> ndarray`` (n x len(cheap)), for
+objectives that are computed rather than evaluated (table latency, memory). HAMP then predicts
+only the remaining objectives with its surrogate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from pymoo.core.problem import Problem
+
+__all__ = ["GenomeProblem", "SyntheticPruningProblem", "synthetic_pruning_error"]
+
+
+class GenomeProblem(Problem):
+    """A bounded-integer pruning problem: genes are granules kept per prunable group.
+
+    Args:
+        lower: Inclusive lower bound per gene.
+        upper: Inclusive upper bound per gene.
+        n_obj: Number of objectives (error first, then the cheap ones).
+        cheap_objectives: Indices of objectives computed by ``cheap_fn``.
+        cheap_fn: Maps an (n, n_var) integer array to an (n, len(cheap_objectives)) array.
+        expensive_fn: Optional (n, n_var) -> (n, n_obj - len(cheap)) evaluator for in-process
+            use (tests, benchmarks). The cluster driver evaluates candidates itself and never
+            calls ``_evaluate``.
+        hv_ref: Optional reference point for the hypervolume in raw objective units.
+    """
+
+    def __init__(
+        self,
+        lower: Sequence[int],
+        upper: Sequence[int],
+        *,
+        n_obj: int = 3,
+        cheap_objectives: Sequence[int] = (1, 2),
+        cheap_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        expensive_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        hv_ref: Sequence[float] | None = None,
+    ) -> None:
+        lower = np.asarray(lower, dtype=int)
+        upper = np.asarray(upper, dtype=int)
+        if lower.shape != upper.shape or lower.ndim != 1:
+            raise ValueError(f"lower/upper must be 1-D of equal length, got {lower.shape}, {upper.shape}")
+        if np.any(lower > upper):
+            raise ValueError("lower bound above upper bound for some gene")
+        super().__init__(n_var=len(lower), n_obj=n_obj, xl=lower, xu=upper, vtype=int)
+        self.cheap_objectives = tuple(int(i) for i in cheap_objectives) if cheap_fn else ()
+        self._cheap_fn = cheap_fn
+        self._expensive_fn = expensive_fn
+        self.hv_ref = None if hv_ref is None else np.asarray(hv_ref, dtype=float)
+
+    def evaluate_cheap(self, X: np.ndarray) -> np.ndarray:
+        """Exact cheap objectives for integer genomes ``X`` (n, n_var)."""
+        if self._cheap_fn is None:
+            raise NotImplementedError("this problem declares no cheap objectives")
+        X = np.atleast_2d(np.asarray(np.rint(X), dtype=int))
+        return np.asarray(self._cheap_fn(X), dtype=float).reshape(len(X), len(self.cheap_objectives))
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        if self._expensive_fn is None:
+            raise NotImplementedError(
+                "GenomeProblem without expensive_fn is evaluated by the cluster driver, not pymoo"
+            )
+        X = np.asarray(np.rint(X), dtype=int)
+        expensive = np.asarray(self._expensive_fn(X), dtype=float).reshape(len(X), -1)
+        F = np.empty((len(X), self.n_obj))
+        exp_idx = [i for i in range(self.n_obj) if i not in self.cheap_objectives]
+        F[:, exp_idx] = expensive
+        if self.cheap_objectives:
+            F[:, list(self.cheap_objectives)] = self.evaluate_cheap(X)
+        out["F"] = F
+
+
+# --- the fixed synthetic pruning problem (issue 4: "fixed here so that nobody tunes it") ---
+_N_GENES = 30
+_FULL = np.full(_N_GENES, 16.0)
+_SENS = np.random.default_rng(2024).lognormal(-1.2, 0.8, _N_GENES) * 0.02
+_SENS[27:30] *= 5.0
+_LAT_COEF = np.random.default_rng(2025).uniform(0.5, 2.0, _N_GENES)
+_MEM_COEF = np.random.default_rng(2026).uniform(0.2, 3.0, _N_GENES)
+_LOWER = np.array([1] * 27 + [2] * 3)
+_UPPER = np.full(_N_GENES, 16)
+
+
+def synthetic_pruning_error(genome: Sequence[int], *, noise: bool = True) -> float:
+    """Error of one genome of the synthetic problem (noise seeded by the genome itself)."""
+    w = np.asarray(genome, dtype=float) / _FULL
+    error = 0.07 + float(np.sum(_SENS * (1.0 - w) ** 2))
+    error += 0.5 * float(np.sum(np.maximum(0.0, 0.25 - w) ** 2))
+    if noise:
+        key = tuple(int(g) for g in genome)
+        error += float(np.random.default_rng(hash(key) % 2**32).normal(0.0, 0.002))
+    return error
+
+
+def _synthetic_cheap(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=float)
+    latency = np.sum(_LAT_COEF * np.ceil(X / 2.0) * 2.0 / _FULL, axis=1)
+    memory = np.sum(_MEM_COEF * X / _FULL, axis=1)
+    return np.column_stack([latency, memory])
+
+
+class SyntheticPruningProblem(GenomeProblem):
+    """ResNet-56-shaped synthetic pruning problem: 30 integer genes, 3 objectives.
+
+    Genes 0-26 are block widths in 1..16 granules, 27-29 stage widths in 2..16. Error is
+    expensive (with seeded Gaussian noise, sd 0.002); latency and memory are cheap. Its
+    hypervolume reference point is error 0.30 and the full-width genome's latency and memory.
+    """
+
+    def __init__(self, *, noise: bool = True) -> None:
+        self.noise = noise
+        full = _UPPER[None, :]
+        ref = np.concatenate([[0.30], _synthetic_cheap(full)[0]])
+        super().__init__(
+            _LOWER, _UPPER, n_obj=3, cheap_objectives=(1, 2), cheap_fn=_synthetic_cheap,
+            expensive_fn=self._errors, hv_ref=ref,
+        )
+
+    def _errors(self, X: np.ndarray) -> np.ndarray:
+        return np.array([[synthetic_pruning_error(x, noise=self.noise)] for x in X])

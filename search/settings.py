@@ -1,0 +1,243 @@
+"""Frozen settings sections and the one validator every config section uses.
+
+Each layer defines the config sections it consumes as frozen dataclasses whose fields are
+declared with :func:`setting` (type, allowed values, range, help). The CLI's loader
+(``prunesearch.cluster.config``) builds them from YAML with :func:`build_section`, so every
+unknown key, wrong type and out-of-range value is refused the same way, naming the key, the value
+and what is allowed.
+
+This module is pure Python: it is imported by ``search``, ``methods`` and ``cluster`` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+__all__ = [
+    "ConfigError",
+    "setting",
+    "build_section",
+    "section_to_dict",
+    "LocalSearchSettings",
+    "SearchSettings",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message is one line naming key, value and rule."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    choices: Sequence[Any] | None = None,
+    min: float | None = None,  # noqa: A002 - reads naturally at the call site
+    max: float | None = None,  # noqa: A002
+    help: str = "",  # noqa: A002
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """Declare a validated config field.
+
+    Args:
+        default: Default value (omit for a required field).
+        choices: Allowed values, if the field is an enumeration.
+        min: Inclusive lower bound for numbers.
+        max: Inclusive upper bound for numbers.
+        help: One-line description, shown in error messages and docs.
+        default_factory: Factory for mutable defaults (tuples are preferred).
+    """
+    meta = {"choices": tuple(choices) if choices is not None else None, "min": min, "max": max,
+            "help": help}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against annotation ``tp``; return the (frozen) value or raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return build_section(tp, value, prefix=key)
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: {value!r} is not a mapping")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return types.MappingProxyType(
+            {_coerce(key, k, kt): _coerce(f"{key}.{k}", v, vt) for k, v in value.items()}
+        )
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not a bool (use true or false)")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: {value!r} is not an int")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: {value!r} is not a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {value!r} is not a string")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: {value!r} must be null")
+        return None
+    return value
+
+
+def build_section(cls: type[T], raw: Mapping[str, Any] | None, *, prefix: str = "") -> T:
+    """Build and validate the frozen dataclass ``cls`` from a mapping.
+
+    Raises:
+        ConfigError: one line naming the offending key, its value and what is allowed.
+    """
+    raw = dict(raw or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key '{_join(prefix, unknown[0])}' in {where}; valid keys: "
+            + ", ".join(sorted(fields))
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key '{key}'" + _help(f))
+            continue
+        value = _coerce(key, raw[name], hints[name])
+        _check_range(key, value, f)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # __post_init__ cross-field checks
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def _help(f: dataclasses.Field) -> str:
+    text = f.metadata.get("help") if f.metadata else ""
+    return f" ({text})" if text else ""
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_range(key: str, value: Any, f: dataclasses.Field) -> None:
+    meta = f.metadata or {}
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if v is None:
+            continue
+        choices = meta.get("choices")
+        if choices is not None and v not in choices:
+            raise ConfigError(
+                f"{key}: {v!r} is not allowed; choose one of: " + ", ".join(map(str, choices))
+            )
+        lo, hi = meta.get("min"), meta.get("max")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if lo is not None and v < lo:
+                raise ConfigError(f"{key}: {v!r} is below the minimum {lo}" + _help(f))
+            if hi is not None and v > hi:
+                raise ConfigError(f"{key}: {v!r} is above the maximum {hi}" + _help(f))
+
+
+def section_to_dict(section: Any) -> Any:
+    """Plain-data (YAML/JSON-ready) view of a settings dataclass."""
+    if dataclasses.is_dataclass(section):
+        return {f.name: section_to_dict(getattr(section, f.name))
+                for f in dataclasses.fields(section)}
+    if isinstance(section, Mapping):
+        return {k: section_to_dict(v) for k, v in section.items()}
+    if isinstance(section, tuple):
+        return [section_to_dict(v) for v in section]
+    return section
+
+
+# --------------------------------------------------------------------------------------------
+# The `search` section: consumed by prunesearch.search.make_algorithm.
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LocalSearchSettings:
+    """Surrogate-assisted local search budgets (HAMP)."""
+
+    parents: int = setting(10, min=1, help="non-dominated solutions whose neighbourhood is searched")
+    samples_per_parent: int = setting(200, min=1, help="neighbour moves sampled and ranked per parent")
+    moves_per_parent: int = setting(2, min=0, help="best-ranked moves per parent evaluated for real")
+    max_moves: int = setting(10, min=0, help="cap on local-search candidates added per generation")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """The ``search`` section: budget and algorithm settings for generational searches."""
+
+    budget: int = setting(400, min=1, help="number of real evaluations")
+    pop_size: int = setting(50, min=4, help="population size (offspring per generation)")
+    portfolio: tuple[str, ...] = setting(
+        ("nsga2", "sms-emoa", "spea2", "ibea"),
+        choices=("nsga2", "sms-emoa", "spea2", "ibea"),
+        help="environmental-selection operators HAMP chooses among",
+    )
+    surrogate: str = setting("random_forest", choices=("random_forest", "gaussian_process"),
+                             help="scikit-learn model for the expensive objectives")
+    local_search: LocalSearchSettings = setting(default_factory=LocalSearchSettings)
+    hv_max_error_increase: float = setting(
+        0.10, min=0.0, max=1.0, help="error axis of the hypervolume reference: dense error + this"
+    )
+    credit_window: int = setting(5, min=1, help="portfolio credit sliding window (generations)")
+    min_probability: float = setting(0.05, min=0.0, max=0.25,
+                                     help="probability floor of each portfolio operator")
