@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from prunesearch.search.problems import SyntheticPruningProblem, synthetic_pruning_error
+from prunesearch.search.synthetic import LOWER, UPPER, synthetic_cheap, synthetic_error
 
 __all__ = ["SyntheticTask", "SyntheticEvaluator"]
-
-_PROBLEM = SyntheticPruningProblem()
-
 
 class SyntheticTask:
     """:class:`~prunesearch.methods.task.SearchTask` over the synthetic pruning problem."""
@@ -27,8 +24,8 @@ class SyntheticTask:
 
     def __init__(self, config: Any) -> None:
         self._evaluator_settings = config.evaluator
-        self.lower = np.asarray(_PROBLEM.xl, dtype=int)
-        self.upper = np.asarray(_PROBLEM.xu, dtype=int)
+        self.lower = LOWER.copy()
+        self.upper = UPPER.copy()
         self.group_names = [f"block{i}" for i in range(27)] + [f"stage{i}" for i in range(3)]
         self.granularity = 4
 
@@ -36,7 +33,7 @@ class SyntheticTask:
         return [int(g) * self.granularity for g in genome]
 
     def evaluate_cheap(self, genomes: np.ndarray) -> np.ndarray:
-        return _PROBLEM.evaluate_cheap(genomes)
+        return synthetic_cheap(np.asarray(genomes, dtype=int))
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
         g = np.asarray(genome, dtype=float)
@@ -44,8 +41,8 @@ class SyntheticTask:
 
     def dense_objectives(self) -> dict[str, float]:
         full = self.upper[None, :]
-        latency, memory = _PROBLEM.evaluate_cheap(full)[0]
-        return {"error": synthetic_pruning_error(self.upper, noise=False),
+        latency, memory = synthetic_cheap(full)[0]
+        return {"error": synthetic_error(self.upper, noise=False),
                 "latency_ms": float(latency), "memory_mb": float(memory)}
 
     def payload(self) -> dict[str, Any]:
@@ -70,8 +67,8 @@ class SyntheticEvaluator:
             rng = np.random.default_rng([seed, candidate_id])
             time.sleep(self.sleep_s * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
         genome = [int(g) for g in genome]
-        latency, memory = _PROBLEM.evaluate_cheap(np.asarray([genome]))[0]
-        error = synthetic_pruning_error(genome)
+        latency, memory = synthetic_cheap(np.asarray([genome]))[0]
+        error = synthetic_error(genome)
         return {
             "status": "ok",
             "reason": None,

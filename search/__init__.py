@@ -1,4 +1,14 @@
-"""prunesearch.search: multi-objective search (pymoo). Never imports torch or Ray."""
+"""prunesearch.search: multi-objective search (pymoo). Never imports torch or Ray.
+
+Public names are loaded lazily (PEP 562), so that ``prunesearch.search.settings`` and
+``prunesearch.search.synthetic`` can be imported without pymoo: ``prunesearch.methods`` uses them
+on GPU machines that have no pymoo installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 if __name__ != "prunesearch.search":
     raise ImportError(
@@ -6,23 +16,31 @@ if __name__ != "prunesearch.search":
         "'prunesearch.search' (install it with: pip install -e . ; then: import prunesearch.search)"
     )
 
-from prunesearch.search.indicators import (  # noqa: E402
-    hypervolume,
-    non_dominated,
-    normalized_hypervolume,
-)
-from prunesearch.search.problems import GenomeProblem, SyntheticPruningProblem  # noqa: E402
-from prunesearch.search.registry import ALGORITHMS, make_algorithm  # noqa: E402
-from prunesearch.search.settings import ConfigError, SearchSettings  # noqa: E402
+#: public name -> defining module (relative to this package)
+_EXPORTS = {
+    "ALGORITHMS": "registry",
+    "make_algorithm": "registry",
+    "HAMP": "hamp",
+    "GenomeProblem": "problems",
+    "SyntheticPruningProblem": "problems",
+    "hypervolume": "indicators",
+    "non_dominated": "indicators",
+    "normalized_hypervolume": "indicators",
+    "ConfigError": "settings",
+    "SearchSettings": "settings",
+}
 
-__all__ = [
-    "ALGORITHMS",
-    "ConfigError",
-    "GenomeProblem",
-    "SearchSettings",
-    "SyntheticPruningProblem",
-    "hypervolume",
-    "make_algorithm",
-    "non_dominated",
-    "normalized_hypervolume",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prunesearch.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"prunesearch.search.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

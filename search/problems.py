@@ -77,33 +77,13 @@ class GenomeProblem(Problem):
         out["F"] = F
 
 
-# --- the fixed synthetic pruning problem (issue 4: "fixed here so that nobody tunes it") ---
-_N_GENES = 30
-_FULL = np.full(_N_GENES, 16.0)
-_SENS = np.random.default_rng(2024).lognormal(-1.2, 0.8, _N_GENES) * 0.02
-_SENS[27:30] *= 5.0
-_LAT_COEF = np.random.default_rng(2025).uniform(0.5, 2.0, _N_GENES)
-_MEM_COEF = np.random.default_rng(2026).uniform(0.2, 3.0, _N_GENES)
-_LOWER = np.array([1] * 27 + [2] * 3)
-_UPPER = np.full(_N_GENES, 16)
-
-
-def synthetic_pruning_error(genome: Sequence[int], *, noise: bool = True) -> float:
-    """Error of one genome of the synthetic problem (noise seeded by the genome itself)."""
-    w = np.asarray(genome, dtype=float) / _FULL
-    error = 0.07 + float(np.sum(_SENS * (1.0 - w) ** 2))
-    error += 0.5 * float(np.sum(np.maximum(0.0, 0.25 - w) ** 2))
-    if noise:
-        key = tuple(int(g) for g in genome)
-        error += float(np.random.default_rng(hash(key) % 2**32).normal(0.0, 0.002))
-    return error
-
-
-def _synthetic_cheap(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=float)
-    latency = np.sum(_LAT_COEF * np.ceil(X / 2.0) * 2.0 / _FULL, axis=1)
-    memory = np.sum(_MEM_COEF * X / _FULL, axis=1)
-    return np.column_stack([latency, memory])
+from prunesearch.search.synthetic import (  # noqa: E402
+    LOWER as _LOWER,
+    UPPER as _UPPER,
+    synthetic_cheap as _synthetic_cheap,
+    synthetic_error as synthetic_pruning_error,
+    synthetic_hv_ref,
+)
 
 
 class SyntheticPruningProblem(GenomeProblem):
@@ -116,8 +96,7 @@ class SyntheticPruningProblem(GenomeProblem):
 
     def __init__(self, *, noise: bool = True) -> None:
         self.noise = noise
-        full = _UPPER[None, :]
-        ref = np.concatenate([[0.30], _synthetic_cheap(full)[0]])
+        ref = synthetic_hv_ref()
         super().__init__(
             _LOWER, _UPPER, n_obj=3, cheap_objectives=(1, 2), cheap_fn=_synthetic_cheap,
             expensive_fn=self._errors, hv_ref=ref,

@@ -1,0 +1,289 @@
+"""The ``prunesearch`` command line (also ``python -m prunesearch``).
+
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing lost), 1 a failed run,
+130 interrupted (state saved; ``prunesearch resume`` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "UsageError"]
+
+_EPILOG = """\
+examples:
+  prunesearch run configs/quickstart.yaml
+  prunesearch run configs/hamp-resnet56-cifar10.yaml --set search.budget=200 --output runs/r56
+  prunesearch resume runs/r56
+  prunesearch report runs/r56
+  prunesearch export runs/r56 --pick knee --out r56-knee.pt
+
+Data: data.root defaults to $PRUNESEARCH_DATA, else ~/.cache/prunesearch/data.
+Cluster: without --address (or RAY_ADDRESS) a private local Ray instance is started.
+"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"prunesearch: error: {message} (see 'prunesearch {self._cmd()}--help')\n")
+
+    def _cmd(self) -> str:
+        parts = self.prog.split()[1:]
+        return (" ".join(parts) + " ") if parts else ""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="prunesearch",
+        description="Find pruned versions of a trained network that are faster and smaller on "
+        "real hardware while staying accurate (HAMP multi-objective search on Ray).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="start a search from a YAML job file",
+                         description="Start a search from a YAML job file.")
+    run.add_argument("config", help="YAML job file, e.g. configs/quickstart.yaml")
+    run.add_argument("--output", "-o", help="run directory (default runs/<config-stem>-<timestamp>/)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
+                     "local instance)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set search.budget=100 (repeatable)")
+
+    resume = sub.add_parser("resume", help="continue an interrupted search",
+                            description="Continue a search from its run directory or storage URI. "
+                            "Only cluster.* keys may change.")
+    resume.add_argument("run_dir", help="run directory or storage URI (file://, s3://, gs://)")
+    resume.add_argument("--output", "-o", help="local directory for a URI (default runs/<name>-resumed/)")
+    resume.add_argument("--address", help="Ray cluster to join")
+    resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override cluster.* keys (search-defining keys are refused)")
+
+    report = sub.add_parser("report", help="re-render pareto.csv, pareto.png and summary.json",
+                            description="Re-render a run directory's report from its journal.")
+    report.add_argument("run_dir")
+
+    export = sub.add_parser("export", help="write one front member as a real, smaller network",
+                            description="Write a front member as a torch nn.Module file plus its "
+                            "replayable recipe (FILE.recipe.json).")
+    export.add_argument("run_dir")
+    export.add_argument("--pick", default="knee",
+                        help="'knee' (closest to the ideal point, normalised), 'fastest', "
+                        "'smallest', 'best' (lowest error), or a candidate id from pareto.csv")
+    export.add_argument("--out", required=True, help="output file, e.g. model.pt")
+    return parser
+
+
+def _version() -> str:
+    from prunesearch import __version__
+
+    return f"prunesearch {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script. Returns the process exit code."""
+    args = _build_parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "report": _cmd_report,
+                "export": _cmd_export}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("prunesearch: interrupted; resume with 'prunesearch resume RUN_DIR'", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - classify into bad input vs failure
+        if _is_bad_input(exc):
+            print(f"prunesearch: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_bad_input(exc: BaseException) -> bool:
+    from prunesearch.search.settings import ConfigError
+
+    if isinstance(exc, (UsageError, ConfigError)):
+        return True
+    try:
+        from prunesearch.methods.errors import PrunesearchError
+    except ImportError:  # pragma: no cover - methods not built yet
+        return False
+    return isinstance(exc, PrunesearchError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError):
+        text = text.strip("'\"")
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------------------- run
+def _cmd_run(args: argparse.Namespace) -> int:
+    from prunesearch.cluster.config import dump_config, load_config
+
+    config_path = Path(args.config)
+    config = load_config(config_path, args.overrides)
+    _preflight(config)
+    run_dir = _prepare_run_dir(args.output, config_path.stem, overwrite=args.overwrite)
+    dump_config(config, run_dir / "config.yaml")
+    return _run(config, run_dir, address=args.address, resume=False)
+
+
+def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> int:
+    from prunesearch.cluster.driver import run_search
+
+    summary = run_search(config, run_dir, address=address, resume=resume)
+    status = summary.get("status")
+    hv = summary.get("hypervolume")
+    hv_text = f", hypervolume {hv:.4f}" if isinstance(hv, (int, float)) else ""
+    print(f"{status}: {summary.get('evaluations')} evaluations ({summary.get('failed', 0)} failed), "
+          f"front of {summary.get('front_size')}{hv_text}; results in {run_dir}")
+    if status == "interrupted":
+        return 130
+    return 0 if status == "complete" else 1
+
+
+def _preflight(config: Any) -> None:
+    """Refuse unknown dataset/model names and missing data before Ray starts."""
+    if config.evaluator.kind == "synthetic":
+        return
+    try:
+        from prunesearch.methods import data as data_mod
+        from prunesearch.methods import models as models_mod
+    except ImportError:  # pragma: no cover - during bring-up
+        return
+    check_data = getattr(data_mod, "check_dataset", None)
+    if check_data is not None:
+        check_data(config.data)
+    check_model = getattr(models_mod, "check_model", None)
+    if check_model is not None:
+        check_model(config.model, config.data)
+
+
+def _default_run_dir(stem: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stem}-{stamp}"
+
+
+def _prepare_run_dir(output: str | None, stem: str, *, overwrite: bool) -> Path:
+    run_dir = Path(output) if output else _default_run_dir(stem)
+    run_dir = run_dir.expanduser().resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"output '{run_dir}' exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UsageError(f"run directory '{run_dir}' already exists; pass --overwrite to replace "
+                             f"it or 'prunesearch resume {run_dir}' to continue it")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"output directory '{run_dir}' is not writable: {exc.strerror or exc}") from None
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------- resume
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from prunesearch.cluster.config import SEARCH_KEYS, config_to_dict, dump_config, load_config
+
+    source = args.run_dir
+    if "://" in source:
+        from prunesearch.cluster.storage import fetch_run
+
+        name = source.rstrip("/").rsplit("/", 1)[-1] or "run"
+        local = Path(args.output or Path("runs") / f"{name}-resumed").expanduser().resolve()
+        fetch_run(source, local)
+        run_dir = local
+    else:
+        run_dir = Path(source).expanduser().resolve()
+    saved_path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory '{run_dir}' does not exist")
+    if not saved_path.exists():
+        raise UsageError(f"'{run_dir}' is not a prunesearch run directory (no config.yaml)")
+    import yaml
+
+    saved_raw = yaml.safe_load(saved_path.read_text())
+    saved = load_config(saved_raw)
+    config = load_config(saved_raw, args.overrides) if args.overrides else saved
+    before, after = config_to_dict(saved), config_to_dict(config)
+    changed = _changed_keys(before, after)
+    refused = [k for k in changed if k.split(".")[0] in SEARCH_KEYS]
+    if refused:
+        raise UsageError("resume refuses to change keys that alter the search: "
+                         + ", ".join(refused) + " (only cluster.* and storage may change)")
+    if changed:
+        dump_config(config, saved_path)
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("status") == "complete":
+            print(f"{run_dir} is already complete ({summary.get('evaluations')} evaluations); "
+                  "nothing to resume")
+            return 0
+    return _run(config, run_dir, address=args.address, resume=True)
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys: list[str] = []
+        for k in sorted(set(before) | set(after)):
+            keys += _changed_keys(before.get(k), after.get(k), f"{prefix}{k}.")
+        return keys
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+# ---------------------------------------------------------------------------------- report
+def _existing_run_dir(path: str) -> Path:
+    run_dir = Path(path).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory '{run_dir}' does not exist")
+    if not (run_dir / "journal.jsonl").exists():
+        raise UsageError(f"'{run_dir}' has no journal.jsonl: not a search run directory")
+    return run_dir
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from prunesearch.cluster.report import write_report
+
+    run_dir = _existing_run_dir(args.run_dir)
+    summary = write_report(run_dir)
+    print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
+          f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from prunesearch.cluster.export import export_member
+
+    run_dir = _existing_run_dir(args.run_dir)
+    out = Path(args.out).expanduser().resolve()
+    if not out.parent.exists():
+        raise UsageError(f"--out '{out}': directory '{out.parent}' does not exist")
+    info = export_member(run_dir, args.pick, out)
+    print(f"exported candidate {info['id']} (error {info['error']:.4f}, latency "
+          f"{info['latency_ms']:.3f} ms, {info['params']:.0f} params) to {out} "
+          f"and {info['recipe_path']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
