@@ -260,9 +260,9 @@ def _existing_run_dir(path: str) -> Path:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    run_dir = _existing_run_dir(args.run_dir)
     from prunesearch.cluster.report import write_report
 
-    run_dir = _existing_run_dir(args.run_dir)
     summary = write_report(run_dir)
     print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
           f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
@@ -271,12 +271,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    from prunesearch.cluster.export import export_member
-
     run_dir = _existing_run_dir(args.run_dir)
     out = Path(args.out).expanduser().resolve()
     if not out.parent.exists():
         raise UsageError(f"--out '{out}': directory '{out.parent}' does not exist")
+    from prunesearch.cluster.export import export_member
+
     info = export_member(run_dir, args.pick, out)
     print(f"exported candidate {info['id']} (error {info['error']:.4f}, latency "
           f"{info['latency_ms']:.3f} ms, {info['params']:.0f} params) to {out} "

@@ -1,0 +1,91 @@
+"""Bad input on the command line: exit code 2, one line on stderr, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prunesearch", *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_missing_config_file(tmp_path):
+    _assert_one_line_error(_cli("run", str(tmp_path / "nope.yaml")), "does not exist")
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("method: hamp\nsearch:\n  budjet: 3\n")
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(tmp_path / "r")),
+                           "search.budjet", "valid keys")
+    assert not (tmp_path / "r").exists(), "a refused run must not create its directory"
+
+
+def test_bad_override_value(tmp_path):
+    _assert_one_line_error(
+        _cli("run", "configs/quickstart.yaml", "--set", "hardware.dtype=int3",
+             "--output", str(tmp_path / "r")),
+        "hardware.dtype", "int3", "float16")
+
+
+def test_existing_run_directory_is_refused_without_overwrite(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "journal.jsonl").write_text('{"id": 0}\n')
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("evaluator:\n  kind: synthetic\n")
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(run_dir)), "already exists",
+                           "--overwrite")
+    assert (run_dir / "journal.jsonl").read_text() == '{"id": 0}\n', "nothing may be lost"
+
+
+def test_unwritable_output_directory(tmp_path):
+    if os.geteuid() == 0:  # root ignores permission bits; /proc refuses everyone
+        target = Path("/proc/prunesearch-test/r")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        target = locked / "r"
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("evaluator:\n  kind: synthetic\n")
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(target)), "not writable")
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("evaluator:\n  kind: synthetic\n")
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(target)), "not a directory")
+    assert target.read_text() == "keep me"
+
+
+def test_report_and_resume_of_missing_directory(tmp_path):
+    _assert_one_line_error(_cli("report", str(tmp_path / "none")), "does not exist")
+    _assert_one_line_error(_cli("resume", str(tmp_path / "none")), "does not exist")
+    _assert_one_line_error(_cli("export", str(tmp_path / "none"), "--out", "m.pt"), "does not exist")
+
+
+def test_unknown_command_and_help():
+    proc = _cli("frobnicate")
+    assert proc.returncode == 2
+    helped = _cli("run", "--help")
+    assert helped.returncode == 0
+    assert "--overwrite" in helped.stdout and "--set" in helped.stdout
