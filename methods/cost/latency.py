@@ -1,0 +1,370 @@
+"""Measured latency: one timing harness for whole networks and for single layers.
+
+The protocol (STACK_NOTES "Latency"): ``model.eval()`` + ``torch.inference_mode()``, a fixed
+intra-op thread count, warm-up runs, then ``repeats`` timed runs reported as median and p90.
+On CUDA: ``cudnn.benchmark`` on, every run timed with CUDA events and the device synchronised;
+``runtime='cuda-graph'`` captures the forward pass once and times graph replays;
+``runtime='compile'`` times ``torch.compile``'s output (compilation happens during warm-up).
+Every figure carries the device name, runtime, dtype, batch size, threads and torch version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from prunesearch.methods.cost.specs import LayerSpec
+
+__all__ = [
+    "RUNTIMES",
+    "LatencyResult",
+    "device_name",
+    "torch_dtype",
+    "measure_latency",
+    "measure_callable",
+    "spec_module",
+    "measure_spec",
+]
+
+RUNTIMES = ("eager", "cuda-graph", "compile")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """``torch.dtype`` of a ``hardware.dtype`` name.
+
+    Raises:
+        ValueError: unknown dtype name.
+    """
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype={dtype!r} is not supported; choose one of: {', '.join(_DTYPES)}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_name(device: str | torch.device) -> str:
+    """Human-readable name of the device that latency is measured on (part of table keys)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return _cpu_model()
+    return str(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    """One latency figure with everything needed to interpret it.
+
+    Attributes:
+        median_ms: Median of the timed runs, milliseconds per batch.
+        p90_ms: 90th percentile of the timed runs.
+        mean_ms: Mean of the timed runs.
+        min_ms: Fastest timed run.
+        repeats: Number of timed runs.
+        device: Device name (CPU model or GPU name).
+        runtime: ``eager``, ``cuda-graph`` or ``compile``.
+        dtype: ``float32``, ``float16`` or ``bfloat16``.
+        batch_size: Inputs per run.
+        threads: torch intra-op threads during timing.
+        torch_version: ``torch.__version__``.
+        peak_memory_mb: CUDA ``max_memory_allocated`` during the timed runs (None elsewhere).
+    """
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    repeats: int
+    device: str
+    runtime: str
+    dtype: str
+    batch_size: int
+    threads: int
+    torch_version: str
+    peak_memory_mb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+@contextlib.contextmanager
+def _threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _validate(runtime: str, device: torch.device, warmup: int, repeats: int, threads: int,
+              batch_size: int) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not supported; choose one of: {', '.join(RUNTIMES)}")
+    if runtime == "cuda-graph" and device.type != "cuda":
+        raise ValueError(f"runtime='cuda-graph' needs a CUDA device, got device={str(device)!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup={warmup} must be >= 0")
+    if repeats < 3:
+        raise ValueError(f"repeats={repeats} must be >= 3 (median and p90 are reported)")
+    if threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+
+
+def measure_callable(
+    fn: Callable[[], Any],
+    *,
+    device: str | torch.device = "cpu",
+    runtime: str = "eager",
+    dtype: str = "float32",
+    batch_size: int = 1,
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 100,
+    measure_memory: bool = False,
+) -> LatencyResult:
+    """Time a zero-argument callable (its inputs are closed over) with the shared protocol.
+
+    ``runtime='cuda-graph'`` captures ``fn`` once into a CUDA graph after warm-up and times
+    replays; ``'compile'`` expects ``fn`` to be compiled already (see :func:`measure_latency`).
+    """
+    device = torch.device(device)
+    _validate(runtime, device, warmup, repeats, threads, batch_size)
+    cuda = device.type == "cuda"
+    times: list[float] = []
+    peak_mb: float | None = None
+    with _threads(threads), torch.inference_mode():
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.cuda.set_device(device)
+        step = fn
+        if runtime == "cuda-graph":
+            # Warm up on a side stream before capture, as CUDA graphs require.
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(max(warmup, 3)):
+                    fn()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            step = graph.replay
+            warm = max(warmup // 2, 1)
+        else:
+            warm = warmup
+        for _ in range(warm):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+            if measure_memory:
+                torch.cuda.reset_peak_memory_stats(device)
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+            for start, end in zip(starts, ends):
+                start.record()
+                step()
+                end.record()
+            torch.cuda.synchronize(device)
+            times = [start.elapsed_time(end) for start, end in zip(starts, ends)]
+            if measure_memory:
+                peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - begin) * 1000.0)
+    return LatencyResult(
+        median_ms=float(statistics.median(times)),
+        p90_ms=float(_percentile(times, 0.9)),
+        mean_ms=float(statistics.fmean(times)),
+        min_ms=float(min(times)),
+        repeats=repeats,
+        device=device_name(device),
+        runtime=runtime,
+        dtype=dtype,
+        batch_size=batch_size,
+        threads=threads,
+        torch_version=torch.__version__,
+        peak_memory_mb=peak_mb,
+    )
+
+
+def measure_latency(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | torch.device = "cpu",
+    runtime: str = "eager",
+    dtype: str = "float32",
+    batch_size: int = 1,
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 100,
+    measure_memory: bool = False,
+) -> LatencyResult:
+    """End-to-end latency of ``module`` on one batch, with the shared protocol.
+
+    The module is copied to ``device`` and ``dtype`` (the caller's module is left as it was
+    only if it already lives there: pass a copy if it must not move) and put in eval mode.
+
+    Args:
+        module: The network to time.
+        input_shape: Shape of one sample, e.g. ``(3, 32, 32)``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        runtime: ``eager``, ``cuda-graph`` (CUDA only) or ``compile`` (``torch.compile``).
+        dtype: ``float32``, ``float16`` or ``bfloat16``.
+        batch_size: Samples per timed run.
+        threads: torch intra-op threads while timing.
+        warmup: Untimed runs first (with ``compile`` the first one compiles).
+        repeats: Timed runs (>= 3).
+        measure_memory: On CUDA, also report ``max_memory_allocated`` during the timed runs.
+
+    Returns:
+        The median/p90 figure with device, runtime, dtype, batch, threads and torch version.
+    """
+    device = torch.device(device)
+    _validate(runtime, device, warmup, repeats, threads, batch_size)
+    module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(device=device, dtype=torch_dtype(dtype))
+    forward = torch.compile(module) if runtime == "compile" else module
+    return measure_callable(
+        lambda: forward(x), device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
+        threads=threads, warmup=warmup, repeats=repeats, measure_memory=measure_memory,
+    )
+
+
+class _Add(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class _Shortcut(nn.Module):
+    """Option-A shortcut: spatial subsampling, kept channels scattered into zero planes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.out_channels = out_channels
+        # Which output planes receive the input's channels: centred, as in option A's padding.
+        offset = max((out_channels - in_channels) // 2, 0)
+        self.register_buffer("index", torch.arange(offset, offset + min(in_channels, out_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        out = x.new_zeros((x.shape[0], self.out_channels, x.shape[2], x.shape[3]))
+        return out.index_copy(1, self.index, x[:, : self.index.numel()])
+
+
+class _Flatten(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+
+class _GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, 1)
+
+
+def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
+    """A stand-alone module computing one layer spec, and the shapes of its inputs.
+
+    Raises:
+        ValueError: unknown ``spec.op``.
+    """
+    b, cin, cout = spec.batch, spec.in_channels, spec.out_channels
+    x_shape = (b, cin, *spec.in_hw)
+    if spec.op == "conv":
+        mod: nn.Module = nn.Conv2d(cin, cout, spec.kernel, spec.stride, spec.padding,
+                                   groups=spec.groups, bias=spec.bias)
+    elif spec.op == "bn":
+        mod = nn.BatchNorm2d(cout)
+    elif spec.op == "relu":
+        mod = nn.ReLU(inplace=True)
+    elif spec.op == "add":
+        return _Add(), [x_shape, x_shape]
+    elif spec.op == "shortcut":
+        mod = _Shortcut(cin, cout, spec.stride)
+    elif spec.op == "maxpool":
+        mod = nn.MaxPool2d(spec.kernel, spec.stride, spec.padding)
+    elif spec.op == "avgpool":
+        mod = nn.AvgPool2d(spec.kernel, spec.stride, spec.padding)
+    elif spec.op == "gap":
+        mod = _GlobalAvgPool()
+    elif spec.op == "flatten":
+        mod = _Flatten()
+        x_shape = (b, cin, *spec.in_hw)
+    elif spec.op == "linear":
+        mod = nn.Linear(cin, cout, bias=spec.bias)
+        x_shape = (b, cin)
+    else:
+        raise ValueError(f"LayerSpec.op={spec.op!r} has no timing module")
+    return mod, [x_shape]
+
+
+def measure_spec(
+    spec: LayerSpec,
+    *,
+    device: str | torch.device = "cpu",
+    runtime: str = "eager",
+    dtype: str = "float32",
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+) -> LatencyResult:
+    """Latency of one layer in isolation (a latency-table entry).
+
+    ``compile`` is timed eagerly here: compiling hundreds of single layers would take far longer
+    than the search, and the table's calibration against compiled end-to-end timings absorbs
+    the difference (documented in docs/METHODS.md).
+    """
+    device = torch.device(device)
+    mod, shapes = spec_module(spec)
+    tdtype = torch_dtype(dtype)
+    mod = mod.to(device=device, dtype=tdtype).eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
+    # ReLU(inplace) on the same buffer each run is fine for timing and avoids an allocation
+    # that the real network (inplace ReLU) does not make either.
+    layer_runtime = "eager" if runtime == "compile" else runtime
+    return measure_callable(
+        lambda: mod(*inputs), device=device, runtime=layer_runtime, dtype=dtype,
+        batch_size=spec.batch, threads=threads, warmup=warmup, repeats=repeats,
+    )
