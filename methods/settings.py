@@ -75,6 +75,15 @@ class HardwareSettings:
     calibration_genomes: int = setting(
         5, min=0, help="random genomes timed end to end to calibrate the latency table"
     )
+    calibration: str = setting(
+        "linear", choices=("linear", "scale", "none"),
+        help="latency-table calibration: measured = scale * table_sum + offset (linear), "
+             "scale only, or none"
+    )
+    table_warmup: int = setting(5, min=0, help="untimed runs per latency-table layer entry")
+    table_repeats: int = setting(
+        50, min=3, help="timed runs per latency-table layer entry (median is the entry)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
