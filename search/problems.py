@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pymoo.core.problem import Problem
 
-__all__ = ["GenomeProblem", "SyntheticPruningProblem", "synthetic_pruning_error"]
+__all__ = [
+    "BENCHMARK_PROBLEMS",
+    "DiscretizedProblem",
+    "GenomeProblem",
+    "SyntheticPruningProblem",
+    "benchmark_problem",
+    "synthetic_pruning_error",
+]
 
 
 class GenomeProblem(Problem):
@@ -104,3 +111,64 @@ class SyntheticPruningProblem(GenomeProblem):
 
     def _errors(self, X: np.ndarray) -> np.ndarray:
         return np.array([[synthetic_pruning_error(x, noise=self.noise)] for x in X])
+
+
+# --- standard test problems for the search alone (issue 4), real and discretised ---
+class DiscretizedProblem(Problem):
+    """A real-valued pymoo problem searched on an integer grid.
+
+    Gene ``k`` in ``0 .. levels - 1`` maps to ``xl + (xu - xl) * k / (levels - 1)`` of the wrapped
+    problem, so the optimiser sees a bounded integer (``vtype=int``) problem, like a pruning
+    genome, while the objectives stay those of the original.
+
+    Args:
+        base: The real-valued problem (bounded).
+        levels: Grid points per variable (>= 2); 21 gives steps of 5% of the range.
+    """
+
+    def __init__(self, base: Problem, *, levels: int = 21) -> None:
+        if levels < 2:
+            raise ValueError(f"levels must be >= 2, got {levels!r}")
+        if not base.has_bounds():
+            raise ValueError("base problem must have bounds to be discretised")
+        self.base = base
+        self.levels = levels
+        super().__init__(n_var=base.n_var, n_obj=base.n_obj, n_ieq_constr=base.n_ieq_constr,
+                         n_eq_constr=base.n_eq_constr, xl=np.zeros(base.n_var),
+                         xu=np.full(base.n_var, levels - 1), vtype=int)
+        self.hv_ref = getattr(base, "hv_ref", None)
+
+    def to_real(self, X: np.ndarray) -> np.ndarray:
+        """Map integer genomes to the wrapped problem's variables."""
+        xl, xu = self.base.bounds()
+        return xl + (xu - xl) * np.asarray(X, dtype=float) / (self.levels - 1)
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        values = self.base.evaluate(self.to_real(np.rint(X)), return_as_dictionary=True)
+        for key in ("F", "G", "H"):
+            if values.get(key) is not None:
+                out[key] = values[key]
+
+
+#: Problem names understood by :func:`benchmark_problem` (``-int``: discretised, 21 levels).
+BENCHMARK_PROBLEMS = ("synthetic", "zdt1", "zdt2", "zdt3", "dtlz2",
+                      "zdt1-int", "zdt2-int", "zdt3-int", "dtlz2-int")
+
+
+def benchmark_problem(name: str) -> Problem:
+    """Build a benchmark problem by name (see :data:`BENCHMARK_PROBLEMS`).
+
+    ZDT1-3 have 30 variables and 2 objectives, DTLZ2 10 variables and 3 objectives (pymoo's
+    definitions). They declare no ``hv_ref``: comparisons normalise by the union of the fronts
+    compared (:func:`~prunesearch.search.indicators.comparison_hypervolumes`).
+    """
+    from pymoo.problems import get_problem
+
+    if name not in BENCHMARK_PROBLEMS:
+        raise ValueError(f"unknown benchmark problem {name!r}; valid: "
+                         + ", ".join(BENCHMARK_PROBLEMS))
+    if name == "synthetic":
+        return SyntheticPruningProblem()
+    base_name = name.removesuffix("-int")
+    base = get_problem(base_name, n_obj=3) if base_name == "dtlz2" else get_problem(base_name)
+    return DiscretizedProblem(base) if name.endswith("-int") else base

@@ -1,31 +1,61 @@
 """Search algorithms by name (the config's ``method``).
 
-PLACEHOLDER until issue 4 lands: every name builds pymoo's NSGA-II with integer operators.
-The search helper replaces this with HAMP, its ablations and the baselines.
+| name                | algorithm                                                          |
+|---------------------|--------------------------------------------------------------------|
+| `hamp`              | :class:`~prunesearch.search.hamp.HAMP` (portfolio + local search)   |
+| `nsga2`             | pymoo's NSGA-II (:class:`~prunesearch.search.baselines.NSGA2Search`) |
+| `random`            | random search (:class:`~prunesearch.search.baselines.RandomSearch`) |
+| `hamp-no-ls`        | HAMP's portfolio selection without local search                    |
+| `hamp-no-portfolio` | HAMP's local search with NSGA-II selection only                    |
 """
 
 from __future__ import annotations
 
-from pymoo.algorithms.moo.nsga2 import NSGA2
-from pymoo.operators.crossover.sbx import SBX
-from pymoo.operators.mutation.pm import PM
-from pymoo.operators.repair.rounding import RoundingRepair
-from pymoo.operators.sampling.rnd import IntegerRandomSampling
+import dataclasses
+from typing import Any
 
+from pymoo.core.algorithm import Algorithm
+
+from prunesearch.search.baselines import NSGA2Search, RandomSearch
+from prunesearch.search.hamp import HAMP
 from prunesearch.search.settings import SearchSettings
+
+__all__ = ["ALGORITHMS", "make_algorithm"]
 
 ALGORITHMS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
 
 
-def make_algorithm(method: str, settings: SearchSettings | None = None):
-    """Build the pymoo algorithm for ``method`` from the ``search`` settings."""
-    settings = settings or SearchSettings()
+def make_algorithm(method: str, settings: SearchSettings | None = None,
+                   **overrides: Any) -> Algorithm:
+    """Build the pymoo algorithm for ``method`` from the ``search`` settings.
+
+    Args:
+        method: One of :data:`ALGORITHMS`.
+        settings: The ``search`` config section (defaults: ``SearchSettings()``, which gives
+            ``HAMP()``'s tuned defaults for ``hamp``).
+        **overrides: Keyword arguments passed on to the algorithm's constructor, replacing the
+            values taken from ``settings`` (e.g. ``pop_size=20`` in tests).
+
+    Raises:
+        ValueError: ``method`` is not one of :data:`ALGORITHMS`.
+    """
     if method not in ALGORITHMS:
         raise ValueError(f"unknown search method {method!r}; valid: {', '.join(ALGORITHMS)}")
-    return NSGA2(
-        pop_size=settings.pop_size,
-        sampling=IntegerRandomSampling(),
-        crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-        mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
-        eliminate_duplicates=True,
-    )
+    s = settings or SearchSettings()
+    if method in ("nsga2", "random"):
+        kwargs: dict[str, Any] = {"pop_size": s.pop_size, **overrides}
+        return NSGA2Search(**kwargs) if method == "nsga2" else RandomSearch(**kwargs)
+    kwargs = {
+        "pop_size": s.pop_size,
+        "portfolio": s.portfolio,
+        "credit_window": s.credit_window,
+        "min_probability": s.min_probability,
+        "local_search": s.local_search,
+        "surrogate": s.surrogate,
+    }
+    if method == "hamp-no-ls":
+        kwargs["local_search"] = dataclasses.replace(s.local_search, max_moves=0)
+    elif method == "hamp-no-portfolio":
+        kwargs["portfolio"] = ("nsga2",)
+    kwargs.update(overrides)
+    return HAMP(**kwargs)

@@ -1,0 +1,376 @@
+"""HAMP: memetic multi-objective search with portfolio selection and surrogate local search.
+
+Our reading of Hong, Li, Liu, Yang and Tang, "Multi-objective evolutionary optimization for
+hardware-aware neural network pruning" (Fundamental Research 4(4), 2024), whose abstract fixes the
+structure (portfolio-based selection + surrogate-assisted local search) but not the details; the
+choices below are ours and are listed in docs/METHODS.md.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import binary_tournament
+from pymoo.core.algorithm import Algorithm
+from pymoo.core.mating import Mating
+from pymoo.core.population import Population
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import FloatRandomSampling, IntegerRandomSampling
+from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+
+from prunesearch.search.base import ArchivedSearch
+from prunesearch.search.indicators import hypervolume, non_dominated
+from prunesearch.search.local_search import greedy_select, hv_improvements, neighbour_moves
+from prunesearch.search.selection import Portfolio
+from prunesearch.search.settings import LocalSearchSettings
+from prunesearch.search.surrogate import SURROGATES, make_surrogate
+
+__all__ = ["DEFAULT_KEEP_RATIOS", "HAMP"]
+
+#: Uniform keep ratios seeded into the initial population of integer problems (1.0 is the
+#: full-width genome), after METHODS_NOTES section 1.3.
+DEFAULT_KEEP_RATIOS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+class HAMP(ArchivedSearch, Algorithm):
+    """Memetic MOEA: variation + credit-based selection portfolio + surrogate local search.
+
+    Each generation asks ONE batch: the offspring of variation (binary tournament on rank and
+    crowding, SBX, polynomial mutation; rounded on integer problems) followed by the local-search
+    moves the surrogate ranks best. When the batch is told back, the archive and the surrogate's
+    training set grow, the operator used last gets its credit, and one selection operator of the
+    portfolio (drawn by probability matching on credit) cuts population + batch back to
+    ``pop_size``. The result is the feasible non-dominated set of the whole archive.
+
+    Works with ``pymoo.optimize.minimize(problem, HAMP(), ("n_evals", N), seed=s)`` on any problem
+    with bounded integer (``vtype=int``) or real variables and 2 or 3 objectives (more work, but
+    hypervolume grows costly), constraints optional. Problems that declare ``cheap_objectives``
+    and ``evaluate_cheap(X)`` have those objectives computed exactly in the local search; all
+    others are predicted by the surrogate.
+
+    Hand-driven ask/tell loop (the cluster driver)::
+
+        algorithm = HAMP()
+        algorithm.setup(problem, termination=("n_evals", budget), seed=seed)
+        while algorithm.has_next():
+            pop = algorithm.ask()                       # never more than the budget has left
+            F, ok = evaluate_somewhere(pop.get("X"))    # integer problems: X is int
+            pop.set("F", F)
+            mark_failed(pop, ~ok)                       # failed candidates: never selected
+            algorithm.tell(infills=pop)
+            checkpoint = pickle.dumps(algorithm)        # resuming from it is exact
+        result = algorithm.result()                     # .X, .F: the archive's front
+
+    pymoo does not count evaluations made outside ``minimize``; ``tell`` counts them in
+    ``n_real_evals`` (failed ones included) and copies the count into ``evaluator.n_eval``, so an
+    ``("n_evals", N)`` termination stops both loops after exactly N evaluations. Failed candidates
+    are told back with :func:`~prunesearch.search.base.mark_failed` (or with NaN objectives, or
+    with a constraint violation on a problem without constraints).
+
+    After every ``tell``: ``last_operator`` names the selection operator used, ``history_log``
+    gains a dict (generation, operator, credits, probabilities, hypervolume, local-search
+    counts), and every candidate of the batch carries ``origin`` (``initial``, ``variation`` or
+    ``local_search``).
+
+    Args:
+        pop_size: Population size kept by environmental selection (and initial batch size).
+        n_offsprings: Offspring of variation per generation (default ``pop_size``).
+        portfolio: Selection operators to choose among (``nsga2``, ``sms-emoa``, ``spea2``,
+            ``ibea``); one name disables the portfolio.
+        credit_window: How many recent credits of an operator are averaged.
+        min_probability: Probability floor of each operator.
+        local_search: Local-search budgets (parents, samples_per_parent, moves_per_parent,
+            max_moves); ``max_moves=0`` disables the local search.
+        surrogate: ``random_forest`` (default) or ``gaussian_process`` (expected HV improvement).
+        surrogate_options: Keyword arguments for the surrogate's constructor (e.g. ``n_trees``).
+        initial_keep_ratios: Integer problems only: uniform genomes ``xl + r (xu - xl)`` seeded
+            into the initial population (1.0 is the full-width genome); ``()`` disables it.
+        step_fraction: Real genes: local-search step (standard deviation) as a range fraction.
+        min_archive_for_surrogate: Local search starts once this many evaluations succeeded.
+        expected_improvement_samples: Samples per candidate for expected HV improvement (GP).
+        crossover_prob: SBX probability.
+        crossover_eta: SBX distribution index.
+        mutation_eta: Polynomial mutation distribution index.
+        **kwargs: Passed to pymoo's ``Algorithm`` (``output``, ``verbose``, ...).
+    """
+
+    operator_name = "initial"
+
+    def __init__(
+        self,
+        *,
+        pop_size: int = 50,
+        n_offsprings: int | None = None,
+        portfolio: Sequence[str] = ("nsga2", "sms-emoa", "spea2", "ibea"),
+        credit_window: int = 5,
+        min_probability: float = 0.05,
+        local_search: LocalSearchSettings | None = None,
+        surrogate: str = "random_forest",
+        surrogate_options: dict[str, Any] | None = None,
+        initial_keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+        step_fraction: float = 0.05,
+        min_archive_for_surrogate: int = 10,
+        expected_improvement_samples: int = 16,
+        crossover_prob: float = 0.9,
+        crossover_eta: float = 15.0,
+        mutation_eta: float = 20.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if pop_size < 4:
+            raise ValueError(f"pop_size must be >= 4, got {pop_size!r}")
+        if n_offsprings is not None and n_offsprings < 1:
+            raise ValueError(f"n_offsprings must be >= 1 or None, got {n_offsprings!r}")
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate {surrogate!r} is unknown; valid: {', '.join(SURROGATES)}")
+        ratios = tuple(float(r) for r in initial_keep_ratios)
+        if any(not 0.0 <= r <= 1.0 for r in ratios):
+            raise ValueError(f"initial_keep_ratios must lie in [0, 1], got {ratios!r}")
+        if not 0.0 < step_fraction <= 1.0:
+            raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction!r}")
+        if min_archive_for_surrogate < 2:
+            raise ValueError(f"min_archive_for_surrogate must be >= 2, got "
+                             f"{min_archive_for_surrogate!r}")
+        if expected_improvement_samples < 1:
+            raise ValueError(f"expected_improvement_samples must be >= 1, got "
+                             f"{expected_improvement_samples!r}")
+        if not 0.0 <= crossover_prob <= 1.0:
+            raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob!r}")
+        self.pop_size = pop_size
+        self.n_offsprings = n_offsprings or pop_size
+        self.local_search = local_search or LocalSearchSettings()
+        self.surrogate_name = surrogate
+        self.surrogate_options = dict(surrogate_options or {})
+        make_surrogate(surrogate, **self.surrogate_options)  # validates the options now
+        self.initial_keep_ratios = ratios
+        self.step_fraction = step_fraction
+        self.min_archive_for_surrogate = min_archive_for_surrogate
+        self.expected_improvement_samples = expected_improvement_samples
+        self.crossover_prob = crossover_prob
+        self.crossover_eta = crossover_eta
+        self.mutation_eta = mutation_eta
+        # Built (and validated) now, rebuilt empty in _setup for every run.
+        self.portfolio = Portfolio(portfolio, window=credit_window,
+                                   min_probability=min_probability)
+        # pymoo's binary_tournament reads this: feasibility, then rank, then crowding.
+        self.tournament_type = "comp_by_rank_and_crowding"
+
+    # ----------------------------------------------------------------------------- setup
+    def _setup(self, problem, **kwargs) -> None:
+        if problem.n_obj < 2:
+            raise ValueError(f"HAMP needs a multi-objective problem, got n_obj={problem.n_obj}")
+        if not problem.has_bounds():
+            raise ValueError("HAMP needs bounded variables (problem.xl and problem.xu)")
+        self._init_archive(problem)
+        self.xl, self.xu = (np.asarray(b, dtype=float) for b in problem.bounds())
+        if self.integer:
+            self.sampling = IntegerRandomSampling()
+            crossover = SBX(prob=self.crossover_prob, eta=self.crossover_eta, vtype=float,
+                            repair=RoundingRepair())
+            mutation = PM(eta=self.mutation_eta, vtype=float, repair=RoundingRepair())
+        else:
+            self.sampling = FloatRandomSampling()
+            crossover = SBX(prob=self.crossover_prob, eta=self.crossover_eta)
+            mutation = PM(eta=self.mutation_eta)
+        self.mating = Mating(TournamentSelection(func_comp=binary_tournament), crossover,
+                             mutation, eliminate_duplicates=self.known_genomes,
+                             n_max_iterations=100)
+        self.portfolio = Portfolio(self.portfolio.names, window=self.portfolio.window,
+                                   min_probability=self.portfolio.min_probability)
+        self.pending_operator: str | None = None
+        cheap = tuple(int(i) for i in getattr(problem, "cheap_objectives", ()) or ())
+        self.cheap_objectives = cheap if hasattr(problem, "evaluate_cheap") else ()
+        self.expensive_objectives = tuple(i for i in range(problem.n_obj)
+                                          if i not in self.cheap_objectives)
+        ref = getattr(problem, "hv_ref", None)
+        self.hv_ref = None if ref is None else np.asarray(ref, dtype=float)
+
+    # --------------------------------------------------------------------- initialisation
+    def _initialize_infill(self) -> Population:
+        seeds = []
+        if self.integer:
+            for r in self.initial_keep_ratios:
+                seeds.append(np.rint(self.xl + r * (self.xu - self.xl)))
+        pop = Population.new(X=np.array(seeds)) if seeds else Population.empty()
+        pop = self.known_genomes.do(pop) if len(pop) else pop
+        pop = pop[: self.pop_size]
+        pop.set("origin", "initial")
+        rest = self._random_unknown(self.pop_size - len(pop), exclude=pop)
+        rest.set("origin", "initial")
+        return Population.merge(pop, rest)
+
+    def _initialize_advance(self, infills=None, **kwargs) -> None:
+        self.pop = self._ranked(infills if infills is not None else Population.empty())
+        self.last_operator = "initial"
+        self._log_generation(**self._hv_entries(), credits=self.portfolio.mean_credits(),
+                             probabilities=self._probabilities())
+
+    # ---------------------------------------------------------------------------- infill
+    def _infill(self) -> Population | None:
+        rng = self.random_state
+        if len(self.pop) >= 2:
+            off = self.mating.do(self.problem, self.pop, self.n_offsprings, algorithm=self,
+                                 random_state=rng)
+        else:
+            # Every candidate so far failed (or nearly): restart from random genomes.
+            off = self._random_unknown(self.n_offsprings)
+        off.set("origin", "variation")
+        moves = self._local_search_moves(exclude=off)
+        batch = Population.merge(moves, off)
+        if len(batch) == 0:
+            batch = self._random_unknown(self.n_offsprings)
+            batch.set("origin", "variation")
+        if len(batch) == 0:
+            # The whole (finite) space has been evaluated.
+            self.termination.force_termination = True
+            return None
+        return batch
+
+    # ------------------------------------------------------------------------ local search
+    def _local_search_moves(self, *, exclude: Population) -> Population:
+        ls = self.local_search
+        self._ls_stats: dict[str, Any] = {"ls_candidates": 0, "ls_moves": 0, "ls_fit_s": 0.0}
+        if ls.max_moves == 0 or ls.moves_per_parent == 0:
+            return Population.empty()
+        ok = ~self.archive_failed
+        front = self.front_indices()
+        if ok.sum() < self.min_archive_for_surrogate or len(front) == 0:
+            return Population.empty()
+        rng = self.random_state
+        parents = rng.choice(front, size=min(ls.parents, len(front)), replace=False)
+        taken = set(self.known_genomes.known)
+        taken.update(self.known_genomes.key(x) for x in (exclude.get("X") if len(exclude) else []))
+        cands, groups = [], []
+        for g, p in enumerate(parents):
+            for x in neighbour_moves(self.archive_X[p], xl=self.xl, xu=self.xu,
+                                     integer=self.integer, n_samples=ls.samples_per_parent,
+                                     rng=rng, step_fraction=self.step_fraction):
+                key = self.known_genomes.key(x)
+                if key not in taken:
+                    taken.add(key)
+                    cands.append(x)
+                    groups.append(g)
+        if not cands:
+            return Population.empty()
+        C = np.array(cands)
+        predicted = np.empty((len(C), self.problem.n_obj))
+        std = None
+        start = time.perf_counter()
+        if self.expensive_objectives:
+            exp = list(self.expensive_objectives)
+            model = make_surrogate(self.surrogate_name, **self.surrogate_options)
+            with warnings.catch_warnings():
+                # GP hyper-parameter fits warn about convergence on small archives; harmless here.
+                warnings.simplefilter("ignore")
+                model.fit(self._scale_genomes(self.archive_X[ok]), self.archive_F[ok][:, exp],
+                          random_state=int(rng.integers(2**31 - 1)))
+                mean, sd = model.predict(self._scale_genomes(C))
+            predicted[:, exp] = mean
+            if sd is not None:
+                std = np.zeros_like(predicted)
+                std[:, exp] = sd
+        if self.cheap_objectives:
+            predicted[:, list(self.cheap_objectives)] = np.asarray(
+                self.problem.evaluate_cheap(C), dtype=float).reshape(len(C), -1)
+        self._ls_stats["ls_fit_s"] = time.perf_counter() - start
+        shift, scale, ref = self._normaliser()
+        pred_n = (predicted - shift) / scale
+        front_n = (self.archive_F[front] - shift) / scale
+        score_fn = None
+        if std is not None:
+            score_fn = self._expected_improvement_fn(pred_n, std / scale, ref, rng)
+        chosen = greedy_select(pred_n, front_n, ref, groups=np.array(groups),
+                               per_group=ls.moves_per_parent, total=ls.max_moves,
+                               score_fn=score_fn)
+        moves = Population.new(X=C[chosen]) if chosen else Population.empty()
+        if chosen:
+            moves.set("origin", "local_search", "predicted_F", predicted[chosen])
+        self._ls_stats.update(ls_candidates=len(C), ls_moves=len(chosen))
+        return moves
+
+    def _expected_improvement_fn(self, mean: np.ndarray, std: np.ndarray, ref: np.ndarray,
+                                 rng: np.random.Generator):
+        """Monte-Carlo expected HV improvement with common random numbers for all candidates."""
+        z = rng.standard_normal((self.expected_improvement_samples, mean.shape[1]))
+
+        def score(idx: np.ndarray, front: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(idx))
+            # Only candidates whose optimistic (mean - 2 sd) point improves can have any EHVI.
+            hopeful = hv_improvements(mean[idx] - 2.0 * std[idx], front, ref) > 0
+            for k in np.flatnonzero(hopeful):
+                i = idx[k]
+                samples = mean[i] + std[i] * z
+                out[k] = float(np.mean(hv_improvements(samples, front, ref)))
+            return out
+
+        return score
+
+    def _scale_genomes(self, X: np.ndarray) -> np.ndarray:
+        span = np.where(self.xu - self.xl > 0, self.xu - self.xl, 1.0)
+        return (np.asarray(X, dtype=float) - self.xl) / span
+
+    def _normaliser(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shift, scale, ref) of the objective space in which HV is compared.
+
+        With the problem's ``hv_ref``: divide by it, reference 1.0 (the benchmark's measure).
+        Otherwise: the ideal and nadir of the archive's front, reference 1.1 on every axis.
+        """
+        n_obj = self.problem.n_obj
+        if self.hv_ref is not None:
+            return np.zeros(n_obj), self.hv_ref, np.ones(n_obj)
+        front = self.front_indices()
+        if len(front) == 0:
+            return np.zeros(n_obj), np.ones(n_obj), np.full(n_obj, 1.1)
+        F = self.archive_F[front]
+        ideal, nadir = F.min(axis=0), F.max(axis=0)
+        return ideal, np.where(nadir - ideal > 0, nadir - ideal, 1.0), np.full(n_obj, 1.1)
+
+    # --------------------------------------------------------------------------- advance
+    def _advance(self, infills=None, **kwargs) -> None:
+        infills = infills if infills is not None else Population.empty()
+        entries = self._hv_entries()
+        credit = None
+        rewarded = self.pending_operator
+        if rewarded is not None:
+            credit = entries["hv"] - entries["hv_before"]
+            self.portfolio.reward(self.pending_operator, credit)
+        name = self.portfolio.choose(self.random_state)
+        merged = Population.merge(self.pop, infills)
+        survivors = self.portfolio.selectors[name].do(
+            self.problem, merged, n_survive=self.pop_size, algorithm=self,
+            random_state=self.random_state)
+        self.pop = self._ranked(survivors)
+        self.last_operator = name
+        self.pending_operator = name
+        self._log_generation(**entries, credit=credit, rewarded=rewarded,
+                             credits=self.portfolio.mean_credits(),
+                             probabilities=self._probabilities(),
+                             **getattr(self, "_ls_stats", {}))
+
+    def _ranked(self, pop: Population) -> Population:
+        """Set ``rank`` and ``crowding`` (read by the mating tournament) without removing any."""
+        if len(pop) == 0:
+            return pop
+        return RankAndCrowding().do(self.problem, pop, n_survive=len(pop),
+                                    random_state=self.random_state)
+
+    def _probabilities(self) -> dict[str, float]:
+        return dict(zip(self.portfolio.names, map(float, self.portfolio.probabilities())))
+
+    def _hv_entries(self) -> dict[str, float]:
+        """Archive-front hypervolume before and after the last told batch (same normalisation)."""
+        shift, scale, ref = self._normaliser()
+        ok = self.archive_feasible
+        start = len(self.archive_F) - self._last_batch_size
+        values = []
+        for mask in (ok & (np.arange(len(ok)) < start), ok):
+            F = (self.archive_F[mask] - shift) / scale
+            values.append(hypervolume(F[non_dominated(F)], ref) if len(F) else 0.0)
+        return {"hv_before": values[0], "hv": values[1]}
