@@ -1,0 +1,229 @@
+"""Apply a genome: rank channels, keep the best, build the smaller network, record a recipe.
+
+A *recipe* is a JSON-able dict that replays a pruning exactly::
+
+    {"format": 1, "model": "resnet56", "base_arch": {...}, "base_checkpoint": "/path" | None,
+     "base_sha256": "...", "granularity": 4, "importance": "l1",
+     "groups": ["layer1.0", ...], "genome": [...], "channels": [...],
+     "kept": {"layer1.0": [0, 3, ...], ...}}
+
+``rebuild(base, recipe)`` slices the same channels from the same base weights and gives a module
+with bit-for-bit identical outputs; ``load_pruned(recipe, state_dict)`` rebuilds the pruned
+architecture without the base weights and loads fine-tuned weights into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunesearch.methods.models import CifarResNet, DigitsCNN, arch_config, build_from_arch
+from prunesearch.methods.pruning.importance import (
+    IMPORTANCES,
+    Producer,
+    batch_gradients,
+    group_scores,
+    keep_top,
+)
+from prunesearch.methods.pruning.space import GenomeSpace
+from prunesearch.methods.pruning.surgery import own_producers, prune_own
+from prunesearch.methods.pruning.tp_groups import tp_producers, tp_prune
+
+__all__ = [
+    "PrunedNetwork",
+    "apply_genome",
+    "prune_to_kept",
+    "rank_channels",
+    "rebuild",
+    "load_pruned",
+    "save_recipe",
+    "load_recipe",
+    "state_dict_sha256",
+    "RECIPE_FORMAT",
+]
+
+RECIPE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunedNetwork:
+    """A physically smaller network and the recipe that rebuilds it."""
+
+    module: nn.Module
+    recipe: dict[str, Any]
+
+
+def _is_own(model: nn.Module) -> bool:
+    return isinstance(model, (CifarResNet, DigitsCNN))
+
+
+def _producers(model: nn.Module, space: GenomeSpace) -> dict[str, list[Producer]]:
+    if _is_own(model):
+        return own_producers(model)
+    return tp_producers(model, input_shape=space.input_shape)
+
+
+def state_dict_sha256(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (identifies base weights)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_channels(model: nn.Module, space: GenomeSpace, *, importance: str = "l1",
+                  grads: Mapping[nn.Parameter, torch.Tensor] | None = None,
+                  example_inputs: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], torch.Tensor] | None = None,
+                  ) -> dict[str, torch.Tensor]:
+    """Importance score of every channel of every group (see :mod:`.importance`).
+
+    Args:
+        model: The base network.
+        space: Its genome space.
+        importance: ``l1``, ``bn_scale`` or ``taylor``.
+        grads: Parameter -> gradient, for ``taylor``.
+        example_inputs: ``(images, labels)`` batch (or ``loss_fn(model)``) from which the
+            ``taylor`` gradients are computed when ``grads`` is not given.
+    """
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
+    if importance == "taylor" and grads is None:
+        if example_inputs is None:
+            raise ValueError("importance 'taylor' needs grads= or example_inputs=(images, labels)")
+        grads = batch_gradients(model, example_inputs)
+    producers = _producers(model, space)
+    if list(producers) != space.names:
+        raise ValueError(f"the model's groups {list(producers)} do not match the genome space "
+                         f"{space.names} (was the space built for another model?)")
+    return {g.name: group_scores(producers[g.name], g.full_width, importance, grads)
+            for g in space.groups}
+
+
+def prune_to_kept(model: nn.Module, kept: Mapping[str, Sequence[int]], *,
+                  input_shape: Sequence[int] = (3, 32, 32)) -> nn.Module:
+    """A new, smaller network keeping the channels ``kept[group]`` (sorted base indices) of
+    every group; ``input_shape`` is used to trace torchvision models."""
+    if _is_own(model):
+        return prune_own(model, kept)
+    return tp_prune(model, kept, input_shape=input_shape)
+
+
+def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
+                 importance: str = "l1",
+                 grads: Mapping[nn.Parameter, torch.Tensor] | None = None,
+                 example_inputs: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], torch.Tensor] | None = None,
+                 base_checkpoint: str | None = None) -> PrunedNetwork:
+    """Prune ``model`` to the widths ``genome`` encodes.
+
+    Inside every group the channels with the highest ``importance`` are kept (ties: lower index
+    first). ``model`` itself is not modified.
+
+    Args:
+        model: Base network (a registered model: CIFAR ResNet, digits CNN or torchvision).
+        space: ``genome_space(model, name, granularity)``.
+        genome: Granules kept per group.
+        importance: ``l1`` (default), ``bn_scale`` or ``taylor``.
+        grads: Parameter -> gradient for ``taylor``.
+        example_inputs: ``(images, labels)`` batch for ``taylor`` when ``grads`` is not given.
+        base_checkpoint: Path of the base weights, recorded in the recipe.
+
+    Returns:
+        The pruned module (same train/eval mode as ``model``) and its recipe.
+    """
+    channels = space.channels(genome)
+    scores = rank_channels(model, space, importance=importance, grads=grads,
+                           example_inputs=example_inputs)
+    kept = {g.name: keep_top(scores[g.name], c) for g, c in zip(space.groups, channels)}
+    module = prune_to_kept(model, kept, input_shape=space.input_shape)
+    recipe = {
+        "format": RECIPE_FORMAT,
+        "model": space.model_name,
+        "base_arch": arch_config(model, space.model_name),
+        "base_checkpoint": str(base_checkpoint) if base_checkpoint else None,
+        "base_sha256": state_dict_sha256(model),
+        "granularity": space.granularity,
+        "importance": importance,
+        "input_shape": list(space.input_shape),
+        "groups": space.names,
+        "genome": [int(v) for v in space.validate(genome)],
+        "channels": [int(c) for c in channels],
+        "kept": kept,
+    }
+    return PrunedNetwork(module=module, recipe=recipe)
+
+
+def _check_recipe(recipe: Mapping[str, Any]) -> None:
+    missing = [k for k in ("format", "model", "base_arch", "groups", "kept") if k not in recipe]
+    if missing:
+        raise ValueError(f"recipe lacks the keys {missing}")
+    if recipe["format"] != RECIPE_FORMAT:
+        raise ValueError(f"recipe format {recipe['format']} is not supported (expected "
+                         f"{RECIPE_FORMAT})")
+
+
+def rebuild(base_model: nn.Module, recipe: Mapping[str, Any], *, check_base: bool = True
+            ) -> nn.Module:
+    """Replay ``recipe`` on ``base_model``: the same module :func:`apply_genome` produced.
+
+    Raises:
+        ValueError: ``check_base`` is set and ``base_model``'s weights differ from the recipe's
+            base (``base_sha256``), or the recipe is malformed.
+    """
+    _check_recipe(recipe)
+    if check_base and recipe.get("base_sha256"):
+        actual = state_dict_sha256(base_model)
+        if actual != recipe["base_sha256"]:
+            raise ValueError(f"base model weights (sha256 {actual[:12]}) differ from the "
+                             f"recipe's base ({recipe['base_sha256'][:12]}); load "
+                             f"{recipe.get('base_checkpoint') or 'the same base weights'}")
+    kept = {name: [int(i) for i in recipe["kept"][name]] for name in recipe["groups"]}
+    return prune_to_kept(base_model, kept,
+                         input_shape=tuple(recipe.get("input_shape", (3, 32, 32))))
+
+
+def load_pruned(recipe: Mapping[str, Any], state_dict: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a pruned (and possibly fine-tuned) network from its recipe and saved weights.
+
+    The base architecture is rebuilt from ``recipe['base_arch']`` (no base weights needed),
+    pruned to the recipe's channels, and ``state_dict`` (torch tensors or numpy arrays) is loaded
+    strictly into it. Returns the module in eval mode.
+    """
+    _check_recipe(recipe)
+    base = build_from_arch(recipe["base_arch"])
+    module = rebuild(base, recipe, check_base=False)
+    tensors = {k: torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
+               for k, v in state_dict.items()}
+    module.load_state_dict(tensors)
+    return module.eval()
+
+
+def save_recipe(recipe: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``recipe`` as JSON atomically (temp file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(recipe, fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a recipe written by :func:`save_recipe`."""
+    with open(path) as fh:
+        recipe = json.load(fh)
+    _check_recipe(recipe)
+    return recipe
