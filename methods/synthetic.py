@@ -7,8 +7,10 @@ that sleep a seeded 1.0 s +- jitter) and anywhere a real network is not the poin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,20 +57,44 @@ class SyntheticTask:
 
 
 class SyntheticEvaluator:
-    """Evaluates the synthetic problem, optionally sleeping a seeded duration per candidate."""
+    """Evaluates the synthetic problem, optionally sleeping a seeded duration per candidate.
+
+    Fault-injection keys of the payload (tests of the cluster driver add them; the config never
+    sets them): ``crash_ids`` -- candidate ids whose evaluation kills the evaluator's process
+    (``os._exit``) every time; ``crash_once_ids`` with ``crash_marker_dir`` -- ids that kill the
+    process on their first attempt only (a marker file records the crash across processes);
+    ``nan_ids`` -- ids whose error comes back NaN with status ok (a driver must not trust it).
+    """
 
     def __init__(self, payload: dict[str, Any]) -> None:
         self.sleep_s = float(payload.get("sleep_s", 0.0))
         self.jitter = float(payload.get("jitter", 0.0))
+        self.crash_ids = frozenset(int(i) for i in payload.get("crash_ids", ()))
+        self.crash_once_ids = frozenset(int(i) for i in payload.get("crash_once_ids", ()))
+        self.nan_ids = frozenset(int(i) for i in payload.get("nan_ids", ()))
+        marker_dir = payload.get("crash_marker_dir")
+        if self.crash_once_ids and not marker_dir:
+            raise ValueError("payload: crash_once_ids needs crash_marker_dir")
+        self.crash_marker_dir = Path(marker_dir) if marker_dir else None
+
+    def _maybe_crash(self, candidate_id: int) -> None:
+        if candidate_id in self.crash_ids:
+            os._exit(13)
+        if candidate_id in self.crash_once_ids and self.crash_marker_dir is not None:
+            marker = self.crash_marker_dir / f"crashed-{candidate_id}"
+            if not marker.exists():
+                marker.touch()
+                os._exit(13)
 
     def evaluate(self, genome: Sequence[int], *, candidate_id: int, seed: int) -> dict[str, Any]:
         start = time.perf_counter()
+        self._maybe_crash(int(candidate_id))
         if self.sleep_s > 0:
             rng = np.random.default_rng([seed, candidate_id])
             time.sleep(self.sleep_s * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
         genome = [int(g) for g in genome]
         latency, memory = synthetic_cheap(np.asarray([genome]))[0]
-        error = synthetic_error(genome)
+        error = float("nan") if candidate_id in self.nan_ids else synthetic_error(genome)
         return {
             "status": "ok",
             "reason": None,

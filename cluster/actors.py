@@ -1,0 +1,291 @@
+"""The evaluator actor pool: one Ray actor per evaluation slot, kept busy, replaced when it dies.
+
+Each actor builds its :class:`~prunesearch.methods.task.Evaluator` once from the task payload
+(numpy base weights, put into the object store once and passed by reference) and then evaluates
+one genome per call. Actors hold the custom ``evaluator`` resource rather than CPUs (on a small
+machine, CPU reservations of long-lived actors deadlock every other task; STACK_NOTES) and fix
+torch's thread count themselves.
+
+Ray restarts a dead actor (``max_restarts``) but never retries its calls
+(``max_task_retries=0``): the pool retries a candidate itself, on another actor where it can, so
+that it can count attempts and record the candidate as failed after ``max_retries``.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolJob", "PoolError", "actor_options"]
+
+
+@ray.remote
+class EvaluatorActor:
+    """Ray actor wrapping one evaluator built from the task payload.
+
+    Args:
+        payload_box: a one-element list holding the object ref of the task payload
+            (``SearchTask.payload()``). Boxed so Ray does not resolve it into a constructor
+            argument of its own: the driver keeps the one copy alive for restarts.
+        threads: torch intra-op threads (fixed so latency and training speed do not depend on
+            how many evaluators share the node).
+    """
+
+    def __init__(self, payload_box: list[Any], threads: int) -> None:
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except ImportError:  # pragma: no cover - synthetic-only installs
+            pass
+        from prunesearch.methods.task import make_evaluator
+
+        self._evaluator = make_evaluator(ray.get(payload_box[0]))
+
+    def ready(self) -> bool:
+        """Answer once the evaluator is built (used as a liveness ping)."""
+        return True
+
+    def can_measure(self) -> bool:
+        """True when the evaluator can re-time a genome end to end on this actor's device."""
+        return callable(getattr(self._evaluator, "measure", None))
+
+    def evaluate(self, genome: Sequence[int], candidate_id: int, seed: int) -> dict[str, Any]:
+        """Evaluate one genome; the result dict of ``methods.task`` plus ``node``."""
+        start = time.perf_counter()
+        result = self._evaluator.evaluate(list(genome), candidate_id=candidate_id, seed=seed)
+        result = dict(result)
+        result.setdefault("wall_s", time.perf_counter() - start)
+        result["node"] = ray.get_runtime_context().get_node_id()
+        return result
+
+    def measure(self, genome: Sequence[int], weights: dict[str, Any] | None) -> dict[str, float]:
+        """End-to-end timing of one genome on this actor's (idle) device."""
+        return dict(self._evaluator.measure(list(genome), weights))
+
+
+def actor_options(cluster: Any, *, name: str, namespace: str) -> dict[str, Any]:
+    """Ray actor options from the ``cluster`` config section.
+
+    Args:
+        cluster: a :class:`~prunesearch.cluster.config.ClusterSettings`.
+        name: the actor's name (``evaluator-<i>``).
+        namespace: the run's Ray namespace (names are unique per namespace).
+    """
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "num_cpus": cluster.num_cpus,
+        "max_restarts": cluster.max_restarts,
+        # The pool retries candidates itself, so attempts can be counted and capped.
+        "max_task_retries": 0,
+    }
+    if cluster.evaluator_resource > 0:
+        options["resources"] = {"evaluator": cluster.evaluator_resource}
+    if cluster.num_gpus > 0:
+        options["num_gpus"] = cluster.num_gpus
+    if cluster.accelerator_type:
+        options["accelerator_type"] = cluster.accelerator_type
+    return options
+
+
+class PoolError(RuntimeError):
+    """The pool lost every evaluator and could not start new ones."""
+
+
+@dataclass
+class PoolJob:
+    """One candidate to evaluate, with its attempt bookkeeping."""
+
+    candidate_id: int
+    genome: tuple[int, ...]
+    seed: int
+    attempt: int = 1
+    tried_on: set[int] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    index: int
+    handle: Any
+    name: str
+    generation: int = 0  # how many times this slot's actor was replaced
+    failures: int = 0  # consecutive deaths without a completed call
+
+
+class EvaluatorPool:
+    """A fixed number of evaluator actors that a driver feeds one candidate at a time.
+
+    Args:
+        payload_ref: object ref of the task payload (``ray.put`` once by the caller).
+        cluster: the ``cluster`` config section.
+        threads: torch threads per actor.
+        namespace: Ray namespace of this run's actors.
+        log: progress/warning lines.
+    """
+
+    def __init__(self, *, payload_ref: Any, cluster: Any, threads: int, namespace: str,
+                 log: Callable[[str], None] = print) -> None:
+        if cluster.num_evaluators < 1:
+            raise ValueError(f"cluster.num_evaluators must be >= 1, got {cluster.num_evaluators!r}")
+        self._payload_ref = payload_ref
+        self._cluster = cluster
+        self._threads = int(threads)
+        self._namespace = namespace
+        self._log = log
+        self._slots = [self._start(i, 0) for i in range(cluster.num_evaluators)]
+        # Wait for construction so that a broken payload fails the run at once, with its reason.
+        try:
+            ray.get([s.handle.ready.remote() for s in self._slots])
+        except RayError as exc:
+            self.shutdown()
+            raise PoolError(f"evaluator actors could not start: {_reason(exc)}") from exc
+        self.deaths = 0
+
+    @property
+    def size(self) -> int:
+        """Number of live slots."""
+        return len(self._slots)
+
+    def _start(self, index: int, generation: int) -> _Slot:
+        name = f"evaluator-{index}" if generation == 0 else f"evaluator-{index}-r{generation}"
+        try:  # a same-named actor left over from an earlier driver of this run
+            ray.kill(ray.get_actor(name, namespace=self._namespace), no_restart=True)
+        except (ValueError, RayError):
+            pass
+        options = actor_options(self._cluster, name=name, namespace=self._namespace)
+        handle = EvaluatorActor.options(**options).remote([self._payload_ref], self._threads)
+        return _Slot(index=index, handle=handle, name=name, generation=generation)
+
+    def run(self, jobs: Sequence[PoolJob], on_result: Callable[[PoolJob, dict[str, Any]], None],
+            *, failed_result: Callable[[str], dict[str, Any]]) -> None:
+        """Evaluate ``jobs``, calling ``on_result(job, result)`` as each one finishes.
+
+        Every actor gets a new job the moment it finishes one, while jobs remain. A job whose
+        actor dies is queued again (first in line, on a different actor when one is free) until
+        it has been tried ``1 + cluster.max_retries`` times; then it is reported with
+        ``failed_result(reason)``. An exception raised inside the evaluator (a bug, not a
+        crash) is reported as failed at once.
+
+        Raises:
+            PoolError: every actor died and none could be restarted.
+        """
+        queue: collections.deque[PoolJob] = collections.deque(jobs)
+        idle: collections.deque[_Slot] = collections.deque(self._slots)
+        running: dict[Any, tuple[_Slot, PoolJob]] = {}
+        pinging: dict[Any, _Slot] = {}
+        max_attempts = 1 + self._cluster.max_retries
+        while queue or running:
+            while queue and idle:
+                job = queue.popleft()
+                slot = _pick(idle, job)
+                job.tried_on.add(slot.index)
+                ref = slot.handle.evaluate.remote(job.genome, job.candidate_id, job.seed)
+                running[ref] = (slot, job)
+            if not running and not pinging:
+                raise PoolError("no evaluator actor is alive to run the remaining candidates")
+            ready, _ = ray.wait(list(running) + list(pinging), num_returns=1)
+            ref = ready[0]
+            if ref in pinging:
+                slot = pinging.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(slot)
+                except RayError as exc:
+                    self._replace(slot, exc, pinging)
+                continue
+            slot, job = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayTaskError as exc:
+                slot.failures = 0
+                idle.append(slot)
+                on_result(job, failed_result(f"evaluator raised: {_reason(exc)}"))
+                continue
+            except RayError as exc:  # the actor died: process killed, node lost, OOM
+                self.deaths += 1
+                reason = _reason(exc)
+                job.errors.append(reason)
+                self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
+                          f"(attempt {job.attempt}): {reason}")
+                slot.failures += 1
+                # Ray restarts the actor (max_restarts); a ping says when it is back or gone.
+                pinging[slot.handle.ready.remote()] = slot
+                if job.attempt < max_attempts:
+                    job.attempt += 1
+                    queue.appendleft(job)
+                else:
+                    on_result(job, failed_result(
+                        f"evaluator died {job.attempt} times: {reason}"))
+                continue
+            slot.failures = 0
+            idle.append(slot)
+            on_result(job, result)
+        # Settle restarts still in progress, so the next batch never starts on a dead actor
+        # (which would burn an attempt of an innocent candidate).
+        while pinging:
+            ready, _ = ray.wait(list(pinging), num_returns=1)
+            slot = pinging.pop(ready[0])
+            try:
+                ray.get(ready[0])
+            except RayError as exc:
+                self._replace(slot, exc, pinging)
+
+    def _replace(self, slot: _Slot, exc: BaseException, pinging: dict[Any, _Slot]) -> None:
+        """A slot's actor is gone for good (restarts used up): start a fresh one in its place."""
+        limit = self._cluster.max_restarts + 2
+        if slot.failures > limit:
+            self._log(f"evaluator slot {slot.index} dropped after {slot.failures} failures: "
+                      f"{_reason(exc)}")
+            self._slots = [s for s in self._slots if s is not slot]
+            return
+        fresh = self._start(slot.index, slot.generation + 1)
+        fresh.failures = slot.failures + 1
+        self._slots = [fresh if s is slot else s for s in self._slots]
+        self._log(f"evaluator {slot.name} is gone ({_reason(exc)}); started {fresh.name}")
+        pinging[fresh.handle.ready.remote()] = fresh
+
+    def can_measure(self) -> bool:
+        """True when the actors can re-time genomes on their own device."""
+        if not self._slots:
+            return False
+        try:
+            return bool(ray.get(self._slots[0].handle.can_measure.remote()))
+        except RayError:
+            return False
+
+    def measure(self, genome: Sequence[int], weights: dict[str, Any] | None) -> dict[str, float]:
+        """Re-time one genome on one actor (call only while the pool is otherwise idle)."""
+        return ray.get(self._slots[0].handle.measure.remote(list(genome), weights))
+
+    def shutdown(self) -> None:
+        """Kill every actor of the pool (they hold no state worth keeping)."""
+        for slot in getattr(self, "_slots", []):
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except (ValueError, RayError):
+                pass
+        self._slots = []
+
+
+def _pick(idle: collections.deque[_Slot], job: PoolJob) -> _Slot:
+    """The first idle slot the job has not failed on yet (any idle slot if it tried them all)."""
+    for slot in idle:
+        if slot.index not in job.tried_on:
+            idle.remove(slot)
+            return slot
+    return idle.popleft()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    # Ray's messages run to many lines; the first non-empty one names the cause.
+    first = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(exc).__name__}: {first}"[:300]

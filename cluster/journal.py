@@ -1,0 +1,214 @@
+"""The append-only journal of evaluated candidates (``journal.jsonl``) and atomic file writes.
+
+One JSON object per line, one line per candidate (its final attempt), appended, flushed and
+fsync'd as each result arrives, so a driver killed at any moment loses at most the line it was
+writing. Reading the journal back drops a torn last line (and truncates the file to the last
+complete line, so that later appends start on a fresh line). Finished evaluations are immutable
+facts: resuming a search means reading them back, never evaluating a journaled genome again.
+
+Fields of a line (ARCHITECTURE.md, "Journal"): ``id``, ``generation``, ``genome`` (granules),
+``channels``, ``status`` (ok|failed), ``reason``, ``objectives`` (``error``, ``latency_ms``,
+``memory_mb``), ``metrics`` (``flops``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
+``runtime``, ``dtype``, ``batch_size``), ``attempt``, ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "JOURNAL_FIELDS",
+    "OBJECTIVE_NAMES",
+    "Journal",
+    "read_journal",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "to_jsonable",
+]
+
+#: Keys of every journal line, in the order they are written.
+JOURNAL_FIELDS = (
+    "id", "generation", "genome", "channels", "status", "reason", "objectives", "metrics",
+    "hardware", "attempt", "wall_s",
+)
+#: Objective names, in the order of the algorithm's F columns.
+OBJECTIVE_NAMES = ("error", "latency_ms", "memory_mb")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data from numpy scalars/arrays, tuples and mappings (non-finite floats: null).
+
+    JSON's float text round-trips exactly, so a value read back from the journal equals the
+    value the driver told the algorithm: a resumed search makes the same decisions.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, before_replace: Callable[[Path], None] | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    A reader (or a resumed driver) sees either the old file or the new one, never a mix.
+
+    Args:
+        path: destination file.
+        data: the complete new content.
+        before_replace: called with the temp file's path after it is written and synced, just
+            before it replaces ``path`` (used by tests to kill the driver mid-checkpoint).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if before_replace is not None:
+        before_replace(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class Journal:
+    """Appends one candidate per line to ``journal.jsonl``; each line is fsync'd.
+
+    Open it after :func:`read_journal` has repaired a torn tail (``run_search`` does both).
+
+    Args:
+        path: the journal file (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open
+
+    def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Write ``record`` as one line, flush and fsync it; return the record as read back.
+
+        Raises:
+            ValueError: a field of :data:`JOURNAL_FIELDS` is missing.
+        """
+        missing = [k for k in JOURNAL_FIELDS if k not in record]
+        if missing:
+            raise ValueError(f"journal record lacks fields {missing}: {dict(record)!r}")
+        ordered = {k: record[k] for k in JOURNAL_FIELDS}
+        ordered.update({k: v for k, v in record.items() if k not in ordered})
+        line = json.dumps(to_jsonable(ordered), allow_nan=False, separators=(",", ":"))
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        return json.loads(line)
+
+    def close(self) -> None:
+        """Close the file (appends after this raise)."""
+        if not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_journal(path: Path, *, log: Callable[[str], None] | None = None,
+                 repair: bool = True) -> list[dict[str, Any]]:
+    """Read every complete line of a journal.
+
+    A last line that is incomplete (no newline) or not valid JSON is a write torn by a crash: it
+    is dropped and logged, and with ``repair`` the file is truncated to the last complete line so
+    that the next append does not glue onto it. A bad line *before* the end is corruption, not a
+    crash, and raises.
+
+    Args:
+        path: the journal file; a missing file reads as empty.
+        log: receives one line when a torn tail is dropped.
+        repair: truncate a torn tail in place.
+
+    Returns:
+        The records in file order.
+
+    Raises:
+        ValueError: a line other than the last is not valid JSON.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    good_end = 0
+    pos = 0
+    lines = data.split(b"\n")
+    for index, raw in enumerate(lines):
+        is_last = index == len(lines) - 1
+        end = pos + len(raw) + (0 if is_last else 1)
+        if not raw.strip():
+            pos = end
+            if not is_last:
+                good_end = end
+            continue
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            complete = not is_last  # a last line without its newline was cut mid-write
+        except ValueError:
+            record, complete = None, False
+        if not complete:
+            if not is_last and not _only_blank(lines[index + 1:]):
+                raise ValueError(f"{path}: line {index + 1} is not valid JSON (corrupt journal)")
+            if log is not None:
+                log(f"journal: dropped a torn last line ({len(raw)} bytes) at line {index + 1} "
+                    f"of {path.name}")
+            break
+        records.append(record)
+        good_end = end
+        pos = end
+    if repair and good_end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return records
+
+
+def _only_blank(rest: Iterable[bytes]) -> bool:
+    return all(not r.strip() for r in rest)
