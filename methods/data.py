@@ -69,10 +69,13 @@ class ImageTensorDataset(Dataset):
         scale: Factor mapping pixel values to [0, 1] (1/255 for 8-bit images, 1/16 for digits).
         mean: Per-channel mean of the scaled pixels.
         std: Per-channel standard deviation of the scaled pixels.
+        indices: Position of every image in its source split (default ``0..N-1``); lets callers
+            check which images a split holds.
     """
 
     def __init__(self, *, images: torch.Tensor, labels: torch.Tensor, scale: float,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 mean: Sequence[float], std: Sequence[float],
+                 indices: Sequence[int] | torch.Tensor | None = None) -> None:
         if images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -83,6 +86,10 @@ class ImageTensorDataset(Dataset):
         self.images = images
         self.labels = labels.to(torch.int64)
         self.scale = float(scale)
+        self.indices = (torch.arange(images.shape[0]) if indices is None
+                        else torch.as_tensor(np.asarray(indices, dtype=np.int64)))
+        if self.indices.shape != (images.shape[0],):
+            raise ValueError(f"indices must have shape ({images.shape[0]},)")
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -126,7 +133,7 @@ class ImageTensorDataset(Dataset):
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return ImageTensorDataset(images=self.images[idx], labels=self.labels[idx],
                                   scale=self.scale, mean=self._mean.flatten().tolist(),
-                                  std=self._std.flatten().tolist())
+                                  std=self._std.flatten().tolist(), indices=self.indices[idx])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +217,7 @@ def _load_digits(settings: DataSettings, seed: int) -> DataBundle:
     def part(idx: np.ndarray) -> ImageTensorDataset:
         t = torch.from_numpy(idx)
         return ImageTensorDataset(images=images[t], labels=labels[t], scale=scale, mean=mean,
-                                  std=std)
+                                  std=std, indices=idx)
 
     return DataBundle(name="digits", train=part(train_idx), val=part(val_idx),
                       test=part(test_idx), num_classes=10, input_shape=(1, 8, 8), mean=mean,
@@ -299,13 +306,14 @@ def _load_cifar10(settings: DataSettings, seed: int) -> DataBundle:
         va_px, va_y = train_px[val_idx], train_y[val_idx]
         te_px, te_y = test_px[test_idx], test_y[test_idx]
 
-    def part(pixels: np.ndarray, labels: np.ndarray) -> ImageTensorDataset:
+    def part(pixels: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> ImageTensorDataset:
         images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
         return ImageTensorDataset(images=images, labels=torch.from_numpy(labels.astype(np.int64)),
-                                  scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                                  scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                  indices=idx)
 
-    return DataBundle(name="cifar10", train=part(tr_px, tr_y), val=part(va_px, va_y),
-                      test=part(te_px, te_y), num_classes=10, input_shape=(3, 32, 32),
+    return DataBundle(name="cifar10", train=part(tr_px, tr_y, train_idx),
+                      val=part(va_px, va_y, val_idx), test=part(te_px, te_y, test_idx), num_classes=10, input_shape=(3, 32, 32),
                       mean=IMAGENET_MEAN, std=IMAGENET_STD, augmentable=True)
 
 
