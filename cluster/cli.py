@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prunesearch.methods.errors import PrunesearchError
+
 __all__ = ["main", "UsageError"]
 
 _EPILOG = """\
@@ -31,8 +33,8 @@ Cluster: without --address (or RAY_ADDRESS) a private local Ray instance is star
 """
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line with exit code 2."""
+class UsageError(PrunesearchError):
+    """Bad input on the command line: reported as one line with exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,13 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_bad_input(exc: BaseException) -> bool:
     from prunesearch.search.settings import ConfigError
 
-    if isinstance(exc, (UsageError, ConfigError)):
-        return True
-    try:
-        from prunesearch.methods.errors import PrunesearchError
-    except ImportError:  # pragma: no cover - methods not built yet
-        return False
-    return isinstance(exc, PrunesearchError)
+    return isinstance(exc, (PrunesearchError, ConfigError))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -141,7 +137,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _preflight(config)
     run_dir = _prepare_run_dir(args.output, config_path.stem, overwrite=args.overwrite)
     dump_config(config, run_dir / "config.yaml")
-    return _run(config, run_dir, address=args.address, resume=False)
+    try:
+        return _run(config, run_dir, address=args.address, resume=False)
+    except Exception as exc:
+        # Bad input found while building the task (e.g. data missing under data.root): the run
+        # directory we just created holds nothing worth keeping, so the same command can be
+        # run again once the input is fixed.
+        journal = run_dir / "journal.jsonl"
+        if _is_bad_input(exc) and (not journal.exists() or journal.stat().st_size == 0):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> int:
@@ -159,20 +164,16 @@ def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> in
 
 
 def _preflight(config: Any) -> None:
-    """Refuse unknown dataset/model names and missing data before Ray starts."""
+    """Refuse unknown dataset/model names before Ray starts or a directory is created."""
     if config.evaluator.kind == "synthetic":
         return
-    try:
-        from prunesearch.methods import data as data_mod
-        from prunesearch.methods import models as models_mod
-    except ImportError:  # pragma: no cover - during bring-up
-        return
-    check_data = getattr(data_mod, "check_dataset", None)
-    if check_data is not None:
-        check_data(config.data)
-    check_model = getattr(models_mod, "check_model", None)
-    if check_model is not None:
-        check_model(config.model, config.data)
+    from prunesearch.methods.data import dataset_info
+    from prunesearch.methods.models import model_info
+
+    dataset_info(config.data.name)
+    model_info(config.model.name)
+    if config.model.checkpoint and not Path(config.model.checkpoint).is_file():
+        raise UsageError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
 
 
 def _default_run_dir(stem: str) -> Path:
