@@ -27,11 +27,13 @@ def _classifier(model: nn.Module) -> nn.Module:
 
 
 def _graph(model: nn.Module, input_shape: Sequence[int]) -> tuple[tp.DependencyGraph, list]:
-    example = torch.zeros(1, *input_shape)
     was_training = model.training
     model.eval()  # tracing runs one forward pass; eval keeps BN running stats untouched
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        # Torch-Pruning traces through autograd: undo a caller's no_grad / inference_mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            example = torch.zeros(1, *input_shape)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     finally:
         model.train(was_training)
     groups = list(graph.get_all_groups(ignored_layers=[_classifier(model)],
