@@ -20,9 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
 __all__ = ["EvaluatorActor", "EvaluatorPool", "PoolJob", "PoolError", "actor_options"]
+
+
+#: Fresh actors in a row that may fail to come up in one slot before the slot is dropped.
+_MAX_START_FAILURES = 3
+#: How long a restarting actor may stay unavailable before the pool replaces it.
+_RESTART_PATIENCE_S = 120.0
+#: Pause between liveness pings of a restarting actor.
+_PING_INTERVAL_S = 0.2
 
 
 @ray.remote
@@ -117,7 +125,7 @@ class _Slot:
     handle: Any
     name: str
     generation: int = 0  # how many times this slot's actor was replaced
-    failures: int = 0  # consecutive deaths without a completed call
+    failures: int = 0  # consecutive liveness pings that failed (actor could not come back)
 
 
 class EvaluatorPool:
@@ -180,7 +188,7 @@ class EvaluatorPool:
         queue: collections.deque[PoolJob] = collections.deque(jobs)
         idle: collections.deque[_Slot] = collections.deque(self._slots)
         running: dict[Any, tuple[_Slot, PoolJob]] = {}
-        pinging: dict[Any, _Slot] = {}
+        health = _Liveness(self)
         max_attempts = 1 + self._cluster.max_retries
         while queue or running:
             while queue and idle:
@@ -189,23 +197,15 @@ class EvaluatorPool:
                 job.tried_on.add(slot.index)
                 ref = slot.handle.evaluate.remote(job.genome, job.candidate_id, job.seed)
                 running[ref] = (slot, job)
-            if not running and not pinging:
+            if not running and not health.busy:
                 raise PoolError("no evaluator actor is alive to run the remaining candidates")
-            ready, _ = ray.wait(list(running) + list(pinging), num_returns=1)
-            ref = ready[0]
-            if ref in pinging:
-                slot = pinging.pop(ref)
-                try:
-                    ray.get(ref)
-                    idle.append(slot)
-                except RayError as exc:
-                    self._replace(slot, exc, pinging)
+            ref = health.wait(list(running), idle)
+            if ref is None:  # a liveness ping settled (or is waiting to be re-sent)
                 continue
             slot, job = running.pop(ref)
             try:
                 result = ray.get(ref)
             except RayTaskError as exc:
-                slot.failures = 0
                 idle.append(slot)
                 on_result(job, failed_result(f"evaluator raised: {_reason(exc)}"))
                 continue
@@ -215,9 +215,8 @@ class EvaluatorPool:
                 job.errors.append(reason)
                 self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
                           f"(attempt {job.attempt}): {reason}")
-                slot.failures += 1
-                # Ray restarts the actor (max_restarts); a ping says when it is back or gone.
-                pinging[slot.handle.ready.remote()] = slot
+                # Ray restarts the actor (max_restarts); pings say when it is back or gone.
+                health.ping(slot)
                 if job.attempt < max_attempts:
                     job.attempt += 1
                     queue.appendleft(job)
@@ -225,32 +224,32 @@ class EvaluatorPool:
                     on_result(job, failed_result(
                         f"evaluator died {job.attempt} times: {reason}"))
                 continue
-            slot.failures = 0
             idle.append(slot)
             on_result(job, result)
         # Settle restarts still in progress, so the next batch never starts on a dead actor
         # (which would burn an attempt of an innocent candidate).
-        while pinging:
-            ready, _ = ray.wait(list(pinging), num_returns=1)
-            slot = pinging.pop(ready[0])
-            try:
-                ray.get(ready[0])
-            except RayError as exc:
-                self._replace(slot, exc, pinging)
+        while health.busy:
+            health.wait([], idle)
 
-    def _replace(self, slot: _Slot, exc: BaseException, pinging: dict[Any, _Slot]) -> None:
-        """A slot's actor is gone for good (restarts used up): start a fresh one in its place."""
-        limit = self._cluster.max_restarts + 2
-        if slot.failures > limit:
+    def _replace(self, slot: _Slot, exc: BaseException) -> _Slot | None:
+        """A slot's actor is gone for good (restarts used up): start a fresh one in its place.
+
+        A slot whose fresh actors keep failing to come up (e.g. the node cannot build the
+        evaluator) is dropped after a few tries rather than replaced forever.
+
+        Returns:
+            The fresh slot (to be pinged), or None when the slot was dropped.
+        """
+        if slot.failures >= _MAX_START_FAILURES:
             self._log(f"evaluator slot {slot.index} dropped after {slot.failures} failures: "
                       f"{_reason(exc)}")
             self._slots = [s for s in self._slots if s is not slot]
-            return
+            return None
         fresh = self._start(slot.index, slot.generation + 1)
         fresh.failures = slot.failures + 1
         self._slots = [fresh if s is slot else s for s in self._slots]
         self._log(f"evaluator {slot.name} is gone ({_reason(exc)}); started {fresh.name}")
-        pinging[fresh.handle.ready.remote()] = fresh
+        return fresh
 
     def can_measure(self) -> bool:
         """True when the actors can re-time genomes on their own device."""
@@ -273,6 +272,70 @@ class EvaluatorPool:
             except (ValueError, RayError):
                 pass
         self._slots = []
+
+
+class _Liveness:
+    """Pings of actors that died mid-call, until each is back (restarted) or replaced.
+
+    A ping that fails with ``ActorUnavailableError`` means Ray is still restarting the actor:
+    it is re-sent after a short pause (for at most ``_RESTART_PATIENCE_S``). ``ActorDiedError``
+    (restarts used up) or a restart that takes too long gets the slot a fresh actor.
+    """
+
+    def __init__(self, pool: EvaluatorPool) -> None:
+        self._pool = pool
+        self._pending: dict[Any, _Slot] = {}
+        self._later: list[tuple[float, _Slot]] = []
+        self._since: dict[int, float] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._later)
+
+    def ping(self, slot: _Slot) -> None:
+        self._since.setdefault(id(slot), time.monotonic())
+        self._pending[slot.handle.ready.remote()] = slot
+
+    def wait(self, running: list[Any], idle: collections.deque[_Slot]) -> Any | None:
+        """Wait for one call; settle it if it is a ping (return None), else return its ref."""
+        now = time.monotonic()
+        for due, slot in [item for item in self._later if item[0] <= now]:
+            self._later.remove((due, slot))
+            self._pending[slot.handle.ready.remote()] = slot
+        refs = running + list(self._pending)
+        timeout = None
+        if self._later:
+            timeout = max(0.0, min(due for due, _ in self._later) - time.monotonic())
+        if not refs:
+            time.sleep(timeout or 0.0)
+            return None
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            return None
+        ref = ready[0]
+        slot = self._pending.pop(ref, None)
+        if slot is None:
+            return ref
+        try:
+            ray.get(ref)
+        except ActorUnavailableError as exc:
+            if time.monotonic() - self._since.get(id(slot), now) < _RESTART_PATIENCE_S:
+                self._later.append((time.monotonic() + _PING_INTERVAL_S, slot))
+            else:
+                self._fresh(slot, exc)
+        except RayError as exc:
+            self._fresh(slot, exc)
+        else:
+            self._since.pop(id(slot), None)
+            slot.failures = 0
+            idle.append(slot)
+        return None
+
+    def _fresh(self, slot: _Slot, exc: BaseException) -> None:
+        self._since.pop(id(slot), None)
+        fresh = self._pool._replace(slot, exc)
+        if fresh is not None:
+            self.ping(fresh)
 
 
 def _pick(idle: collections.deque[_Slot], job: PoolJob) -> _Slot:
