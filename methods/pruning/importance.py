@@ -6,9 +6,10 @@ block's last conv/BN; for a depthwise pair: both convs):
 
 * ``l1``: L1 norm of each producing conv's output filter (Li et al., 2017), summed.
 * ``bn_scale``: ``|gamma|`` of each producing BN (Liu et al., 2017, network slimming), summed.
-* ``taylor``: first-order Taylor estimate of the loss change when a channel is removed,
-  ``|gamma * dL/dgamma + beta * dL/dbeta|`` of each producing BN (Molchanov et al., 2019),
-  summed; needs gradients of a training batch.
+* ``taylor``: first-order Taylor estimate of the loss change when a channel is removed from
+  every producing BN at once, ``|sum over BNs (gamma * dL/dgamma + beta * dL/dbeta)|``
+  (Molchanov et al., 2019; summed inside the absolute value as NVlabs/HALP's
+  ``prune/importance.py`` does for a group); needs gradients of a training batch.
 """
 
 from __future__ import annotations
@@ -87,14 +88,15 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
             g_b = grads.get(module.bias)
             if g_w is None or g_b is None:
                 continue  # a BN the loss does not reach carries no evidence
-            per_channel = (module.weight.detach() * g_w + module.bias.detach() * g_b).abs()
+            # Signed: removing the channel from all producers changes the loss by the sum.
+            per_channel = module.weight.detach() * g_w + module.bias.detach() * g_b
         else:
             continue
         score += _take(per_channel.to(torch.float64), index)
         used += 1
     if used == 0:
         raise ValueError(f"importance {criterion!r} found no conv/BN producing this group")
-    return score
+    return score.abs() if criterion == "taylor" else score
 
 
 def keep_top(scores: torch.Tensor, keep: int) -> list[int]:
