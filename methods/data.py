@@ -35,15 +35,15 @@ from prunesearch.methods.settings import DataSettings
 
 __all__ = [
     "DATASETS",
-    "DatasetInfo",
-    "DataBundle",
-    "ImageTensorDataset",
-    "load_dataset",
-    "dataset_info",
-    "cache_root",
-    "augment_batch",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "DataBundle",
+    "DatasetInfo",
+    "ImageTensorDataset",
+    "augment_batch",
+    "cache_root",
+    "dataset_info",
+    "load_dataset",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

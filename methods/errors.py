@@ -8,7 +8,7 @@ those.
 
 from __future__ import annotations
 
-__all__ = ["PrunesearchError", "DataNotFoundError", "UnknownNameError"]
+__all__ = ["DataNotFoundError", "PrunesearchError", "UnknownNameError"]
 
 
 class PrunesearchError(Exception):

@@ -33,17 +33,17 @@ from prunesearch.methods.settings import DataSettings, ModelSettings
 
 __all__ = [
     "MODELS",
+    "CifarResNet",
+    "DigitsCNN",
     "ModelInfo",
-    "build_model",
-    "build_from_arch",
+    "accuracy",
     "arch_config",
+    "build_from_arch",
+    "build_model",
     "load_base_model",
     "load_state_dict_file",
     "pretrained_path",
     "train_base_model",
-    "accuracy",
-    "CifarResNet",
-    "DigitsCNN",
 ]
 
 
@@ -155,7 +155,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint '{path}' holds no state dict")
+        raise TypeError(f"checkpoint '{path}' holds no state dict")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CifarResNet", "BasicBlock", "ChannelGatherShortcut", "CIFAR_RESNET_DEPTHS"]
+__all__ = ["CIFAR_RESNET_DEPTHS", "BasicBlock", "ChannelGatherShortcut", "CifarResNet"]
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunesearch.methods.data import DataBundle, ImageTensorDataset, augment_batch
 
-__all__ = ["train_base_model", "accuracy"]
+__all__ = ["accuracy", "train_base_model"]
 
 
 def train_base_model(model: nn.Module, bundle: DataBundle, *, epochs: int, seed: int,

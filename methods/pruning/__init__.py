@@ -25,19 +25,19 @@ from prunesearch.methods.pruning.space import GenomeSpace, Group, genome_space
 from prunesearch.methods.pruning.specs import layer_specs
 
 __all__ = [
+    "IMPORTANCES",
     "GenomeSpace",
     "Group",
-    "genome_space",
-    "layer_specs",
     "PrunedNetwork",
     "apply_genome",
+    "batch_gradients",
+    "genome_space",
+    "layer_specs",
+    "load_pruned",
+    "load_recipe",
     "prune_to_kept",
     "rank_channels",
     "rebuild",
-    "load_pruned",
     "save_recipe",
-    "load_recipe",
     "state_dict_sha256",
-    "batch_gradients",
-    "IMPORTANCES",
 ]

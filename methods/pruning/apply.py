@@ -41,16 +41,16 @@ from prunesearch.methods.pruning.surgery import own_producers, prune_own
 from prunesearch.methods.pruning.tp_groups import tp_producers, tp_prune
 
 __all__ = [
+    "RECIPE_FORMAT",
     "PrunedNetwork",
     "apply_genome",
+    "load_pruned",
+    "load_recipe",
     "prune_to_kept",
     "rank_channels",
     "rebuild",
-    "load_pruned",
     "save_recipe",
-    "load_recipe",
     "state_dict_sha256",
-    "RECIPE_FORMAT",
 ]
 
 RECIPE_FORMAT = 1

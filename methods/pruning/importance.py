@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["IMPORTANCES", "Producer", "group_scores", "batch_gradients", "keep_top"]
+__all__ = ["IMPORTANCES", "Producer", "batch_gradients", "group_scores", "keep_top"]
 
 IMPORTANCES = ("l1", "bn_scale", "taylor")
 

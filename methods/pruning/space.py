@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
-__all__ = ["Group", "GenomeSpace", "genome_space", "GROUP_KINDS"]
+__all__ = ["GROUP_KINDS", "GenomeSpace", "Group", "genome_space"]
 
 GROUP_KINDS = ("block", "stage", "conv", "tp-group")
 

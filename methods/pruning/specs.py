@@ -114,7 +114,7 @@ def _traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
     modules = dict(graph.named_modules())
     ops: list[LayerSpec] = []
 
-    def shape(node) -> tuple[int, ...]:  # noqa: ANN001 - fx node
+    def shape(node) -> tuple[int, ...]:
         return tuple(node.meta["tensor_meta"].shape)
 
     for node in graph.graph.nodes:

@@ -16,7 +16,7 @@ from prunesearch.methods.models.cifar_resnet import CifarResNet
 from prunesearch.methods.models.digits_cnn import DigitsCNN
 from prunesearch.methods.pruning.importance import Producer
 
-__all__ = ["own_producers", "prune_own", "cifar_shortcut_index"]
+__all__ = ["cifar_shortcut_index", "own_producers", "prune_own"]
 
 
 def own_producers(model: nn.Module) -> dict[str, list[Producer]]:
