@@ -22,7 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
-__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolJob", "PoolError", "actor_options"]
+__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options"]
 
 
 #: Fresh actors in a row that may fail to come up in one slot before the slot is dropped.

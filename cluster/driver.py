@@ -64,13 +64,13 @@ from prunesearch.search import GenomeProblem, make_algorithm
 from prunesearch.search.base import mark_failed
 
 __all__ = [
-    "STATE_FILE",
     "CHECKPOINT_PAUSE_ENV",
+    "STATE_FILE",
     "BatchPlan",
+    "candidate_seed",
     "connect_ray",
     "diff_search_keys",
     "plan_batch",
-    "candidate_seed",
     "run_search",
 ]
 

@@ -27,9 +27,9 @@ __all__ = [
     "JOURNAL_FIELDS",
     "OBJECTIVE_NAMES",
     "Journal",
-    "read_journal",
     "atomic_write_bytes",
     "atomic_write_text",
+    "read_journal",
     "to_jsonable",
 ]
 
@@ -142,7 +142,7 @@ class Journal:
         if not self._handle.closed:
             self._handle.close()
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Journal:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -187,11 +187,10 @@ def read_journal(path: Path, *, log: Callable[[str], None] | None = None,
             continue
         try:
             record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-            complete = not is_last  # a last line without its newline was cut mid-write
         except ValueError:
-            record, complete = None, False
+            record = None
+        # A last line without its newline was cut mid-write, even if it happens to parse.
+        complete = isinstance(record, dict) and not is_last
         if not complete:
             if not is_last and not _only_blank(lines[index + 1:]):
                 raise ValueError(f"{path}: line {index + 1} is not valid JSON (corrupt journal)")

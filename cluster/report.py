@@ -24,15 +24,15 @@ from prunesearch.search.indicators import non_dominated, normalized_hypervolume
 __all__ = [
     "PARETO_COLUMNS",
     "SUMMARY_STATUSES",
+    "front_hypervolume",
     "front_records",
     "objectives_of",
-    "front_hypervolume",
-    "read_meta",
     "read_measured",
+    "read_meta",
     "write_pareto_csv",
     "write_pareto_png",
-    "write_summary",
     "write_report",
+    "write_summary",
 ]
 
 #: Columns of ``pareto.csv`` (ARCHITECTURE.md, "Run directory").

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-__all__ = ["is_uri", "mirror_uri", "mirror_run", "fetch_run"]
+__all__ = ["fetch_run", "is_uri", "mirror_run", "mirror_uri"]
 
 # Files that only ever appear under one name once written (model weights by candidate id):
 # copied when missing remotely; everything else is re-copied when its size or mtime changed.

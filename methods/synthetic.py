@@ -17,7 +17,7 @@ import numpy as np
 
 from prunesearch.search.synthetic import LOWER, UPPER, synthetic_cheap, synthetic_error
 
-__all__ = ["SyntheticTask", "SyntheticEvaluator"]
+__all__ = ["SyntheticEvaluator", "SyntheticTask"]
 
 class SyntheticTask:
     """:class:`~prunesearch.methods.task.SearchTask` over the synthetic pruning problem."""

@@ -136,7 +136,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(
     # A crash in the middle of a journal append leaves a torn last line.
     with open(run_dir / "journal.jsonl", "ab") as handle:
         handle.write(b'{"id": 999, "generation": 3, "genome": [1, 2')
-    summary, lines = _resume_in_process(run_dir)
+    _, lines = _resume_in_process(run_dir)
     assert any("torn" in line for line in lines)
     assert any(line.startswith("resuming") for line in lines)
     _assert_same_as_reference(run_dir, reference)
@@ -202,3 +202,20 @@ def test_mirror_copies_new_files_and_drops_models_that_left_the_front(tmp_path: 
     assert (restored / "state" / "driver.pkl").read_bytes() == b"state-1"
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         fetch_run(f"file://{tmp_path / 'nothing'}", tmp_path / "x")
+
+
+def test_sigterm_marks_the_run_interrupted_and_it_resumes(ray_address, reference,
+                                                          tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    job = _write_config(tmp_path)
+    proc = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address], tmp_path)
+    deadline = time.monotonic() + 120
+    while _lines(run_dir) < 20:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # what `ray job stop` or a scheduler sends
+    assert proc.wait(timeout=60) == 130
+    summary = yaml.safe_load((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["evaluations"] < BUDGET
+    _resume_in_process(run_dir)
+    _assert_same_as_reference(run_dir, reference)
