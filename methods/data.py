@@ -20,6 +20,7 @@ Registered datasets (:data:`DATASETS`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import tempfile
@@ -246,15 +247,21 @@ def _decode_jpegs(paths: Sequence[str]) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _scan_image_folder(split_dir: str) -> tuple[tuple[str, int], ...]:
+    """``(path, label)`` of every image, in ImageFolder order (sorted classes, sorted files)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    _, class_to_idx = find_classes(split_dir)
+    return tuple(make_dataset(split_dir, class_to_idx, extensions=IMG_EXTENSIONS))
+
+
 def _jpeg_split(split_dir: Path, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode the images ``indices`` (ImageFolder order) of one split; cached as ``.npy``.
 
     Returns ``(pixels NHWC uint8, labels, size of the whole split)``.
     """
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    _, class_to_idx = find_classes(str(split_dir))
-    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS)
+    samples = _scan_image_folder(str(split_dir.resolve()))
     n_total = len(samples)
     if indices is None:
         return np.empty((0, 32, 32, 3), np.uint8), np.empty(0, np.int64), n_total
@@ -287,8 +294,11 @@ def _load_cifar10(settings: DataSettings, seed: int) -> DataBundle:
     root = Path(settings.root).expanduser()
     jpeg = root / "cifar10-jpeg"
     if (jpeg / "train").is_dir() and (jpeg / "test").is_dir():
-        _, _, n_train = _jpeg_split(jpeg / "train", None)
-        _, _, n_test = _jpeg_split(jpeg / "test", None)
+        try:
+            _, _, n_train = _jpeg_split(jpeg / "train", None)
+            _, _, n_test = _jpeg_split(jpeg / "test", None)
+        except FileNotFoundError as exc:  # torchvision: no class folders / no images
+            raise _cifar_missing(root, " (cifar10-jpeg has no class folders)") from exc
         if n_train == 0 or n_test == 0:
             raise _cifar_missing(root, " (cifar10-jpeg has empty splits)")
         train_idx, val_idx = _split_indices(n_train, settings, seed)

@@ -92,7 +92,7 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
             per_channel = module.weight.detach() * g_w + module.bias.detach() * g_b
         else:
             continue
-        score += _take(per_channel.to(torch.float64), index)
+        score += _take(per_channel.to(device="cpu", dtype=torch.float64), index)
         used += 1
     if used == 0:
         raise ValueError(f"importance {criterion!r} found no conv/BN producing this group")

@@ -38,8 +38,8 @@ def own_producers(model: nn.Module) -> dict[str, list[Producer]]:
     raise TypeError(f"{type(model).__name__} is not pruned by our own surgery")
 
 
-def _idx(indices: Sequence[int]) -> torch.Tensor:
-    return torch.as_tensor(list(indices), dtype=torch.int64)
+def _idx(indices: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
+    return torch.as_tensor(list(indices), dtype=torch.int64, device=device)
 
 
 @torch.no_grad()
@@ -47,18 +47,19 @@ def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d, out_keep: Sequence[int] | None,
                in_keep: Sequence[int] | None) -> None:
     w = src.weight.detach()
     if out_keep is not None:
-        w = w.index_select(0, _idx(out_keep))
+        w = w.index_select(0, _idx(out_keep, w.device))
     if in_keep is not None:
-        w = w.index_select(1, _idx(in_keep))
+        w = w.index_select(1, _idx(in_keep, w.device))
     dst.weight.copy_(w)
     if src.bias is not None:
         b = src.bias.detach()
-        dst.bias.copy_(b if out_keep is None else b.index_select(0, _idx(out_keep)))
+        dst.bias.copy_(b if out_keep is None else b.index_select(0, _idx(out_keep, b.device)))
 
 
 @torch.no_grad()
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, keep: Sequence[int]) -> None:
-    idx = _idx(keep)
+    idx = _idx(keep, src.running_mean.device if src.running_mean is not None
+               else src.weight.device)
     for name in ("weight", "bias", "running_mean", "running_var"):
         value = getattr(src, name)
         if value is not None:
@@ -70,7 +71,7 @@ def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, keep: Sequence[int]) -> N
 
 @torch.no_grad()
 def _copy_linear(dst: nn.Linear, src: nn.Linear, in_keep: Sequence[int]) -> None:
-    dst.weight.copy_(src.weight.detach().index_select(1, _idx(in_keep)))
+    dst.weight.copy_(src.weight.detach().index_select(1, _idx(in_keep, src.weight.device)))
     if src.bias is not None:
         dst.bias.copy_(src.bias.detach())
 
@@ -97,6 +98,12 @@ def prune_own(model: nn.Module, kept: Mapping[str, Sequence[int]]) -> nn.Module:
     return _prune_cifar(model, kept)
 
 
+def _like(new: nn.Module, model: nn.Module) -> nn.Module:
+    """Put a freshly built network on the base network's device and dtype."""
+    first = next(model.parameters())
+    return new.to(device=first.device, dtype=first.dtype)
+
+
 def _check_kept(model: nn.Module, kept: Mapping[str, Sequence[int]]) -> None:
     producers = own_producers(model)
     missing = sorted(set(producers) - set(kept))
@@ -116,8 +123,8 @@ def _check_kept(model: nn.Module, kept: Mapping[str, Sequence[int]]) -> None:
 
 def _prune_digits(model: DigitsCNN, kept: Mapping[str, Sequence[int]]) -> DigitsCNN:
     k = [list(kept[f"conv{i}"]) for i in (1, 2, 3)]
-    new = DigitsCNN(widths=[len(x) for x in k], num_classes=model.num_classes,
-                    in_channels=model.in_channels)
+    new = _like(DigitsCNN(widths=[len(x) for x in k], num_classes=model.num_classes,
+                          in_channels=model.in_channels), model)
     previous: list[int] | None = None
     for i in (1, 2, 3):
         _copy_conv(getattr(new, f"conv{i}"), getattr(model, f"conv{i}"), k[i - 1], previous)
@@ -137,10 +144,11 @@ def _prune_cifar(model: CifarResNet, kept: Mapping[str, Sequence[int]]) -> Cifar
                              stage_keep[s])
         for s in (1, 2)
     ]
-    new = CifarResNet(model.depth, num_classes=model.num_classes,
-                      stage_widths=[len(k) for k in stage_keep],
-                      block_widths=[len(k) for k in block_keep],
-                      shortcut_indices=shortcut_indices, in_channels=model.in_channels)
+    new = _like(CifarResNet(model.depth, num_classes=model.num_classes,
+                            stage_widths=[len(k) for k in stage_keep],
+                            block_widths=[len(k) for k in block_keep],
+                            shortcut_indices=shortcut_indices, in_channels=model.in_channels),
+                model)
     _copy_conv(new.conv1, model.conv1, stage_keep[0], None)
     _copy_bn(new.bn1, model.bn1, stage_keep[0])
     in_keep = stage_keep[0]

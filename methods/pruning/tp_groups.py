@@ -32,7 +32,8 @@ def _graph(model: nn.Module, input_shape: Sequence[int]) -> tuple[tp.DependencyG
     try:
         # Torch-Pruning traces through autograd: undo a caller's no_grad / inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
-            example = torch.zeros(1, *input_shape)
+            first = next(model.parameters())
+            example = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     finally:
         model.train(was_training)
