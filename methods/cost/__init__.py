@@ -16,7 +16,7 @@ from prunesearch.methods.cost.counts import (
     peak_activation_bytes,
 )
 from prunesearch.methods.cost.latency import LatencyResult, device_name, measure_latency, measure_spec
-from prunesearch.methods.cost.model import CostModel, NotFactorisable
+from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable, MissingLatencyEntry, TableKey
 
@@ -37,4 +37,5 @@ __all__ = [
     "TableKey",
     "CostModel",
     "NotFactorisable",
+    "PerGenomeCostModel",
 ]

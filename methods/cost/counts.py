@@ -30,6 +30,8 @@ __all__ = [
     "count_specs",
     "count_module",
     "activation_terms",
+    "activation_term",
+    "skip_sources",
     "peak_activation_bytes",
     "memory_mb",
     "MB",
@@ -155,34 +157,47 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
     return Counts(macs=int(macs), params=int(params))
 
 
-def _tensor_elems(channels: int, hw: tuple[int, int], batch: int) -> int:
-    return batch * channels * hw[0] * hw[1]
+def skip_sources(specs: Sequence[LayerSpec]) -> list[int | None]:
+    """For every operation, the index of the ``add`` whose skip tensor is alive while it runs.
+
+    An operation is inside a residual block when an ``add`` follows it before the network's
+    head (``gap``/``flatten``/``linear``); that ``add``'s output size stands for the held skip
+    tensor. Depends on the op sequence only, not on widths.
+    """
+    sources: list[int | None] = [None] * len(specs)
+    next_add: int | None = None
+    for i in range(len(specs) - 1, -1, -1):
+        op = specs[i].op
+        if op in ("gap", "flatten", "linear"):
+            next_add = None
+        sources[i] = next_add if op != "add" else None
+        if op == "add":
+            next_add = i
+    return sources
+
+
+def activation_term(specs: Sequence[LayerSpec], i: int, skip: int | None) -> int:
+    """Live activation elements while operation ``i`` runs (see :func:`activation_terms`)."""
+    s = specs[i]
+    live = s.batch * s.in_channels * s.in_hw[0] * s.in_hw[1] * (2 if s.op == "add" else 1)
+    live += s.batch * s.out_channels * s.out_hw[0] * s.out_hw[1]
+    if skip is not None:
+        a = specs[skip]
+        live += a.batch * a.out_channels * a.out_hw[0] * a.out_hw[1]
+    return live
 
 
 def activation_terms(specs: Sequence[LayerSpec]) -> list[int]:
     """Live activation elements while each operation runs (a sequential executor's view).
 
     For operation ``i``: its input (two inputs for ``add``) plus its output plus, inside a
-    residual block, the skip tensor the block holds until its ``add``. An operation is inside a
-    block when an ``add`` follows it before the network's head (``gap``/``flatten``/``linear``);
-    the held tensor is taken to be the size of that ``add``'s output. This slightly
-    over-counts the stem (which holds no skip tensor) but is exact for block interiors, where
-    the peak of a ResNet lies, and it grows monotonically with every width.
+    residual block, the skip tensor the block holds until its ``add`` (taken to be the size of
+    that ``add``'s output; see :func:`skip_sources`). This slightly over-counts the stem (which
+    holds no skip tensor) but is exact for block interiors, where the peak of a ResNet lies,
+    and it grows monotonically with every width.
     """
-    terms = []
-    next_add: int | None = None  # elements of the next add's output, scanning backwards
-    skip = [0] * len(specs)
-    for i in range(len(specs) - 1, -1, -1):
-        s = specs[i]
-        if s.op in ("gap", "flatten", "linear"):
-            next_add = None
-        skip[i] = next_add if (next_add is not None and s.op != "add") else 0
-        if s.op == "add":
-            next_add = _tensor_elems(s.out_channels, s.out_hw, s.batch)
-    for i, s in enumerate(specs):
-        inputs = _tensor_elems(s.in_channels, s.in_hw, s.batch) * (2 if s.op == "add" else 1)
-        terms.append(inputs + _tensor_elems(s.out_channels, s.out_hw, s.batch) + skip[i])
-    return terms
+    sources = skip_sources(specs)
+    return [activation_term(specs, i, sources[i]) for i in range(len(specs))]
 
 
 def peak_activation_bytes(specs: Sequence[LayerSpec], dtype: str = "float32") -> int:

@@ -275,24 +275,6 @@ class _Add(nn.Module):
         return a + b
 
 
-class _Shortcut(nn.Module):
-    """Option-A shortcut: spatial subsampling, kept channels scattered into zero planes."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.out_channels = out_channels
-        # Which output planes receive the input's channels: centred, as in option A's padding.
-        offset = max((out_channels - in_channels) // 2, 0)
-        self.register_buffer("index", torch.arange(offset, offset + min(in_channels, out_channels)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        out = x.new_zeros((x.shape[0], self.out_channels, x.shape[2], x.shape[3]))
-        return out.index_copy(1, self.index, x[:, : self.index.numel()])
-
-
 class _Flatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(x, 1)
@@ -317,11 +299,16 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
     elif spec.op == "bn":
         mod = nn.BatchNorm2d(cout)
     elif spec.op == "relu":
-        mod = nn.ReLU(inplace=True)
+        mod = nn.ReLU()  # out of place, as our models call F.relu
     elif spec.op == "add":
         return _Add(), [x_shape, x_shape]
     elif spec.op == "shortcut":
-        mod = _Shortcut(cin, cout, spec.stride)
+        # The module the pruned CIFAR ResNets run (subsample + channel gather with zero
+        # padding), at the option-A index for these widths: its cost does not depend on which
+        # channels are gathered.
+        from prunesearch.methods.models.cifar_resnet import ChannelGatherShortcut
+
+        mod = ChannelGatherShortcut(cin, cout, spec.stride)
     elif spec.op == "maxpool":
         mod = nn.MaxPool2d(spec.kernel, spec.stride, spec.padding)
     elif spec.op == "avgpool":
@@ -361,8 +348,6 @@ def measure_spec(
     mod = mod.to(device=device, dtype=tdtype).eval()
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
-    # ReLU(inplace) on the same buffer each run is fine for timing and avoids an allocation
-    # that the real network (inplace ReLU) does not make either.
     layer_runtime = "eager" if runtime == "compile" else runtime
     return measure_callable(
         lambda: mod(*inputs), device=device, runtime=layer_runtime, dtype=dtype,

@@ -23,11 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from prunesearch.methods.cost.counts import MB, activation_terms, dtype_bytes, spec_macs, spec_params
+from prunesearch.methods.cost.counts import (
+    MB,
+    activation_term,
+    activation_terms,
+    dtype_bytes,
+    skip_sources,
+    spec_macs,
+    spec_params,
+)
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable
 
-__all__ = ["CostModel", "NotFactorisable"]
+__all__ = ["CostModel", "PerGenomeCostModel", "NotFactorisable"]
 
 SpecFn = Callable[[Sequence[int]], Sequence[LayerSpec]]
 
@@ -90,6 +98,8 @@ class CostModel:
             raise ValueError("spec_fn returned no layers for the dense genome")
         self.batch = base[0].batch
         n_layers = len(base)
+        # Which add's skip tensor is alive at each layer depends on the op sequence only.
+        skips = skip_sources(base)
         base_act = activation_terms(base)
         deps: list[set[int]] = [set() for _ in range(n_layers)]
         for g in range(len(dense)):
@@ -102,6 +112,8 @@ class CostModel:
                 raise NotFactorisable(
                     f"gene {g} at its lower bound changes the layer count ({n_layers} -> {len(specs)})"
                 )
+            if [s.op for s in specs] != [s.op for s in base]:
+                raise NotFactorisable(f"gene {g} at its lower bound changes the op sequence")
             act = activation_terms(specs)
             for i in range(n_layers):
                 if specs[i] != base[i] or act[i] != base_act[i]:
@@ -129,11 +141,10 @@ class CostModel:
                 specs = base if not genes else list(spec_fn(genome))
                 if len(specs) != n_layers:
                     raise NotFactorisable(f"genome {genome} changes the layer count")
-                act = base_act if not genes else activation_terms(specs)
                 factor.key_index[combo] = [self._key_id(specs[i]) for i in layers]
                 factor.macs[combo] = sum(spec_macs(specs[i]) for i in layers)
                 factor.params[combo] = sum(spec_params(specs[i]) for i in layers)
-                factor.act[combo] = max(act[i] for i in layers)
+                factor.act[combo] = max(activation_term(specs, i, skips[i]) for i in layers)
             self.factors.append(factor)
         self.n_layers = n_layers
 
@@ -199,4 +210,78 @@ class CostModel:
         if self.table is not None:
             out["latency_raw_ms"] = raw
             out["latency_ms"] = self.table.scale * raw + self.table.offset_ms
+        return out
+
+
+class PerGenomeCostModel:
+    """The same figures as :class:`CostModel`, computed genome by genome (memoised).
+
+    For spaces that do not factorise (e.g. torchvision models whose specs come from tracing a
+    pruned copy): slower, and layer shapes the table lacks are timed on first sight when the
+    table has a timing device (:class:`~prunesearch.methods.cost.table.LatencyTable`), else an
+    error.
+
+    Args:
+        spec_fn: Picklable ``genome -> list[LayerSpec]`` at the deployment batch size.
+        lower: Inclusive lower bounds of the genome.
+        upper: Inclusive upper bounds (the dense genome).
+        dtype: Deployment dtype name.
+    """
+
+    def __init__(self, *, spec_fn: SpecFn, lower: Sequence[int], upper: Sequence[int],
+                 dtype: str = "float32") -> None:
+        self.spec_fn = spec_fn
+        self.lower = np.asarray(lower, dtype=np.int64)
+        self.upper = np.asarray(upper, dtype=np.int64)
+        self.dtype = dtype
+        self.dtype_bytes = dtype_bytes(dtype)
+        self.table: LatencyTable | None = None
+        dense = list(spec_fn([int(v) for v in self.upper]))
+        self.batch = dense[0].batch
+        self.specs: list[LayerSpec] = dense  # shapes known up front (the dense network)
+        self._memo: dict[tuple[int, ...], tuple[int, int, int, list[LayerSpec]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_memo"] = {}  # recomputed where needed; keeps the payload light
+        return state
+
+    def bind(self, table: LatencyTable) -> None:
+        """Attach a latency table (shapes it lacks are timed or refused on first use)."""
+        self.table = table
+
+    def _entry(self, genome: tuple[int, ...]) -> tuple[int, int, int, list[LayerSpec]]:
+        hit = self._memo.get(genome)
+        if hit is None:
+            specs = list(self.spec_fn(list(genome)))
+            hit = (sum(spec_macs(s) for s in specs) // self.batch,
+                   sum(spec_params(s) for s in specs), max(activation_terms(specs)), specs)
+            self._memo[genome] = hit
+        return hit
+
+    def evaluate(self, genomes: Any) -> dict[str, np.ndarray]:
+        """Same keys as :meth:`CostModel.evaluate`."""
+        x = np.atleast_2d(np.asarray(genomes, dtype=np.int64))
+        if x.ndim != 2 or x.shape[1] != self.lower.size:
+            raise ValueError(f"genomes must have shape (n, {self.lower.size}), got {np.shape(genomes)}")
+        if np.any(x < self.lower) or np.any(x > self.upper):
+            raise ValueError("a genome lies outside [lower, upper]")
+        rows = [self._entry(tuple(int(v) for v in g)) for g in x]
+        params = np.array([r[1] for r in rows], dtype=np.int64)
+        act = np.array([r[2] for r in rows], dtype=np.int64)
+        out = {
+            "flops": np.array([r[0] for r in rows], dtype=np.int64),
+            "params": params,
+            "param_bytes": params * self.dtype_bytes,
+            "peak_activation_bytes": act * self.dtype_bytes,
+        }
+        out["memory_mb"] = (out["param_bytes"] + out["peak_activation_bytes"]) / MB
+        if self.table is not None:
+            raw = []
+            for r in rows:
+                if self.table.device is not None:
+                    self.table.measure_missing(r[3])
+                raw.append(self.table.raw_ms(r[3]))
+            out["latency_raw_ms"] = np.asarray(raw, dtype=np.float64)
+            out["latency_ms"] = self.table.scale * out["latency_raw_ms"] + self.table.offset_ms
         return out
