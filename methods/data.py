@@ -70,8 +70,8 @@ class ImageTensorDataset(Dataset):
         scale: Factor mapping pixel values to [0, 1] (1/255 for 8-bit images, 1/16 for digits).
         mean: Per-channel mean of the scaled pixels.
         std: Per-channel standard deviation of the scaled pixels.
-        indices: Position of every image in its source split (default ``0..N-1``); lets callers
-            check which images a split holds.
+        indices: Position of every image in its source (the split's image files, or the library's
+            array for ``digits``; default ``0..N-1``): which images a split holds.
     """
 
     def __init__(self, *, images: torch.Tensor, labels: torch.Tensor, scale: float,

@@ -186,8 +186,10 @@ def test_torchvision_models_prune_to_random_genome(name, images):
     masked = masked_copy(base, tp_producers(base), result.recipe["kept"])
     with torch.no_grad():
         assert torch.allclose(out, masked(images), atol=1e-4, rtol=1e-4)
+    weights = {k: v.numpy().copy() for k, v in result.module.state_dict().items()}
     with torch.no_grad():
         assert torch.equal(rebuild(base, result.recipe)(images), out)
+        assert torch.equal(load_pruned(result.recipe, weights)(images), out)
 
 
 def test_smallest_genome_keeps_one_granule_everywhere(resnet56, images):
