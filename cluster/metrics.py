@@ -75,7 +75,8 @@ class RunMetrics:
             "prunesearch_hypervolume", description="hypervolume of the current front", tag_keys=run
         )
         self._front_size = Gauge(
-            "prunesearch_front_size", description="members of the current Pareto front", tag_keys=run
+            "prunesearch_front_size", description="members of the current Pareto front",
+            tag_keys=run,
         )
         self._evals_per_s = Gauge(
             "prunesearch_evals_per_s",
