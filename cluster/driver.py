@@ -57,6 +57,7 @@ from prunesearch.cluster.report import (
     objectives_of,
     read_measured,
     write_report,
+    write_summary,
 )
 from prunesearch.cluster.storage import mirror_run, mirror_uri
 from prunesearch.methods.task import build_task, failed_result
@@ -600,9 +601,17 @@ class _Driver:
         self._ask()
         self._prune_models()
         gen_s = time.perf_counter() - gen_start
-        self._progress(new, gen_s)
-        write_report(self.run_dir, status="running", wall_s=self._wall_s(),
-                     generations=state.generation, plots=False)
+        hv = self._progress(new, gen_s)
+        # Built from memory: re-reading the journal every generation would cost O(n^2).
+        summary = {
+            "method": self.config.method, "status": "running", "evaluations": self.evaluations,
+            "failed": self.failed, "hypervolume": hv, "wall_s": round(self._wall_s(), 3),
+            "generations": state.generation, "front_size": len(self.front),
+            "budget": self.budget, "dense": self.dense, "run_name": self.run_name,
+        }
+        if self.storage_uri:
+            summary["storage_uri"] = self.storage_uri
+        write_summary(self.run_dir, summary)
         self._mirror()
 
     def _on_result(self, job: PoolJob, result: Mapping[str, Any], generation: int) -> None:
@@ -673,7 +682,8 @@ class _Driver:
             import torch
 
             buffer = io.BytesIO()
-            torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, buffer)
+            # Copies: arrays from the object store are read-only, which torch warns about.
+            torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
             atomic_write_bytes(self.models_dir / f"{cid}.pt", buffer.getvalue())
         info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
                 "objectives": record["objectives"], "metrics": record["metrics"],
@@ -721,7 +731,7 @@ class _Driver:
                               json.dumps(measured, indent=1) + "\n")
 
     # ------------------------------------------------------------------ reporting
-    def _progress(self, new: int, gen_s: float) -> None:
+    def _progress(self, new: int, gen_s: float) -> float | None:
         hv = front_hypervolume([self.by_id[i] for i in self.front], self.dense,
                                float(self.config.search.hv_max_error_increase))
         operator = getattr(self.state.algorithm, "last_operator", None)
@@ -739,6 +749,7 @@ class _Driver:
                                     evals_per_s=rate, operator=operator)
             except Exception as exc:  # noqa: BLE001 - never stop a search for a dashboard
                 self.log(f"metrics update failed: {type(exc).__name__}: {exc}")
+        return hv
 
     def _mirror(self) -> None:
         if not self.storage_uri:

@@ -10,6 +10,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 __all__ = [
     "comparison_hypervolumes",
+    "comparison_normalizer",
     "hypervolume",
     "non_dominated",
     "normalize_objectives",
@@ -58,15 +59,47 @@ def normalized_hypervolume(
     return hypervolume(Fn, np.ones(Fn.shape[1]))
 
 
+def comparison_normalizer(
+    fronts: Sequence[np.ndarray], *, ref: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(shift, scale, ref)`` that make hypervolumes of ``fronts`` comparable.
+
+    With a raw reference point (a problem's ``hv_ref``): no shift, divide by it, reference 1.0.
+    Without: the ideal and nadir of the union of all (finite) points of all fronts given, mapped
+    to 0 and 1, reference 1.1 on every axis. The nadir is taken over every point of every front,
+    not only over the union's non-dominated set: with few evaluations (ZDT2 at 400) the union's
+    own front can shrink to a corner and leave every other front beyond the reference point.
+    """
+    arrays = [_as_front(F) for F in fronts]
+    if ref is not None:
+        ref = np.asarray(ref, dtype=float)
+        if np.any(ref <= 0):
+            raise ValueError(f"ref must be positive on every axis to normalise by it, got {ref}")
+        return np.zeros(len(ref)), ref, np.ones(len(ref))
+    nonempty = [F for F in arrays if len(F)]
+    if not nonempty:
+        raise ValueError("fronts are all empty and no ref is given: nothing to normalise by")
+    union = np.vstack(nonempty)
+    ideal, nadir = union.min(axis=0), union.max(axis=0)
+    scale = np.where(nadir - ideal > 0, nadir - ideal, 1.0)
+    return ideal, scale, np.full(union.shape[1], 1.1)
+
+
+def _as_front(F: np.ndarray) -> np.ndarray:
+    F = np.asarray(F, dtype=float)
+    F = F.reshape(0, 1) if F.size == 0 else np.atleast_2d(F)
+    return F[np.all(np.isfinite(F), axis=1)]
+
+
 def comparison_hypervolumes(
     fronts: Sequence[np.ndarray], *, ref: Sequence[float] | None = None
 ) -> list[float]:
     """Hypervolumes of several fronts of one problem, made comparable (ARCHITECTURE.md).
 
-    With a reference point (a problem's ``hv_ref``, in raw objective units) every front is divided
-    by it, so the reference becomes 1.0 on every axis. Without one, all fronts are normalised by
-    the ideal and nadir of the non-dominated union of all fronts given and measured against 1.1 on
-    every axis, so the values are comparable with each other only, never across calls.
+    A problem without a dense model declares its own reference point (``hv_ref``, raw units):
+    fronts are divided by it and measured against 1.0. Where it has none, all fronts are
+    normalised together by :func:`comparison_normalizer` and measured against 1.1 on every axis;
+    such values compare with each other only, never across calls.
 
     Args:
         fronts: One (n_i, n_obj) array per front (feasible points only; empty fronts allowed).
@@ -75,23 +108,8 @@ def comparison_hypervolumes(
     Returns:
         One hypervolume per front, in the order given.
     """
-    arrays = []
-    for F in fronts:
-        F = np.asarray(F, dtype=float)
-        F = F.reshape(0, 1) if F.size == 0 else np.atleast_2d(F)
-        arrays.append(F[np.all(np.isfinite(F), axis=1)])
-    if ref is not None:
-        ref = np.asarray(ref, dtype=float)
-        if np.any(ref <= 0):
-            raise ValueError(f"ref must be positive on every axis to normalise by it, got {ref}")
-        return [hypervolume(F / ref, np.ones(len(ref))) for F in arrays]
-    nonempty = [F for F in arrays if len(F)]
-    if not nonempty:
+    arrays = [_as_front(F) for F in fronts]
+    if ref is None and not any(len(F) for F in arrays):
         return [0.0 for _ in arrays]
-    union = np.vstack(nonempty)
-    union = union[non_dominated(union)]
-    ideal, nadir = union.min(axis=0), union.max(axis=0)
-    scale = np.where(nadir - ideal > 0, nadir - ideal, 1.0)
-    n_obj = union.shape[1]
-    return [hypervolume((F - ideal) / scale, np.full(n_obj, 1.1)) if len(F) else 0.0
-            for F in arrays]
+    shift, scale, ref_n = comparison_normalizer(arrays, ref=ref)
+    return [hypervolume((F - shift) / scale, ref_n) if len(F) else 0.0 for F in arrays]

@@ -17,12 +17,16 @@ lazily, which keeps it exact and cheap.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
-
 import numpy as np
 from moocore import hypervolume as _moocore_hv
 
-__all__ = ["domination_depth", "greedy_select", "hv_improvements", "neighbour_moves"]
+__all__ = [
+    "domination_depth",
+    "greedy_select",
+    "hv_improvements",
+    "hvi_upper_bound",
+    "neighbour_moves",
+]
 
 
 def neighbour_moves(
@@ -127,6 +131,26 @@ def _fallback_score(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.nda
     return -(depth + beyond) - 1e-12
 
 
+def hvi_upper_bound(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Cheap upper bound of each candidate's HV improvement (vectorised, no HV computation).
+
+    The region a candidate c adds is inside its box [c, ref] and outside the box each single
+    front point p covers there, [max(c, p), ref]; so HVI(c) <= vol[c, ref] - max_p vol[max(c, p),
+    ref]. The lazy greedy loop computes exact HVI only where this bound could win.
+    """
+    C = np.atleast_2d(C)
+    box = np.prod(np.clip(ref - C, 0.0, None), axis=1)
+    if len(front) == 0:
+        return box
+    covered = np.zeros(len(C))
+    for start in range(0, len(C), 512):
+        chunk = C[start:start + 512]
+        inner = np.prod(np.clip(ref - np.maximum(chunk[:, None, :], front[None, :, :]), 0.0,
+                                None), axis=2)
+        covered[start:start + 512] = inner.max(axis=1)
+    return np.maximum(box - covered, 0.0)
+
+
 def greedy_select(
     predicted: np.ndarray,
     front: np.ndarray,
@@ -135,7 +159,7 @@ def greedy_select(
     groups: np.ndarray,
     per_group: int,
     total: int,
-    score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    samples: np.ndarray | None = None,
 ) -> list[int]:
     """Pick up to ``total`` candidates (at most ``per_group`` per group) by greedy HVI.
 
@@ -146,44 +170,62 @@ def greedy_select(
         groups: Group (parent) id of each candidate.
         per_group: Cap per group.
         total: Overall cap.
-        score_fn: Optional ``(indices, front) -> scores`` replacing the plain HVI of the
-            predicted points (HAMP passes expected HVI when the surrogate gives uncertainty).
+        samples: Optional (m, k, n_obj) draws from each candidate's predictive distribution;
+            the score is then the expected HVI (the mean over the draws) instead of the HVI of
+            ``predicted``. The draws should share random numbers across candidates.
 
     Returns:
         Indices into ``predicted``, best first.
     """
     predicted = np.asarray(predicted, dtype=float)
+    ref = np.asarray(ref, dtype=float)
     front = np.asarray(front, dtype=float).reshape(-1, predicted.shape[1])
-    if len(predicted) == 0 or total <= 0 or per_group <= 0:
+    front = front[np.all(front < ref, axis=1)]
+    m = len(predicted)
+    if m == 0 or total <= 0 or per_group <= 0:
         return []
+    # The point that bounds a candidate's score from below in every objective.
+    optimistic = predicted if samples is None else np.min(samples, axis=1)
+    bound = hvi_upper_bound(optimistic, front, ref)
+    fallback = _fallback_score(predicted, front, ref)
+    base = _hv(front, ref)
 
-    def score(idx: np.ndarray, current: np.ndarray) -> np.ndarray:
-        s = (score_fn(idx, current) if score_fn is not None
-             else hv_improvements(predicted[idx], current, ref))
-        fallback = _fallback_score(predicted[idx], current, ref)
-        return np.where(s > 0, s, fallback)
+    def exact(i: int) -> float:
+        points = predicted[i][None, :] if samples is None else samples[i]
+        gains = [_hv(np.vstack([front, p]), ref) - base
+                 for p in points if np.all(p < ref)]
+        return max(0.0, float(np.sum(gains)) / len(points)) if gains else 0.0
 
-    all_idx = np.arange(len(predicted))
-    scores = score(all_idx, front)
-    version = 0
-    # Heap of (-score, index, front version the score was computed against).
-    heap = [(-float(s), int(i), version) for i, s in zip(all_idx, scores)]
+    FIXED, UNSCORED = -2, -1
+    # Heap of (-score, index, state): state is the front version an exact score was computed
+    # against, UNSCORED for an upper bound, FIXED for a (version-independent) fallback score.
+    heap = [(-float(bound[i]), i, UNSCORED) if bound[i] > 0 else (-float(fallback[i]), i, FIXED)
+            for i in range(m)]
     heapq.heapify(heap)
+    version = 0
     taken: list[int] = []
     per_group_count: dict[int, int] = {}
     while heap and len(taken) < total:
-        neg, i, seen = heapq.heappop(heap)
+        neg, i, state = heapq.heappop(heap)
         g = int(groups[i])
         if per_group_count.get(g, 0) >= per_group:
             continue
-        if seen != version and -neg > 0:
-            # Stale upper bound: re-score against the grown front and try again.
-            fresh = float(score(np.array([i]), front)[0])
-            heapq.heappush(heap, (-fresh, i, version))
+        if state != FIXED and state != version:
+            # An upper bound or a score against a smaller front: HVI only shrinks as the front
+            # grows, so re-scoring lazily keeps the greedy choice exact.
+            score = exact(i)
+            if score > 0:
+                heapq.heappush(heap, (-score, i, version))
+            else:
+                heapq.heappush(heap, (-float(_fallback_score(predicted[i:i + 1], front,
+                                                             ref)[0]), i, FIXED))
             continue
         taken.append(i)
         per_group_count[g] = per_group_count.get(g, 0) + 1
-        if -neg > 0:
+        if state != FIXED:
+            # Believer update: the pick's predicted point joins the front.
             front = np.vstack([front, predicted[i]])
+            front = front[np.all(front < ref, axis=1)]
+            base = _hv(front, ref)
             version += 1
     return taken

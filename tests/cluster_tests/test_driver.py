@@ -107,9 +107,15 @@ def test_connect_ray_starts_a_private_instance_never_a_bare_init(monkeypatch) ->
 
 
 # ------------------------------------------------------------------------------ searches
-def test_tiny_search_writes_a_complete_run_directory(local_ray, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_search(local_ray, tmp_path_factory) -> tuple[Path, dict, list[str]]:
     lines: list[str] = []
-    run_dir, summary = _run(tmp_path, "hamp", _config(), lines)
+    run_dir, summary = _run(tmp_path_factory.mktemp("tiny"), "hamp", _config(), lines)
+    return run_dir, summary, lines
+
+
+def test_tiny_search_writes_a_complete_run_directory(tiny_search) -> None:
+    run_dir, summary, lines = tiny_search
     assert summary["status"] == "complete"
     assert summary["evaluations"] == 48 and summary["failed"] == 0
 
@@ -156,9 +162,9 @@ def test_tiny_search_writes_a_complete_run_directory(local_ray, tmp_path: Path) 
 
 def test_arrival_order_never_changes_a_decision(local_ray, tmp_path: Path) -> None:
     """Random sleeps on three actors shuffle the arrival order; the search must not notice."""
-    base = _config(method="nsga2", search={"budget": 36})
+    base = _config(method="nsga2", search={"budget": 30})
     _, calm = _run(tmp_path, "calm", base)
-    shuffled_config = _config(method="nsga2", search={"budget": 36},
+    shuffled_config = _config(method="nsga2", search={"budget": 30},
                               evaluator={"synthetic_sleep_s": 0.02, "synthetic_jitter": 1.0},
                               cluster={"num_evaluators": 3})
     _, shuffled = _run(tmp_path, "shuffled", shuffled_config)
@@ -170,10 +176,10 @@ def test_arrival_order_never_changes_a_decision(local_ray, tmp_path: Path) -> No
     assert calm["hypervolume"] == shuffled["hypervolume"]
 
 
-def test_a_run_directory_holding_a_search_is_not_restarted(local_ray, tmp_path: Path) -> None:
-    config = _config(method="random", search={"budget": 8, "pop_size": 8})
-    run_dir, _ = _run(tmp_path, "done", config)
+def test_a_run_directory_holding_a_search_is_not_restarted(tiny_search) -> None:
+    run_dir, _, _ = tiny_search
     with pytest.raises(ValueError, match="resume"):
-        run_search(config, run_dir, log=lambda line: None)
+        run_search(_config(), run_dir, log=lambda line: None)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["evaluations"] == 8
+    assert summary["status"] == "complete" and summary["evaluations"] == 48
+    assert len(read_journal(run_dir / "journal.jsonl")) == 48

@@ -9,6 +9,7 @@ instance (joining takes ~1 s, starting Ray ~5 s); the final resume runs in-proce
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -116,13 +117,16 @@ def _write_config(tmp_path: Path, **overrides) -> Path:
     return path
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(
+def test_sigkill_at_random_moments_then_resume_from_the_mirror(
         ray_address, reference, tmp_path: Path) -> None:
+    """Two SIGKILLs at seeded random journal positions (plus a random delay, so they land
+    mid-generation), a torn journal line, and the last resume from the ``file://`` mirror."""
     rng = random.Random(2024)
     run_dir = tmp_path / "run"
-    job = _write_config(tmp_path)
+    storage = f"file://{tmp_path / 'bucket'}"
+    job = _write_config(tmp_path, storage=storage)
     first = rng.randint(4, 20)
-    second = rng.randint(first + 10, 45)
+    second = rng.randint(first + 12, 45)
 
     proc = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address], tmp_path)
     _kill_when(proc, lambda: _lines(run_dir) >= first, delay=rng.uniform(0.0, 0.15))
@@ -132,18 +136,26 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(
     proc = _start(["resume", str(run_dir), "--address", ray_address], tmp_path)
     _kill_when(proc, lambda: _lines(run_dir) >= second, delay=rng.uniform(0.0, 0.15))
     assert killed_at < _lines(run_dir) < BUDGET
+    mirror = tmp_path / "bucket" / "run"
+    assert (mirror / "journal.jsonl").exists() and (mirror / STATE_FILE).exists()
 
+    # The local disk is gone; the run continues from its mirror.
+    local = tmp_path / "restored"
+    fetch_run(f"{storage}/run", local)
     # A crash in the middle of a journal append leaves a torn last line.
-    with open(run_dir / "journal.jsonl", "ab") as handle:
+    with open(local / "journal.jsonl", "ab") as handle:
         handle.write(b'{"id": 999, "generation": 3, "genome": [1, 2')
-    _, lines = _resume_in_process(run_dir)
+    summary, lines = _resume_in_process(local)
     assert any("torn" in line for line in lines)
     assert any(line.startswith("resuming") for line in lines)
-    _assert_same_as_reference(run_dir, reference)
+    _assert_same_as_reference(local, reference)
+    # The resumed run keeps mirroring to the same place, under the original run name.
+    assert summary["storage_uri"] == f"{storage}/run"
+    assert read_journal(mirror / "journal.jsonl") == read_journal(local / "journal.jsonl")
 
 
-def test_sigkill_during_a_checkpoint_write_then_resume(ray_address, reference,
-                                                       tmp_path: Path) -> None:
+def test_sigkill_mid_checkpoint_then_sigterm_then_resume(ray_address, reference,
+                                                         tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     job = _write_config(tmp_path)
     temp = run_dir / "state" / ".driver.pkl.tmp"
@@ -153,27 +165,21 @@ def test_sigkill_during_a_checkpoint_write_then_resume(ray_address, reference,
     # the driver sleeps before os.replace: kill it there.
     _kill_when(proc, lambda: _lines(run_dir) >= 12 and temp.exists())
     assert temp.exists() and (run_dir / STATE_FILE).exists()
+
+    # SIGTERM (what `ray job stop` or a scheduler sends): interrupted, state kept, exit 130.
+    proc = _start(["resume", str(run_dir), "--address", ray_address], tmp_path)
+    deadline = time.monotonic() + 120
+    while _lines(run_dir) < 30:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["evaluations"] < BUDGET
+
     _resume_in_process(run_dir)
     _assert_same_as_reference(run_dir, reference)
     assert not temp.exists()
-
-
-def test_resume_from_the_storage_mirror(ray_address, reference, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    storage = f"file://{tmp_path / 'bucket'}"
-    job = _write_config(tmp_path, storage=storage)
-    proc = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address], tmp_path)
-    _kill_when(proc, lambda: _lines(run_dir) >= 30)
-    mirror = tmp_path / "bucket" / "run"
-    assert (mirror / "journal.jsonl").exists() and (mirror / STATE_FILE).exists()
-
-    local = tmp_path / "restored"
-    fetch_run(f"{storage}/run", local)
-    summary, _ = _resume_in_process(local)
-    _assert_same_as_reference(local, reference)
-    # The resumed run keeps mirroring to the same place, under the original run name.
-    assert summary["storage_uri"] == f"{storage}/run"
-    assert read_journal(mirror / "journal.jsonl") == read_journal(local / "journal.jsonl")
 
 
 def test_mirror_copies_new_files_and_drops_models_that_left_the_front(tmp_path: Path) -> None:
@@ -203,19 +209,3 @@ def test_mirror_copies_new_files_and_drops_models_that_left_the_front(tmp_path: 
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         fetch_run(f"file://{tmp_path / 'nothing'}", tmp_path / "x")
 
-
-def test_sigterm_marks_the_run_interrupted_and_it_resumes(ray_address, reference,
-                                                          tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    job = _write_config(tmp_path)
-    proc = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address], tmp_path)
-    deadline = time.monotonic() + 120
-    while _lines(run_dir) < 20:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)  # what `ray job stop` or a scheduler sends
-    assert proc.wait(timeout=60) == 130
-    summary = yaml.safe_load((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["evaluations"] < BUDGET
-    _resume_in_process(run_dir)
-    _assert_same_as_reference(run_dir, reference)
