@@ -31,6 +31,8 @@ _MAX_START_FAILURES = 3
 _RESTART_PATIENCE_S = 120.0
 #: Pause between liveness pings of a restarting actor.
 _PING_INTERVAL_S = 0.2
+#: Interval of the log line while the pool waits for its actors to be scheduled.
+_START_LOG_S = 30.0
 
 
 @ray.remote
@@ -150,8 +152,23 @@ class EvaluatorPool:
         self._log = log
         self._slots = [self._start(i, 0) for i in range(cluster.num_evaluators)]
         # Wait for construction so that a broken payload fails the run at once, with its reason.
+        # Actors wait for resources without a deadline (an autoscaler may be adding GPU nodes),
+        # but the wait is logged so a request no node can satisfy is visible.
+        refs = [s.handle.ready.remote() for s in self._slots]
+        waited = 0.0
         try:
-            ray.get([s.handle.ready.remote() for s in self._slots])
+            while True:
+                ready, pending = ray.wait(refs, num_returns=len(refs), timeout=_START_LOG_S)
+                if not pending:
+                    ray.get(ready)
+                    break
+                waited += _START_LOG_S
+                request = actor_options(cluster, name="-", namespace="-")
+                wanted = {k: request[k] for k in ("resources", "num_gpus", "num_cpus",
+                                                  "accelerator_type") if request.get(k)}
+                self._log(f"waiting {waited:.0f}s for {len(pending)} of {len(refs)} evaluator "
+                          f"actors to start (each asks for {wanted}; cluster has "
+                          f"{ray.available_resources()} free)")
         except RayError as exc:
             self.shutdown()
             raise PoolError(f"evaluator actors could not start: {_reason(exc)}") from exc
