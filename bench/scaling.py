@@ -13,10 +13,13 @@ Reported per slot count:
 * throughput: evaluations / search wall time (first dispatch of generation 1 to the end of the
   last generation, so actor start-up is excluded; reported separately);
 * efficiency: throughput / ideal, with ideal = slots / mean evaluation time (measured on the
-  actors, from the journal's ``wall_s``);
+  actors, from the journal's ``wall_s``), beside the efficiency a zero-overhead driver would
+  reach with the same durations (greedy dispatch; the +-10% jitter alone leaves the last
+  evaluations of each generation finishing unevenly);
 * driver overhead per evaluation: search wall time spent in the driver process *outside*
   ``ray.wait`` (dispatching, collecting, journaling with fsync, telling, asking, checkpointing,
-  metrics), divided by the evaluations.
+  metrics), divided by the evaluations; split into the per-result work inside the pool loop
+  (with its ``os.fsync`` wall time and main-thread CPU time) and the work between generations.
 
 Usage::
 
@@ -27,8 +30,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -59,6 +64,12 @@ class _Timers:
         self.first_dispatch: float | None = None
         self.last_done: float | None = None
         self.wait_in_span_s = 0.0
+        self.in_run = False
+        self.wait_in_runs_s = 0.0
+        self.cpu_in_runs_s = 0.0  # main-thread CPU time inside EvaluatorPool.run
+        self.cpu_wait_in_runs_s = 0.0  # ... of which inside ray.wait
+        self.fsync_in_runs_s = 0.0  # wall time in os.fsync inside EvaluatorPool.run
+        self.fsync_in_span_s = 0.0
         self.generation_spans: list[tuple[float, float]] = []
 
 
@@ -70,9 +81,10 @@ def _instrument(timers: _Timers) -> Iterator[None]:
     """
     real_wait = ray.wait
     real_run = actors_module.EvaluatorPool.run
+    real_fsync = os.fsync
 
     def timed_wait(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return real_wait(*args, **kwargs)
         finally:
@@ -80,25 +92,45 @@ def _instrument(timers: _Timers) -> Iterator[None]:
             timers.wait_s += elapsed
             if timers.first_dispatch is not None:
                 timers.wait_in_span_s += elapsed
+            if timers.in_run:
+                timers.wait_in_runs_s += elapsed
+                timers.cpu_wait_in_runs_s += time.thread_time() - cpu
+
+    def timed_fsync(fd: int) -> None:
+        start = time.perf_counter()
+        try:
+            real_fsync(fd)
+        finally:
+            elapsed = time.perf_counter() - start
+            if timers.first_dispatch is not None:
+                timers.fsync_in_span_s += elapsed
+            if timers.in_run:
+                timers.fsync_in_runs_s += elapsed
 
     def timed_run(self: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         if timers.first_dispatch is None:
             timers.first_dispatch = start
+        timers.in_run = True
+        cpu = time.thread_time()
         try:
             return real_run(self, *args, **kwargs)
         finally:
+            timers.in_run = False
+            timers.cpu_in_runs_s += time.thread_time() - cpu
             end = time.perf_counter()
             timers.last_done = end
             timers.generation_spans.append((start, end))
 
     ray.wait = timed_wait
     actors_module.EvaluatorPool.run = timed_run
+    os.fsync = timed_fsync
     try:
         yield
     finally:
         ray.wait = real_wait
         actors_module.EvaluatorPool.run = real_run
+        os.fsync = real_fsync
 
 
 def _start_cluster(nodes: int, units_per_node: int) -> Cluster:
@@ -113,6 +145,16 @@ def _start_cluster(nodes: int, units_per_node: int) -> Cluster:
                          object_store_memory=100 * 2**20)
     cluster.wait_for_nodes()
     return cluster
+
+
+def greedy_makespan(durations: list[float], slots: int) -> float:
+    """Makespan of dispatching ``durations`` in order to ``slots`` workers, each job to the
+    first free worker, with zero overhead: the best the driver can do with these durations."""
+    free = [0.0] * slots
+    heapq.heapify(free)
+    for duration in durations:
+        heapq.heappush(free, heapq.heappop(free) + duration)
+    return max(free)
 
 
 def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path,
@@ -142,6 +184,23 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
     throughput = evaluations / span
     ideal = slots / mean_eval
     overhead_ms = 1000.0 * (span - timers.wait_in_span_s) / evaluations
+    # Jitter alone costs efficiency (the last evaluations of a generation finish unevenly):
+    # the zero-overhead greedy schedule of the same durations, generation by generation.
+    by_generation: dict[int, list[tuple[int, float]]] = {}
+    for entry in journal:
+        by_generation.setdefault(int(entry["generation"]), []).append(
+            (int(entry["id"]), float(entry["wall_s"])))
+    bound_span = sum(greedy_makespan([d for _, d in sorted(items)], slots)
+                     for items in by_generation.values())
+    bound_efficiency = evaluations * mean_eval / (slots * bound_span)
+    in_runs = sum(end - begin for begin, end in timers.generation_spans)
+    # Split: per-result work inside the pool loop (dispatch, collect, journal) vs the work
+    # between generations (tell, ask, checkpoint, report, metrics) while every actor is idle.
+    per_result_ms = 1000.0 * (in_runs - timers.wait_in_runs_s) / evaluations
+    between_s = [b[0] - a[1] for a, b in zip(timers.generation_spans, timers.generation_spans[1:])]
+    between_ms = 1000.0 * statistics.fmean(between_s) if between_s else float("nan")
+    fsync_ms = 1000.0 * timers.fsync_in_span_s / evaluations
+    cpu_ms = 1000.0 * (timers.cpu_in_runs_s - timers.cpu_wait_in_runs_s) / evaluations
     # The best any scheduler could do with these exact durations is bounded below by the
     # per-generation load (sum / slots) and by the longest single evaluation.
     row = {
@@ -155,13 +214,21 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         "throughput": throughput,
         "ideal": ideal,
         "efficiency": throughput / ideal,
+        "jitter_bound_efficiency": bound_efficiency,
         "driver_overhead_ms": overhead_ms,
+        "per_result_ms": per_result_ms,
+        "between_generations_ms": between_ms,
+        "fsync_ms": fsync_ms,
+        "pool_loop_cpu_ms": cpu_ms,
         "summary_status": summary.get("status"),
     }
     log(f"slots={slots:2d}  evals={evaluations:3d}  mean eval {mean_eval:.3f} s  "
         f"search {span:6.2f} s (run_search {total_s:6.2f} s)  throughput {throughput:6.2f}/s  "
-        f"ideal {ideal:6.2f}/s  efficiency {row['efficiency']:.3f}  "
-        f"driver overhead {overhead_ms:.2f} ms/eval")
+        f"ideal {ideal:6.2f}/s  efficiency {row['efficiency']:.3f} "
+        f"(zero-overhead greedy bound {bound_efficiency:.3f})  "
+        f"driver overhead {overhead_ms:.2f} ms/eval (in pool loop {per_result_ms:.2f} ms/eval, "
+        f"between generations {between_ms:.0f} ms; fsync {fsync_ms:.2f} ms/eval, "
+        f"pool-loop CPU {cpu_ms:.2f} ms/eval)")
     return row
 
 
@@ -205,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(s < 1 for s in args.slots) or args.generations < 1 or args.nodes < 1:
         parser.error("--slots, --generations and --nodes must be >= 1")
 
-    print(f"machine: {platform.processor() or platform.machine()}, python {sys.version.split()[0]}, "
-          f"ray {ray.__version__}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {sys.version.split()[0]}, ray {ray.__version__}")
     units = math.ceil(max(args.slots) / args.nodes)
     cluster = _start_cluster(args.nodes, units)
     print(f"cluster: head + {args.nodes} worker nodes x {units} evaluator units")
@@ -232,15 +299,20 @@ def main(argv: list[str] | None = None) -> int:
                 break
             hamp_rows.append(row)
             print(f"HAMP pop {row['pop_size']:3d}: ask {row['ask_ms']:8.1f} ms  "
-                  f"tell {row['tell_ms']:7.1f} ms per generation (max ask {row['ask_max_ms']:.1f} ms)")
+                  f"tell {row['tell_ms']:7.1f} ms per generation "
+                  f"(max ask {row['ask_max_ms']:.1f} ms)")
 
     print("\n| slots | evals | mean eval (s) | search wall (s) | throughput (eval/s) | ideal | "
-          "efficiency | driver overhead (ms/eval) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "efficiency | jitter bound | driver overhead (ms/eval) | in pool loop (ms/eval) | "
+          "of which fsync (ms/eval) | pool-loop CPU (ms/eval) | between generations (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['slots']} | {r['evaluations']} | {r['mean_eval_s']:.3f} | "
               f"{r['search_wall_s']:.2f} | {r['throughput']:.2f} | {r['ideal']:.2f} | "
-              f"{r['efficiency']:.3f} | {r['driver_overhead_ms']:.2f} |")
+              f"{r['efficiency']:.3f} | {r['jitter_bound_efficiency']:.3f} | "
+              f"{r['driver_overhead_ms']:.2f} | "
+              f"{r['per_result_ms']:.2f} | {r['fsync_ms']:.2f} | {r['pool_loop_cpu_ms']:.2f} | "
+              f"{r['between_generations_ms']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"scaling": rows, "hamp": hamp_rows}, indent=2))
     worst = min(r["efficiency"] for r in rows)
