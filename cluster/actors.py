@@ -173,6 +173,7 @@ class EvaluatorPool:
             self.shutdown()
             raise PoolError(f"evaluator actors could not start: {_reason(exc)}") from exc
         self.deaths = 0
+        self._health = _Liveness(self)
 
     @property
     def size(self) -> int:
@@ -203,9 +204,12 @@ class EvaluatorPool:
             PoolError: every actor died and none could be restarted.
         """
         queue: collections.deque[PoolJob] = collections.deque(jobs)
-        idle: collections.deque[_Slot] = collections.deque(self._slots)
+        health = self._health
+        # Actors still restarting (e.g. waiting for a node with free resources) join as soon as
+        # their ping answers; the batch never waits for them while others can work.
+        idle: collections.deque[_Slot] = collections.deque(
+            s for s in self._slots if not health.is_pinging(s))
         running: dict[Any, tuple[_Slot, PoolJob]] = {}
-        health = _Liveness(self)
         max_attempts = 1 + self._cluster.max_retries
         while queue or running:
             while queue and idle:
@@ -243,10 +247,6 @@ class EvaluatorPool:
                 continue
             idle.append(slot)
             on_result(job, result)
-        # Settle restarts still in progress, so the next batch never starts on a dead actor
-        # (which would burn an attempt of an innocent candidate).
-        while health.busy:
-            health.wait([], idle)
 
     def _replace(self, slot: _Slot, exc: BaseException) -> _Slot | None:
         """A slot's actor is gone for good (restarts used up): start a fresh one in its place.
@@ -270,16 +270,27 @@ class EvaluatorPool:
 
     def can_measure(self) -> bool:
         """True when the actors can re-time genomes on their own device."""
-        if not self._slots:
+        slot = self._live_slot()
+        if slot is None:
             return False
         try:
-            return bool(ray.get(self._slots[0].handle.can_measure.remote()))
+            return bool(ray.get(slot.handle.can_measure.remote()))
         except RayError:
             return False
 
+    def _live_slot(self) -> _Slot | None:
+        return next((s for s in self._slots if not self._health.is_pinging(s)), None)
+
     def measure(self, genome: Sequence[int], weights: dict[str, Any] | None) -> dict[str, float]:
-        """Re-time one genome on one actor (call only while the pool is otherwise idle)."""
-        return ray.get(self._slots[0].handle.measure.remote(list(genome), weights))
+        """Re-time one genome on one actor (call only while the pool is otherwise idle).
+
+        Raises:
+            PoolError: no actor is alive.
+        """
+        slot = self._live_slot()
+        if slot is None:
+            raise PoolError("no evaluator actor is alive to re-time the front")
+        return ray.get(slot.handle.measure.remote(list(genome), weights))
 
     def shutdown(self) -> None:
         """Kill every actor of the pool (they hold no state worth keeping)."""
@@ -309,6 +320,9 @@ class _Liveness:
     def busy(self) -> bool:
         return bool(self._pending or self._later)
 
+    def is_pinging(self, slot: _Slot) -> bool:
+        return id(slot) in self._since
+
     def ping(self, slot: _Slot) -> None:
         self._since.setdefault(id(slot), time.monotonic())
         self._pending[slot.handle.ready.remote()] = slot
@@ -320,7 +334,7 @@ class _Liveness:
             self._later.remove((due, slot))
             self._pending[slot.handle.ready.remote()] = slot
         refs = running + list(self._pending)
-        timeout = None
+        timeout = None if running else _START_LOG_S
         if self._later:
             timeout = max(0.0, min(due for due, _ in self._later) - time.monotonic())
         if not refs:
@@ -328,6 +342,9 @@ class _Liveness:
             return None
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
+            if not running and not self._later:
+                self._pool._log(f"waiting for {len(self._pending)} restarting evaluator actors "
+                                f"(cluster has {ray.available_resources()} free)")
             return None
         ref = ready[0]
         slot = self._pending.pop(ref, None)
