@@ -69,7 +69,7 @@ class _Timers:
         self.cpu_in_runs_s = 0.0  # main-thread CPU time inside EvaluatorPool.run
         self.cpu_wait_in_runs_s = 0.0  # ... of which inside ray.wait
         self.fsync_in_runs_s = 0.0  # wall time in os.fsync inside EvaluatorPool.run
-        self.fsync_in_span_s = 0.0
+        self.fsync_calls: list[tuple[float, float]] = []  # (start, wall seconds)
         self.generation_spans: list[tuple[float, float]] = []
 
 
@@ -102,8 +102,7 @@ def _instrument(timers: _Timers) -> Iterator[None]:
             real_fsync(fd)
         finally:
             elapsed = time.perf_counter() - start
-            if timers.first_dispatch is not None:
-                timers.fsync_in_span_s += elapsed
+            timers.fsync_calls.append((start, elapsed))
             if timers.in_run:
                 timers.fsync_in_runs_s += elapsed
 
@@ -199,7 +198,10 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
     per_result_ms = 1000.0 * (in_runs - timers.wait_in_runs_s) / evaluations
     between_s = [b[0] - a[1] for a, b in zip(timers.generation_spans, timers.generation_spans[1:])]
     between_ms = 1000.0 * statistics.fmean(between_s) if between_s else float("nan")
-    fsync_ms = 1000.0 * timers.fsync_in_span_s / evaluations
+    fsync_ms = 1000.0 * sum(
+        elapsed for begin, elapsed in timers.fsync_calls
+        if timers.first_dispatch <= begin < timers.last_done
+    ) / evaluations
     cpu_ms = 1000.0 * (timers.cpu_in_runs_s - timers.cpu_wait_in_runs_s) / evaluations
     # The best any scheduler could do with these exact durations is bounded below by the
     # per-generation load (sum / slots) and by the longest single evaluation.
