@@ -210,7 +210,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
         name = source.rstrip("/").rsplit("/", 1)[-1] or "run"
         local = Path(args.output or Path("runs") / f"{name}-resumed").expanduser().resolve()
-        fetch_run(source, local)
+        try:
+            fetch_run(source, local)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"cannot resume from '{source}': {_one_line(exc)}") from None
         run_dir = local
     else:
         run_dir = Path(source).expanduser().resolve()

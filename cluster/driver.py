@@ -336,8 +336,11 @@ def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
     run_log = _RunLog(run_dir / "driver.log", log)
     was_connected = ray.is_initialized()
     try:
-        connect_ray(address, config)
+        # The task (base model, latency table, dense objectives) is built before Ray starts:
+        # bad input fails in seconds with nothing started, and the table is timed while no
+        # evaluator runs on this device.
         driver = _Driver(config, run_dir, resume=resume, log=run_log)
+        connect_ray(address, config)
         return driver.run()
     finally:
         if not was_connected and ray.is_initialized():
