@@ -27,7 +27,8 @@ UNITS_PER_NODE = 2
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[tuple[Cluster, list]]:
+    """The cluster and its two worker nodes (in start order)."""
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(
@@ -41,9 +42,8 @@ def cluster() -> Iterator[Cluster]:
         for _ in range(2)
     ]
     cluster.wait_for_nodes()
-    cluster.worker_nodes_started = workers  # type: ignore[attr-defined]
     try:
-        yield cluster
+        yield cluster, workers
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -51,6 +51,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 def test_evaluator_actors_spread_over_the_worker_nodes(cluster):
+    cluster, workers = cluster
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         config = load_config({"evaluator": {"kind": "synthetic", "synthetic_sleep_s": 0.2}})
@@ -68,7 +69,7 @@ def test_evaluator_actors_spread_over_the_worker_nodes(cluster):
             pool.shutdown()
         assert sorted(results) == list(range(8))
         assert all(r["status"] == "ok" for r in results.values())
-        worker_ids = {n.node_id for n in cluster.worker_nodes_started}
+        worker_ids = {n.node_id for n in workers}
         used = {r["node"] for r in results.values()}
         # Both worker nodes evaluated, the head (no evaluator resource) never did.
         assert used == worker_ids
@@ -89,7 +90,8 @@ def _remove_when_running(cluster: Cluster, node, journal: Path, done: threading.
 
 
 def test_losing_a_node_mid_search_accounts_for_every_candidate(cluster, tmp_path):
-    driver = pytest.importorskip("prunesearch.cluster.driver")
+    cluster, workers = cluster
+    from prunesearch.cluster import driver
     budget = 24
     config = load_config(
         Path(__file__).resolve().parents[2] / "configs" / "synthetic-small.yaml",
@@ -102,7 +104,7 @@ def test_losing_a_node_mid_search_accounts_for_every_candidate(cluster, tmp_path
         },
     )
     run_dir = tmp_path / "lose-node"
-    victim = cluster.worker_nodes_started[-1]
+    victim = workers[-1]
     done, removed = threading.Event(), []
     remover = threading.Thread(
         target=_remove_when_running,
