@@ -115,6 +115,7 @@ def test_job_submit_runs_a_search_on_a_token_protected_head(ray_head, repo_root,
     assert ray_head["unauthenticated_status"] == 401
 
     run_dir = tmp_path / "job-run"  # absolute: the job runs in a copy of the working directory
+    storage = tmp_path / "storage"
     submission_id = f"prunesearch-test-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
@@ -124,6 +125,7 @@ def test_job_submit_runs_a_search_on_a_token_protected_head(ray_head, repo_root,
         # The entrypoint runs with the head's PATH: name the project's interpreter.
         sys.executable, "-m", "prunesearch", "run", "configs/synthetic-small.yaml",
         "--output", str(run_dir), "--set", "cluster.num_evaluators=2",
+        "--set", f"storage=file://{storage}",
     ]
     submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     status = subprocess.run(
@@ -145,6 +147,10 @@ def test_job_submit_runs_a_search_on_a_token_protected_head(ray_head, repo_root,
     pareto = (run_dir / "pareto.csv").read_text().splitlines()
     assert pareto[0].startswith("id,") and len(pareto) >= 2
     assert (run_dir / "config.yaml").is_file()
+    # The run directory is mirrored to storage/<run name>, journal included.
+    mirrored = storage / run_dir.name
+    assert (mirrored / "journal.jsonl").read_text() == (run_dir / "journal.jsonl").read_text()
+    assert json.loads((mirrored / "summary.json").read_text())["status"] == "complete"
 
 
 def test_job_client_without_token_mode_is_refused(ray_head, repo_root):
