@@ -211,13 +211,17 @@ class EvaluatorPool:
             s for s in self._slots if not health.is_pinging(s))
         running: dict[Any, tuple[_Slot, PoolJob]] = {}
         max_attempts = 1 + self._cluster.max_retries
-        while queue or running:
+
+        def dispatch() -> None:
             while queue and idle:
                 job = queue.popleft()
                 slot = _pick(idle, job)
                 job.tried_on.add(slot.index)
                 ref = slot.handle.evaluate.remote(job.genome, job.candidate_id, job.seed)
                 running[ref] = (slot, job)
+
+        while queue or running:
+            dispatch()
             if not running and not health.busy:
                 raise PoolError("no evaluator actor is alive to run the remaining candidates")
             ref = health.wait(list(running), idle)
@@ -246,6 +250,9 @@ class EvaluatorPool:
                         f"evaluator died {job.attempt} times: {reason}"))
                 continue
             idle.append(slot)
+            # Hand the finished actor its next candidate before journaling (fsync) this result,
+            # so no actor waits on the driver's disk.
+            dispatch()
             on_result(job, result)
 
     def _replace(self, slot: _Slot, exc: BaseException) -> _Slot | None:
