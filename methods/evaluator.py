@@ -50,6 +50,11 @@ __all__ = [
     "finetune",
     "evaluate_error",
     "calibration_genomes",
+    "GenomeSpecs",
+    "cost_model",
+    "table_key",
+    "time_genomes",
+    "build_latency_table",
 ]
 
 TABLE_FILE = "latency_table.json"
@@ -76,15 +81,6 @@ class GenomeSpecs:
         from prunesearch.methods.pruning.specs import layer_specs
 
         return layer_specs(self.space, self.space.channels(genome), batch=self.batch_size)
-
-
-def _cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
-    spec_fn = GenomeSpecs(space, batch_size)
-    try:
-        return CostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(), dtype=dtype)
-    except NotFactorisable:
-        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
-                                  dtype=dtype)
 
 
 def _apply(model: nn.Module, space: Any, genome: Sequence[int], importance: str,
@@ -233,12 +229,84 @@ def _numpy_state(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def _load_numpy_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    state = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
+    # np.array copies: arrays from Ray's object store are read-only views.
+    state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
     module.load_state_dict(state, strict=True)
 
 
 def _candidate_seed(seed: int, candidate_id: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(candidate_id) & 0xFFFFFFFF]).generate_state(1)[0])
+
+
+def table_key(hardware: Any) -> TableKey:
+    """The latency-table key of a ``hardware`` section on this machine."""
+    return TableKey.current(device=hardware.device, runtime=hardware.runtime,
+                            dtype=hardware.dtype, batch_size=hardware.batch_size,
+                            threads=hardware.threads)
+
+
+def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[int]],
+                 hardware: Any, *, rounds: int = 3) -> list[float]:
+    """End-to-end median latency (ms) of each genome's pruned network, in interleaved rounds.
+
+    Every round times every network with ``hardware.repeats // rounds`` runs; the result is the
+    median of a network's round medians, so a burst of background load spoils one round of
+    every network rather than every round of one.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    modules = [_apply(base_model, space, space.validate(g), "l1").module.eval() for g in genomes]
+    per_round = max(3, hardware.repeats // rounds)
+    results: list[list[float]] = [[] for _ in modules]
+    for _ in range(rounds):
+        for i, module in enumerate(modules):
+            results[i].append(measure_latency(
+                module, space.input_shape, device=hardware.device, runtime=hardware.runtime,
+                dtype=hardware.dtype, batch_size=hardware.batch_size, threads=hardware.threads,
+                warmup=hardware.warmup, repeats=per_round).median_ms)
+    return [float(np.median(r)) for r in results]
+
+
+def build_latency_table(*, base_model: nn.Module, space: Any,
+                        cost: CostModel | PerGenomeCostModel, hardware: Any, seed: int,
+                        cache_dir: str | Path | None = None,
+                        allow_timing: bool = True) -> LatencyTable:
+    """Build, time and calibrate the latency table on this machine's ``hardware.device``.
+
+    Call it only while nothing else runs on the device. Raw entries are merged from the disk
+    cache, every reachable layer shape that is missing (``cost.specs``) is timed in isolation,
+    then the dense network and ``hardware.calibration_genomes`` random pruned networks
+    (:func:`calibration_genomes`) are timed end to end (:func:`time_genomes`) and the
+    calibration (``hardware.calibration``) fitted. ``cost`` is bound to the finished table.
+    """
+    table = LatencyTable(key=table_key(hardware), calibration=hardware.calibration,
+                         device=hardware.device if allow_timing else None,
+                         warmup=hardware.table_warmup, repeats=hardware.table_repeats)
+    table.merge_cache(cache_dir)
+    if table.measure_missing(cost.specs):
+        try:
+            table.write_cache(cache_dir)
+        except OSError:
+            pass  # a read-only home is no reason to fail a run
+    cost.bind(table)
+    if hardware.calibration != "none" and allow_timing:
+        genomes = calibration_genomes(space.lower(), space.upper(),
+                                      hardware.calibration_genomes, seed)
+        raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
+        table.calibrate(raw, time_genomes(base_model, space, genomes, hardware))
+        cost.bind(table)
+    return table
+
+
+def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
+    """The exact vectorised cost model of a genome space (per-genome fallback when the
+    space does not factorise, e.g. torchvision models)."""
+    spec_fn = GenomeSpecs(space, batch_size)
+    try:
+        return CostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(), dtype=dtype)
+    except NotFactorisable:
+        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
+                                  dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +347,7 @@ class PruningTask:
         self.lower = np.asarray(self.space.lower(), dtype=np.int64)
         self.upper = np.asarray(self.space.upper(), dtype=np.int64)
         self.group_names = list(self.space.names)
-        self.cost = _cost_model(self.space, self.hardware.batch_size, self.hardware.dtype)
+        self.cost = cost_model(self.space, self.hardware.batch_size, self.hardware.dtype)
         self._dense: dict[str, float] | None = None
         self._cache_dir = cache_dir
         if table is None:
@@ -287,7 +355,7 @@ class PruningTask:
             if saved is not None and saved.is_file():
                 table = LatencyTable.load(saved, device=self.hardware.device if allow_timing else None)
                 if self.cost.specs and table.missing(self.cost.specs):
-                    if not allow_timing or table.key != self._table_key():
+                    if not allow_timing or table.key != table_key(self.hardware):
                         raise ValueError(
                             f"{saved} lacks {len(table.missing(self.cost.specs))} layer shapes of "
                             "this genome space and was measured on another device/runtime; "
@@ -303,51 +371,11 @@ class PruningTask:
         self.cost.bind(table)
 
     # ------------------------------------------------------------------ table
-    def _table_key(self) -> TableKey:
-        hw = self.hardware
-        return TableKey.current(device=hw.device, runtime=hw.runtime, dtype=hw.dtype,
-                                batch_size=hw.batch_size, threads=hw.threads)
-
     def build_table(self, *, allow_timing: bool = True) -> LatencyTable:
-        """Build, time and calibrate the latency table on this machine's ``hardware.device``.
-
-        Call it only while nothing else runs on the device: raw entries are merged from the
-        disk cache, missing ones timed layer by layer, then the dense network and
-        ``hardware.calibration_genomes`` random pruned networks are timed end to end (three
-        interleaved rounds, median of the round medians, so a burst of background load hits
-        one round of every network rather than all rounds of one) and the calibration fitted.
-        """
-        hw = self.hardware
-        table = LatencyTable(key=self._table_key(), calibration=hw.calibration,
-                             device=hw.device if allow_timing else None,
-                             warmup=hw.table_warmup, repeats=hw.table_repeats)
-        table.merge_cache(self._cache_dir)
-        added = table.measure_missing(self.cost.specs)
-        if added:
-            try:
-                table.write_cache(self._cache_dir)
-            except OSError:
-                pass  # a read-only home is no reason to fail a run
-        if hw.calibration != "none" and allow_timing:
-            self.cost.bind(table)
-            genomes = calibration_genomes(self.lower, self.upper, hw.calibration_genomes, self.seed)
-            raw = [float(v) for v in self.cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
-            measured = self._time_genomes(genomes, rounds=3)
-            table.calibrate(raw, measured)
-        return table
-
-    def _time_genomes(self, genomes: Sequence[Sequence[int]], *, rounds: int) -> list[float]:
-        hw = self.hardware
-        modules = [self.pruned_module(g) for g in genomes]
-        per_round = max(3, hw.repeats // rounds)
-        results: list[list[float]] = [[] for _ in modules]
-        for _ in range(rounds):
-            for i, module in enumerate(modules):
-                results[i].append(measure_latency(
-                    module, self.input_shape, device=hw.device, runtime=hw.runtime, dtype=hw.dtype,
-                    batch_size=hw.batch_size, threads=hw.threads, warmup=hw.warmup,
-                    repeats=per_round).median_ms)
-        return [float(np.median(r)) for r in results]
+        """Build, time and calibrate the latency table (see :func:`build_latency_table`)."""
+        return build_latency_table(base_model=self.base_model, space=self.space, cost=self.cost,
+                                   hardware=self.hardware, seed=self.seed,
+                                   cache_dir=self._cache_dir, allow_timing=allow_timing)
 
     # ------------------------------------------------------------------ SearchTask protocol
     def channels(self, genome: Sequence[int]) -> list[int]:

@@ -80,9 +80,9 @@ class HardwareSettings:
         help="latency-table calibration: measured = scale * table_sum + offset (linear), "
              "scale only, or none"
     )
-    table_warmup: int = setting(5, min=0, help="untimed runs per latency-table layer entry")
+    table_warmup: int = setting(3, min=0, help="untimed runs per latency-table layer entry")
     table_repeats: int = setting(
-        50, min=3, help="timed runs per latency-table layer entry (median is the entry)"
+        20, min=3, help="timed runs per latency-table layer entry (median is the entry)"
     )
 
 
