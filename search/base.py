@@ -238,12 +238,9 @@ class ArchivedSearch:
             G = None if ind.G is None else np.asarray(ind.G, dtype=float).ravel()
             H = None if ind.H is None else np.asarray(ind.H, dtype=float).ravel()
             cv = max(float(np.ravel(ind.CV)[0]), float(np.ravel(calc_cv(G=G, H=H))[0]))
-            if f is None or f.size != n_obj or not np.all(np.isfinite(f)):
-                flagged = True
-            elif not np.isfinite(cv):
-                flagged = True
-            elif not constrained and cv > 0:
-                # A problem without constraints has no other reason for a violation.
+            missing = f is None or f.size != n_obj or not np.all(np.isfinite(f))
+            # A problem without constraints has no other reason for a violation than a failure.
+            if missing or not np.isfinite(cv) or (not constrained and cv > 0):
                 flagged = True
             if flagged:
                 cv = max(cv, 1.0)

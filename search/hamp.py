@@ -103,7 +103,7 @@ class HAMP(ArchivedSearch, Algorithm):
         expected_improvement_samples: Samples per candidate for expected HV improvement (GP).
         parent_selection: How local-search parents are drawn from the archive's front:
             ``crowding`` (default: least crowded first, extremes included; better than
-            ``random`` on 6 of 7 benchmark problems, 5 seeds) or ``random`` (uniformly).
+            ``random`` on 5 of 7 benchmark problems, 5 seeds) or ``random`` (uniformly).
         crossover_prob: SBX probability.
         crossover_eta: SBX distribution index.
         mutation_eta: Polynomial mutation distribution index.

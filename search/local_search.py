@@ -17,6 +17,7 @@ lazily, which keeps it exact and cheap.
 from __future__ import annotations
 
 import heapq
+
 import numpy as np
 from moocore import hypervolume as _moocore_hv
 
@@ -206,7 +207,7 @@ def greedy_select(
     taken: list[int] = []
     per_group_count: dict[int, int] = {}
     while heap and len(taken) < total:
-        neg, i, state = heapq.heappop(heap)
+        _, i, state = heapq.heappop(heap)
         g = int(groups[i])
         if per_group_count.get(g, 0) >= per_group:
             continue

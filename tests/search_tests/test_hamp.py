@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_front_improves_over_generations():
     problem = SyntheticPruningProblem()
     res = minimize(problem, small_hamp(initial_keep_ratios=()), ("n_evals", 300), seed=2)
     hv = [h["hv"] for h in res.algorithm.history_log]
-    assert all(b >= a - 1e-12 for a, b in zip(hv, hv[1:]))  # the archive front never loses HV
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(hv))  # the archive front never loses HV
     assert hv[-1] > hv[0] * 1.05
     assert hypervolume(res.F / problem.hv_ref, np.ones(3)) == pytest.approx(hv[-1])
 
@@ -126,7 +127,7 @@ def test_portfolio_choices_are_recorded_and_every_operator_is_used():
         assert sum(h["probabilities"].values()) == pytest.approx(1.0)
         assert min(h["probabilities"].values()) >= 0.05 - 1e-12
     # Credit goes to the operator chosen one generation earlier.
-    for prev, h in zip(log, log[1:]):
+    for prev, h in itertools.pairwise(log):
         assert h["rewarded"] == prev["operator"]
         assert h["credit"] == pytest.approx(h["hv"] - h["hv_before"])
     assert algo.last_operator == log[-1]["operator"]
