@@ -17,6 +17,7 @@ from prunesearch.search import (
     SyntheticPruningProblem,
     benchmark_problem,
     make_algorithm,
+    mark_failed,
 )
 
 
@@ -79,3 +80,25 @@ def test_baselines_are_deterministic_and_beat_nothing_by_accident(method):
     b = minimize(problem, make_algorithm(method), ("n_evals", 100), seed=1)
     assert np.array_equal(a.algorithm.archive_X, b.algorithm.archive_X)
     assert len(np.unique(a.algorithm.archive_X, axis=0)) == 100
+
+
+@pytest.mark.parametrize("method", ALGORITHMS)
+def test_every_method_honours_budget_and_failures_in_a_hand_driven_loop(method):
+    problem = SyntheticPruningProblem()
+    overrides = {"surrogate_options": {"n_trees": 10}} if method.startswith("hamp") else {}
+    algo = make_algorithm(method, pop_size=16, **overrides)
+    algo.setup(problem, termination=("n_evals", 57), seed=2)
+    while algo.has_next():
+        pop = algo.ask()
+        assert len(pop) <= algo.remaining_budget
+        X = pop.get("X")
+        F = problem.evaluate(X, return_values_of=["F"])
+        bad = X[:, 1] <= 4
+        F[bad] = np.nan
+        pop.set("F", F)
+        mark_failed(pop, bad)
+        algo.tell(infills=pop)
+    assert algo.n_real_evals == 57 and algo.archive_failed.any()
+    res = algo.result()
+    assert len(res.X) and np.all(res.X[:, 1] > 4)
+    assert not any(ind.get("failed") for ind in algo.pop)
