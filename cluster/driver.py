@@ -363,12 +363,18 @@ class _Driver:
         if not resume and (self.state_path.exists() or _non_empty(self.journal_path)):
             raise ValueError(f"run directory '{run_dir}' already holds a search; resume it "
                              "instead (run_search(..., resume=True) / prunesearch resume)")
+        started = time.perf_counter()
+        log(f"preparing {config.model.name if config.evaluator.kind != 'synthetic' else 'synthetic'}"
+            " task: base model, data, latency table (timed once, cached), dense objectives ...")
         self.task = build_task(config, run_dir)
         self.problem = GenomeProblem(
             self.task.lower, self.task.upper, n_obj=3,
             cheap_objectives=self.task.cheap_objectives, cheap_fn=self.task.evaluate_cheap,
         )
         self.dense = {k: float(v) for k, v in self.task.dense_objectives().items()}
+        log(f"task ready in {time.perf_counter() - started:.0f}s: {len(self.task.lower)} genes; "
+            f"dense error {self.dense['error']:.4f}, latency {self.dense['latency_ms']:.3f} ms, "
+            f"memory {self.dense['memory_mb']:.2f} MB")
         # Failed candidates are told twice the reference point on every axis: infeasible and
         # dominated by every useful result, yet finite and on the scale of the real objectives
         # (a huge penalty would squash indicator-based selections that normalise by range).
