@@ -364,8 +364,11 @@ class _Driver:
             raise ValueError(f"run directory '{run_dir}' already holds a search; resume it "
                              "instead (run_search(..., resume=True) / prunesearch resume)")
         started = time.perf_counter()
-        log(f"preparing {config.model.name if config.evaluator.kind != 'synthetic' else 'synthetic'}"
-            " task: base model, data, latency table (timed once, cached), dense objectives ...")
+        if config.evaluator.kind == "synthetic":
+            log("preparing the synthetic task ...")
+        else:
+            log(f"preparing the {config.model.name} task: base model, data, latency table "
+                "(timed once, then cached), dense objectives ...")
         self.task = build_task(config, run_dir)
         self.problem = GenomeProblem(
             self.task.lower, self.task.upper, n_obj=3,
