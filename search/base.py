@@ -171,6 +171,7 @@ class ArchivedSearch:
         self.archive_CV = np.empty(0)
         self.archive_failed = np.empty(0, dtype=bool)
         self.archive_generation = np.empty(0, dtype=int)
+        self.archive_origin: list[str] = []
         self.known_genomes = KnownGenomeElimination(integer=self.integer)
 
     # ----------------------------------------------------------------------------- budget
@@ -261,6 +262,7 @@ class ArchivedSearch:
         self.archive_failed = np.concatenate([self.archive_failed, failed])
         gen = self.n_iter if self.n_iter is not None else 1
         self.archive_generation = np.concatenate([self.archive_generation, np.full(n, gen)])
+        self.archive_origin.extend(str(ind.get("origin") or "") for ind in infills)
         self.n_real_evals += n
         self._last_batch_size = n
         # pymoo's ("n_evals", N) termination reads the evaluator's counter; a hand-driven loop

@@ -232,3 +232,28 @@ def test_pruning_genomes_start_from_the_full_width_and_uniform_keep_ratios():
         algo.setup(zdt, termination=("n_evals", 40), seed=0)
         X = algo.ask().get("X")
         assert any(np.array_equal(x, zdt.xu) for x in X) == expected
+
+
+def test_adaptive_local_search_budget_follows_its_contribution():
+    algo = small_hamp()
+    algo.setup(SyntheticPruningProblem(), termination=("n_evals", 100), seed=0)
+    cap = SMALL_LS.max_moves
+    assert algo._moves_budget() == cap  # nothing known yet
+    algo.origin_credits = {"variation": [0.02, 0.02], "local_search": [0.005, 0.005]}
+    assert algo._moves_budget() == round(cap * 0.25)
+    algo.origin_credits = {"variation": [0.02], "local_search": [0.0]}
+    assert algo._moves_budget() == 2  # never starved: it keeps sampling its worth
+    algo.origin_credits = {"variation": [0.01], "local_search": [0.05]}
+    assert algo._moves_budget() == cap
+    fixed = small_hamp(adaptive_local_search=False)
+    fixed.setup(SyntheticPruningProblem(), termination=("n_evals", 100), seed=0)
+    fixed.origin_credits = {"variation": [0.02], "local_search": [0.0]}
+    assert fixed._moves_budget() == cap
+
+
+def test_origin_credits_are_recorded_during_a_run():
+    res = minimize(SyntheticPruningProblem(), small_hamp(), ("n_evals", 200), seed=1)
+    algo = res.algorithm
+    assert algo.origin_credits["local_search"] and algo.origin_credits["variation"]
+    assert set(algo.archive_origin) == {"initial", "variation", "local_search"}
+    assert all(0 < h["ls_budget"] <= SMALL_LS.max_moves for h in algo.history_log if "ls_budget" in h)
