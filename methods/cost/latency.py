@@ -93,7 +93,7 @@ class LatencyResult:
         batch_size: Inputs per run.
         threads: torch intra-op threads during timing.
         torch_version: ``torch.__version__``.
-        peak_memory_mb: CUDA ``max_memory_allocated`` during the timed runs (None elsewhere).
+        peak_memory_mb: CUDA memory allocated at peak by the timed module (None elsewhere).
     """
 
     median_ms: float
@@ -159,11 +159,14 @@ def measure_callable(
     warmup: int = 10,
     repeats: int = 100,
     measure_memory: bool = False,
+    memory_baseline: int = 0,
 ) -> LatencyResult:
     """Time a zero-argument callable (its inputs are closed over) with the shared protocol.
 
     ``runtime='cuda-graph'`` captures ``fn`` once into a CUDA graph after warm-up and times
     replays; ``'compile'`` expects ``fn`` to be compiled already (see :func:`measure_latency`).
+    With ``measure_memory`` on CUDA, ``peak_memory_mb`` is the allocator's peak during the timed
+    runs minus ``memory_baseline`` bytes (what was allocated before the caller set up).
     """
     device = torch.device(device)
     _validate(runtime, device, warmup, repeats, threads, batch_size)
@@ -206,7 +209,7 @@ def measure_callable(
             torch.cuda.synchronize(device)
             times = [start.elapsed_time(end) for start, end in zip(starts, ends)]
             if measure_memory:
-                peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+                peak_mb = (torch.cuda.max_memory_allocated(device) - memory_baseline) / 2**20
         else:
             for _ in range(repeats):
                 begin = time.perf_counter()
@@ -256,13 +259,21 @@ def measure_latency(
         threads: torch intra-op threads while timing.
         warmup: Untimed runs first (with ``compile`` the first one compiles).
         repeats: Timed runs (>= 3).
-        measure_memory: On CUDA, also report ``max_memory_allocated`` during the timed runs.
+        measure_memory: On CUDA, also report the peak memory the module, its input and its
+            forward passes allocate (``max_memory_allocated`` minus what was allocated before;
+            a module already on the device is then not counted).
 
     Returns:
         The median/p90 figure with device, runtime, dtype, batch, threads and torch version.
     """
     device = torch.device(device)
     _validate(runtime, device, warmup, repeats, threads, batch_size)
+    baseline = 0
+    if measure_memory and device.type == "cuda":
+        # The module's weights, its input and its forward passes count; what else the process
+        # holds on the device does not.
+        torch.cuda.synchronize(device)
+        baseline = torch.cuda.memory_allocated(device)
     module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
     x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
     x = x.to(device=device, dtype=torch_dtype(dtype))
@@ -270,6 +281,7 @@ def measure_latency(
     return measure_callable(
         lambda: forward(x), device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
         threads=threads, warmup=warmup, repeats=repeats, measure_memory=measure_memory,
+        memory_baseline=baseline,
     )
 
 
