@@ -97,7 +97,8 @@ def bench_evaluations(config: Any, models: list[str], evals: int) -> list[dict[s
                "val_error_mean": statistics.fmean(errors),
                "dense_flops": task.cheap_metrics(task.upper)["flops"]}
         rows.append(row)
-        print(f"[eval] {name}: {row['s_per_eval_mean']:.1f} s/eval (min {row['s_per_eval_min']:.1f}, "
+        print(f"[eval] {name}: {row['s_per_eval_mean']:.1f} s/eval "
+              f"(min {row['s_per_eval_min']:.1f}, "
               f"max {row['s_per_eval_max']:.1f}; first incl. data {first_s:.1f} s; "
               f"task build {build_s:.1f} s), mean val error {row['val_error_mean']:.3f}",
               flush=True)
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides, e.g. hardware.device=cuda")
     parser.add_argument("--models", nargs="*", default=["resnet20", "resnet56"])
     parser.add_argument("--evals", type=int, default=3, help="timed evaluations per model")
-    parser.add_argument("--genomes", type=int, default=50, help="random genomes for the table check")
+    parser.add_argument("--genomes", type=int, default=50,
+                        help="random genomes for the table check")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--cache", default=None,

@@ -43,18 +43,18 @@ from prunesearch.methods.cost.table import LatencyTable, TableKey
 from prunesearch.methods.task import failed_result
 
 __all__ = [
-    "PruningTask",
     "CandidateEvaluator",
-    "build_pruned_module",
-    "recalibrate_bn",
-    "finetune",
-    "evaluate_error",
-    "calibration_genomes",
     "GenomeSpecs",
+    "PruningTask",
+    "build_latency_table",
+    "build_pruned_module",
+    "calibration_genomes",
     "cost_model",
+    "evaluate_error",
+    "finetune",
+    "recalibrate_bn",
     "table_key",
     "time_genomes",
-    "build_latency_table",
 ]
 
 TABLE_FILE = "latency_table.json"
@@ -235,7 +235,8 @@ def _load_numpy_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None
 
 
 def _candidate_seed(seed: int, candidate_id: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(candidate_id) & 0xFFFFFFFF]).generate_state(1)[0])
+    sequence = np.random.SeedSequence([int(seed), int(candidate_id) & 0xFFFFFFFF])
+    return int(sequence.generate_state(1)[0])
 
 
 def table_key(hardware: Any) -> TableKey:
@@ -353,7 +354,8 @@ class PruningTask:
         if table is None:
             saved = self.run_dir / TABLE_FILE if self.run_dir is not None else None
             if saved is not None and saved.is_file():
-                table = LatencyTable.load(saved, device=self.hardware.device if allow_timing else None)
+                table = LatencyTable.load(
+                    saved, device=self.hardware.device if allow_timing else None)
                 if self.cost.specs and table.missing(self.cost.specs):
                     if not allow_timing or table.key != table_key(self.hardware):
                         raise ValueError(
@@ -475,7 +477,8 @@ class CandidateEvaluator:
         missing = {"seed", "data", "model", "hardware", "evaluator", "base_weights",
                    "cost_model"} - set(payload)
         if missing:
-            raise ValueError(f"payload lacks {sorted(missing)}; build it with PruningTask.payload()")
+            raise ValueError(f"payload lacks {sorted(missing)}; "
+                             "build it with PruningTask.payload()")
         self.payload = payload
         self.data_settings = payload["data"]
         self.model_settings = payload["model"]
@@ -630,6 +633,6 @@ def build_pruned_module(source: PruningTask | dict[str, Any] | None, recipe: dic
     elif isinstance(source, dict):
         base = CandidateEvaluator(source).base_model
     else:
-        raise ValueError("build_pruned_module needs weights, or source= the task or its payload "
+        raise TypeError("build_pruned_module needs weights, or source= the task or its payload "
                          f"(got {type(source).__name__})")
     return rebuild(base, recipe).eval()

@@ -15,27 +15,32 @@ from prunesearch.methods.cost.counts import (
     memory_mb,
     peak_activation_bytes,
 )
-from prunesearch.methods.cost.latency import LatencyResult, device_name, measure_latency, measure_spec
+from prunesearch.methods.cost.latency import (
+    LatencyResult,
+    device_name,
+    measure_latency,
+    measure_spec,
+)
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable, MissingLatencyEntry, TableKey
 
 __all__ = [
-    "LayerSpec",
-    "Counts",
-    "count_specs",
-    "count_module",
-    "dtype_bytes",
-    "memory_mb",
-    "peak_activation_bytes",
-    "LatencyResult",
-    "device_name",
-    "measure_latency",
-    "measure_spec",
-    "LatencyTable",
-    "MissingLatencyEntry",
-    "TableKey",
     "CostModel",
+    "Counts",
+    "LatencyResult",
+    "LatencyTable",
+    "LayerSpec",
+    "MissingLatencyEntry",
     "NotFactorisable",
     "PerGenomeCostModel",
+    "TableKey",
+    "count_module",
+    "count_specs",
+    "device_name",
+    "dtype_bytes",
+    "measure_latency",
+    "measure_spec",
+    "memory_mb",
+    "peak_activation_bytes",
 ]

@@ -23,18 +23,18 @@ from prunesearch.methods.cost.specs import LayerSpec
 
 __all__ = [
     "DTYPE_BYTES",
+    "MB",
     "Counts",
+    "activation_term",
+    "activation_terms",
+    "count_module",
+    "count_specs",
     "dtype_bytes",
+    "memory_mb",
+    "peak_activation_bytes",
+    "skip_sources",
     "spec_macs",
     "spec_params",
-    "count_specs",
-    "count_module",
-    "activation_terms",
-    "activation_term",
-    "skip_sources",
-    "peak_activation_bytes",
-    "memory_mb",
-    "MB",
 ]
 
 #: Bytes per element of the deployment dtypes (names as in the ``hardware.dtype`` setting).

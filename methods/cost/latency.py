@@ -27,15 +27,15 @@ from torch.nn import functional as F
 from prunesearch.methods.cost.specs import LayerSpec
 
 __all__ = [
+    "GRAPH_COPIES",
     "RUNTIMES",
     "LatencyResult",
     "device_name",
-    "torch_dtype",
-    "measure_latency",
     "measure_callable",
-    "spec_module",
+    "measure_latency",
     "measure_spec",
-    "GRAPH_COPIES",
+    "spec_module",
+    "torch_dtype",
 ]
 
 RUNTIMES = ("eager", "cuda-graph", "compile")
@@ -52,10 +52,12 @@ def torch_dtype(dtype: str) -> torch.dtype:
     try:
         return _DTYPES[dtype]
     except KeyError:
-        raise ValueError(f"dtype={dtype!r} is not supported; choose one of: {', '.join(_DTYPES)}") from None
+        raise ValueError(
+            f"dtype={dtype!r} is not supported; choose one of: {', '.join(_DTYPES)}"
+        ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -135,7 +137,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
 def _validate(runtime: str, device: torch.device, warmup: int, repeats: int, threads: int,
               batch_size: int) -> None:
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r} is not supported; choose one of: {', '.join(RUNTIMES)}")
+        raise ValueError(
+            f"runtime={runtime!r} is not supported; choose one of: {', '.join(RUNTIMES)}"
+        )
     if runtime == "cuda-graph" and device.type != "cuda":
         raise ValueError(f"runtime='cuda-graph' needs a CUDA device, got device={str(device)!r}")
     if warmup < 0:

@@ -35,7 +35,7 @@ from prunesearch.methods.cost.counts import (
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable
 
-__all__ = ["CostModel", "PerGenomeCostModel", "NotFactorisable"]
+__all__ = ["CostModel", "NotFactorisable", "PerGenomeCostModel"]
 
 SpecFn = Callable[[Sequence[int]], Sequence[LayerSpec]]
 
@@ -83,7 +83,8 @@ class CostModel:
         self.lower = np.asarray(lower, dtype=np.int64)
         self.upper = np.asarray(upper, dtype=np.int64)
         if self.lower.shape != self.upper.shape or self.lower.ndim != 1:
-            raise ValueError(f"lower {self.lower.shape} and upper {self.upper.shape} must be equal 1-D shapes")
+            raise ValueError(f"lower {self.lower.shape} and upper {self.upper.shape} must be "
+                             "equal 1-D shapes")
         if np.any(self.lower > self.upper) or np.any(self.lower < 0):
             raise ValueError("lower must satisfy 0 <= lower <= upper for every gene")
         if max_combinations < 1:
@@ -110,7 +111,8 @@ class CostModel:
             specs = list(spec_fn(genome))
             if len(specs) != n_layers:
                 raise NotFactorisable(
-                    f"gene {g} at its lower bound changes the layer count ({n_layers} -> {len(specs)})"
+                    f"gene {g} at its lower bound changes the layer count "
+                    f"({n_layers} -> {len(specs)})"
                 )
             if [s.op for s in specs] != [s.op for s in base]:
                 raise NotFactorisable(f"gene {g} at its lower bound changes the op sequence")
@@ -175,7 +177,8 @@ class CostModel:
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.lower.size:
-            raise ValueError(f"genomes must have shape (n, {self.lower.size}), got {np.shape(genomes)}")
+            raise ValueError(f"genomes must have shape (n, {self.lower.size}), "
+                             f"got {np.shape(genomes)}")
         if np.any(x < self.lower) or np.any(x > self.upper):
             raise ValueError("a genome lies outside [lower, upper]")
         return x
@@ -263,7 +266,8 @@ class PerGenomeCostModel:
         """Same keys as :meth:`CostModel.evaluate`."""
         x = np.atleast_2d(np.asarray(genomes, dtype=np.int64))
         if x.ndim != 2 or x.shape[1] != self.lower.size:
-            raise ValueError(f"genomes must have shape (n, {self.lower.size}), got {np.shape(genomes)}")
+            raise ValueError(f"genomes must have shape (n, {self.lower.size}), "
+                             f"got {np.shape(genomes)}")
         if np.any(x < self.lower) or np.any(x > self.upper):
             raise ValueError("a genome lies outside [lower, upper]")
         rows = [self._entry(tuple(int(v) for v in g)) for g in x]

@@ -31,9 +31,9 @@ from prunesearch.methods.cost.specs import LayerSpec
 
 __all__ = [
     "CALIBRATIONS",
-    "TableKey",
     "LatencyTable",
     "MissingLatencyEntry",
+    "TableKey",
     "default_cache_dir",
 ]
 
@@ -49,7 +49,8 @@ class MissingLatencyEntry(KeyError):
 def default_cache_dir() -> Path:
     """``$PRUNESEARCH_CACHE/latency`` if set, else ``~/.cache/prunesearch/latency``."""
     root = os.environ.get("PRUNESEARCH_CACHE")
-    return (Path(root).expanduser() if root else Path("~/.cache/prunesearch").expanduser()) / "latency"
+    base = Path(root).expanduser() if root else Path("~/.cache/prunesearch").expanduser()
+    return base / "latency"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,8 @@ class LatencyTable:
     ) -> None:
         if calibration not in CALIBRATIONS:
             raise ValueError(
-                f"calibration={calibration!r} is not supported; choose one of: {', '.join(CALIBRATIONS)}"
+                f"calibration={calibration!r} is not supported; "
+                f"choose one of: {', '.join(CALIBRATIONS)}"
             )
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale={scale!r} must be a finite number > 0")
@@ -170,7 +172,8 @@ class LatencyTable:
         for spec in todo:
             if spec.batch != self.key.batch_size:
                 raise ValueError(
-                    f"spec batch {spec.batch} differs from the table's batch_size {self.key.batch_size}"
+                    f"spec batch {spec.batch} differs from the table's batch_size "
+                    f"{self.key.batch_size}"
                 )
             result = measure_spec(spec, device=self.device, runtime=self.key.runtime,
                                   dtype=self.key.dtype, threads=self.key.threads,
@@ -215,7 +218,8 @@ class LatencyTable:
             ValueError: lengths differ, or no points are given for a calibration that needs them.
         """
         if len(raw_ms) != len(measured_ms):
-            raise ValueError(f"raw_ms has {len(raw_ms)} values but measured_ms has {len(measured_ms)}")
+            raise ValueError(f"raw_ms has {len(raw_ms)} values but measured_ms has "
+                             f"{len(measured_ms)}")
         self.calibration_points = [(float(r), float(m)) for r, m in zip(raw_ms, measured_ms)]
         if self.calibration == "none":
             self.scale, self.offset_ms = 1.0, 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -34,8 +35,8 @@ def resnet56():
 
 
 def _key(**changes) -> TableKey:
-    base = dict(device="test-cpu", runtime="eager", dtype="float32", batch_size=1, threads=1,
-                torch_version="x")
+    base = {"device": "test-cpu", "runtime": "eager", "dtype": "float32", "batch_size": 1,
+            "threads": 1, "torch_version": "x"}
     base.update(changes)
     return TableKey(**base)
 
@@ -86,7 +87,7 @@ def test_memory_decreases_with_width(resnet56):
     _, space = resnet56
     widths = [memory_mb(layer_specs(space, space.channels(space.uniform_genome(r)), batch=8))
               for r in (1.0, 0.75, 0.5, 0.25)]
-    assert all(a > b for a, b in zip(widths, widths[1:]))
+    assert all(a > b for a, b in itertools.pairwise(widths))
     # Dense ResNet-56 weights alone are 0.85 M floats = 3.25 MB.
     assert widths[0] > 0.853e6 * 4 / 2**20
 
