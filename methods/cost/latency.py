@@ -40,6 +40,9 @@ __all__ = [
 
 RUNTIMES = ("eager", "cuda-graph", "compile")
 
+#: Fewest timed runs when a time budget cuts timing short (``max_time_ms``).
+MIN_REPEATS = 5
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -164,6 +167,7 @@ def measure_callable(
     repeats: int = 100,
     measure_memory: bool = False,
     memory_baseline: int = 0,
+    max_time_ms: float | None = None,
 ) -> LatencyResult:
     """Time a zero-argument callable (its inputs are closed over) with the shared protocol.
 
@@ -171,6 +175,9 @@ def measure_callable(
     replays; ``'compile'`` expects ``fn`` to be compiled already (see :func:`measure_latency`).
     With ``measure_memory`` on CUDA, ``peak_memory_mb`` is the allocator's peak during the timed
     runs minus ``memory_baseline`` bytes (what was allocated before the caller set up).
+    With ``max_time_ms`` (CPU only) timing stops once the timed runs add up to that much and at
+    least :data:`MIN_REPEATS` were made, and warm-up once it took a quarter of that: slow layers
+    need fewer runs for a stable median.
     """
     device = torch.device(device)
     _validate(runtime, device, warmup, repeats, threads, batch_size)
@@ -198,8 +205,13 @@ def measure_callable(
             warm = max(warmup // 2, 1)
         else:
             warm = warmup
-        for _ in range(warm):
+        warm_start = time.perf_counter()
+        for i in range(warm):
             step()
+            # With a time budget, slow layers warm up in a quarter of it (at least one run).
+            if (max_time_ms is not None and not cuda
+                    and (time.perf_counter() - warm_start) * 1000.0 > max_time_ms / 4):
+                break
         if cuda:
             torch.cuda.synchronize(device)
             if measure_memory:
@@ -215,16 +227,21 @@ def measure_callable(
             if measure_memory:
                 peak_mb = (torch.cuda.max_memory_allocated(device) - memory_baseline) / 2**20
         else:
+            total_ms = 0.0
             for _ in range(repeats):
                 begin = time.perf_counter()
                 step()
                 times.append((time.perf_counter() - begin) * 1000.0)
+                total_ms += times[-1]
+                if (max_time_ms is not None and total_ms > max_time_ms
+                        and len(times) >= MIN_REPEATS):
+                    break
     return LatencyResult(
         median_ms=float(statistics.median(times)),
         p90_ms=float(_percentile(times, 0.9)),
         mean_ms=float(statistics.fmean(times)),
         min_ms=float(min(times)),
-        repeats=repeats,
+        repeats=len(times),
         device=device_name(device),
         runtime=runtime,
         dtype=dtype,
@@ -360,6 +377,7 @@ def measure_spec(
     threads: int = 1,
     warmup: int = 5,
     repeats: int = 30,
+    max_time_ms: float | None = None,
 ) -> LatencyResult:
     """Latency of one layer in isolation (a latency-table entry).
 
@@ -386,7 +404,7 @@ def measure_spec(
         warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
         result = measure_callable(
             run, device=device, runtime=layer_runtime, dtype=dtype, batch_size=spec.batch,
-            threads=threads, warmup=warmup, repeats=repeats,
+            threads=threads, warmup=warmup, repeats=repeats, max_time_ms=max_time_ms,
         )
     if copies == 1:
         return result

@@ -97,7 +97,9 @@ class LatencyTable:
         calibration_points: ``[(raw_ms, measured_ms), ...]`` the calibration was fitted on.
         device: torch device string used to time missing entries (None: never time).
         warmup: Untimed runs per entry.
-        repeats: Timed runs per entry.
+        repeats: Timed runs per entry (at most).
+        entry_budget_ms: On CPUs, stop timing an entry once its runs add up to this (at least
+            5 runs): a 10 ms layer needs fewer runs than a 10 us one for a stable median.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class LatencyTable:
         device: str | None = None,
         warmup: int = 5,
         repeats: int = 30,
+        entry_budget_ms: float | None = 100.0,
     ) -> None:
         if calibration not in CALIBRATIONS:
             raise ValueError(
@@ -126,6 +129,8 @@ class LatencyTable:
             raise ValueError(f"warmup={warmup} must be >= 0")
         if repeats < 3:
             raise ValueError(f"repeats={repeats} must be >= 3")
+        if entry_budget_ms is not None and entry_budget_ms <= 0:
+            raise ValueError(f"entry_budget_ms={entry_budget_ms} must be > 0 (or None)")
         self.key = key
         self.entries: dict[str, float] = dict(entries or {})
         self.calibration = calibration
@@ -135,6 +140,7 @@ class LatencyTable:
         self.device = device
         self.warmup = warmup
         self.repeats = repeats
+        self.entry_budget_ms = entry_budget_ms
 
     # ------------------------------------------------------------------ entries
     def __len__(self) -> int:
@@ -177,7 +183,8 @@ class LatencyTable:
                 )
             result = measure_spec(spec, device=self.device, runtime=self.key.runtime,
                                   dtype=self.key.dtype, threads=self.key.threads,
-                                  warmup=self.warmup, repeats=self.repeats)
+                                  warmup=self.warmup, repeats=self.repeats,
+                                  max_time_ms=self.entry_budget_ms)
             self.entries[spec.key()] = result.median_ms
         return len(todo)
 
@@ -251,6 +258,7 @@ class LatencyTable:
             "calibration_points": [list(p) for p in self.calibration_points],
             "warmup": self.warmup,
             "repeats": self.repeats,
+            "entry_budget_ms": self.entry_budget_ms,
             "entries": dict(sorted(self.entries.items())),
         }
 
@@ -269,6 +277,7 @@ class LatencyTable:
             device=device,
             warmup=data.get("warmup", 5),
             repeats=data.get("repeats", 30),
+            entry_budget_ms=data.get("entry_budget_ms", 100.0),
         )
 
     def save(self, path: str | Path) -> None:
