@@ -751,7 +751,7 @@ class _Driver:
         hv_text = f"{hv:.4f}" if hv is not None else "-"
         self.log(f"gen {self.state.generation} | evals {self.evaluations}/{self.budget} "
                  f"(failed {self.failed}) | front {len(self.front)} | HV {hv_text} | "
-                 f"op {operator or self.config.method} | {rate:.3g} evals/s | "
+                 f"op {operator or self.config.method} | {rate:.2f} evals/s | "
                  f"{self._wall_s():.0f}s")
         if self.metrics is not None:
             try:
