@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prunesearch.methods.errors import PrunesearchError
+from prunesearch.methods.errors import PrunesearchError, UsageError
 
 __all__ = ["main", "UsageError"]
 
@@ -31,10 +31,6 @@ examples:
 Data: data.root defaults to $PRUNESEARCH_DATA, else ~/.cache/prunesearch/data.
 Cluster: without --address (or RAY_ADDRESS) a private local Ray instance is started.
 """
-
-
-class UsageError(PrunesearchError):
-    """Bad input on the command line: reported as one line with exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -202,7 +198,8 @@ def _prepare_run_dir(output: str | None, stem: str, *, overwrite: bool) -> Path:
 
 # ---------------------------------------------------------------------------------- resume
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from prunesearch.cluster.config import SEARCH_KEYS, config_to_dict, dump_config, load_config
+    from prunesearch.cluster.config import config_to_dict, dump_config, load_config
+    from prunesearch.cluster.driver import diff_search_keys
 
     source = args.run_dir
     if "://" in source:
@@ -210,6 +207,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
         name = source.rstrip("/").rsplit("/", 1)[-1] or "run"
         local = Path(args.output or Path("runs") / f"{name}-resumed").expanduser().resolve()
+        if local.exists() and any(local.iterdir()):
+            # Never replace a local copy that may be newer than the mirror.
+            raise UsageError(f"local directory '{local}' already exists: continue it with "
+                             f"'prunesearch resume {local}', or pass another --output")
         try:
             fetch_run(source, local)
         except (FileNotFoundError, ValueError) as exc:
@@ -228,11 +229,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     saved = load_config(saved_raw)
     config = load_config(saved_raw, args.overrides) if args.overrides else saved
     before, after = config_to_dict(saved), config_to_dict(config)
-    changed = _changed_keys(before, after)
-    refused = [k for k in changed if k.split(".")[0] in SEARCH_KEYS]
+    changed = before != after
+    refused = [k for k in diff_search_keys(before, after) if k not in RELOCATABLE_KEYS]
     if refused:
         raise UsageError("resume refuses to change keys that alter the search: "
-                         + ", ".join(refused) + " (only cluster.* and storage may change)")
+                         + ", ".join(refused) + " (only cluster.*, storage and the paths "
+                         + ", ".join(RELOCATABLE_KEYS) + " may change)")
     if changed:
         dump_config(config, saved_path)
     if (run_dir / "summary.json").exists():
@@ -244,13 +246,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _run(config, run_dir, address=args.address, resume=True)
 
 
-def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys: list[str] = []
-        for k in sorted(set(before) | set(after)):
-            keys += _changed_keys(before.get(k), after.get(k), f"{prefix}{k}.")
-        return keys
-    return [] if before == after else [prefix.rstrip(".")]
+#: Paths that may move between machines when a run is resumed elsewhere (same files, new place).
+RELOCATABLE_KEYS = ("data.root", "model.checkpoint")
 
 
 # ---------------------------------------------------------------------------------- report

@@ -60,6 +60,7 @@ from prunesearch.cluster.report import (
     write_summary,
 )
 from prunesearch.cluster.storage import mirror_run, mirror_uri
+from prunesearch.methods.errors import RunStateError
 from prunesearch.methods.task import build_task, failed_result
 from prunesearch.search import GenomeProblem, make_algorithm
 from prunesearch.search.base import mark_failed
@@ -361,7 +362,7 @@ class _Driver:
         self.budget = int(config.search.budget)
         records = read_journal(self.journal_path, log=log) if resume else []
         if not resume and (self.state_path.exists() or _non_empty(self.journal_path)):
-            raise ValueError(f"run directory '{run_dir}' already holds a search; resume it "
+            raise RunStateError(f"run directory '{run_dir}' already holds a search; resume it "
                              "instead (run_search(..., resume=True) / prunesearch resume)")
         started = time.perf_counter()
         if config.evaluator.kind == "synthetic":
@@ -370,14 +371,17 @@ class _Driver:
             log(f"preparing the {config.model.name} task: base model, data, latency table "
                 "(timed once, then cached), dense objectives ...")
         self.task = build_task(config, run_dir)
-        self.problem = GenomeProblem(
-            self.task.lower, self.task.upper, n_obj=3,
-            cheap_objectives=self.task.cheap_objectives, cheap_fn=self.task.evaluate_cheap,
-        )
         self.dense = {k: float(v) for k, v in self.task.dense_objectives().items()}
         log(f"task ready in {time.perf_counter() - started:.0f}s: {len(self.task.lower)} genes; "
             f"dense error {self.dense['error']:.4f}, latency {self.dense['latency_ms']:.3f} ms, "
             f"memory {self.dense['memory_mb']:.2f} MB")
+        # No hv_ref here on purpose: HAMP's internal indicator (operator credit, move ranking)
+        # then normalises by the archive's ideal and nadir, which has signal even before any
+        # candidate enters the reported reference box (dense error + margin); see METHODS.md.
+        self.problem = GenomeProblem(
+            self.task.lower, self.task.upper, n_obj=3,
+            cheap_objectives=self.task.cheap_objectives, cheap_fn=self.task.evaluate_cheap,
+        )
         # Failed candidates are told twice the reference point on every axis: infeasible and
         # dominated by every useful result, yet finite and on the scale of the real objectives
         # (a huge penalty would squash indicator-based selections that normalise by range).
@@ -400,7 +404,7 @@ class _Driver:
         self.state = self._load_state() if resume else None
         if self.state is None:
             if records:
-                raise ValueError(f"'{run_dir}' has {len(records)} journaled candidates but no "
+                raise RunStateError(f"'{run_dir}' has {len(records)} journaled candidates but no "
                                  f"checkpoint ({STATE_FILE}): cannot resume")
             algorithm = make_algorithm(config.method, config.search)
             from pymoo.termination.max_eval import MaximumFunctionCallTermination
@@ -414,7 +418,7 @@ class _Driver:
         else:
             stray = [cid for cid in self.by_id if cid >= self.state.next_id]
             if stray:
-                raise ValueError(f"journal holds candidates {stray[:5]} newer than the checkpoint "
+                raise RunStateError(f"journal holds candidates {stray[:5]} newer than the checkpoint "
                                  f"(next id {self.state.next_id}): journal and state do not match")
             log(f"resuming {self.run_name}: {len(records)} journaled, generation "
                 f"{self.state.generation}, "
@@ -438,7 +442,7 @@ class _Driver:
         """Add a journaled record to the archive; return True if it joined the front."""
         cid = int(record["id"])
         if cid in self.by_id:
-            raise ValueError(f"journal holds candidate {cid} twice")
+            raise RunStateError(f"journal holds candidate {cid} twice")
         self.by_id[cid] = record
         self.known[tuple(int(g) for g in record["genome"])] = cid
         f = objectives_of(record)
@@ -495,7 +499,7 @@ class _Driver:
             return None
         saved = _ProblemRef.loads(self.state_path.read_bytes(), self.problem)
         if saved.get("version") != _STATE_VERSION:
-            raise ValueError(f"{self.state_path} has state version {saved.get('version')!r}; "
+            raise RunStateError(f"{self.state_path} has state version {saved.get('version')!r}; "
                              f"this prunesearch reads version {_STATE_VERSION}")
         return saved["state"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from prunesearch.cluster.cli import UsageError
+from prunesearch.methods.errors import UsageError
 
 __all__ = ["PICKS", "read_front", "pick_member", "export_member"]
 

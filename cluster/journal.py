@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from prunesearch.methods.errors import RunStateError
+
 __all__ = [
     "JOURNAL_FIELDS",
     "OBJECTIVE_NAMES",
@@ -193,7 +195,8 @@ def read_journal(path: Path, *, log: Callable[[str], None] | None = None,
         complete = isinstance(record, dict) and not is_last
         if not complete:
             if not is_last and not _only_blank(lines[index + 1:]):
-                raise ValueError(f"{path}: line {index + 1} is not valid JSON (corrupt journal)")
+                raise RunStateError(f"{path}: line {index + 1} is not valid JSON (corrupt journal; "
+                                    "only a torn last line is repaired)")
             if log is not None:
                 log(f"journal: dropped a torn last line ({len(raw)} bytes) at line {index + 1} "
                     f"of {path.name}")

@@ -22,3 +22,12 @@ class DataNotFoundError(PrunesearchError, FileNotFoundError):
 
 class UnknownNameError(PrunesearchError, ValueError):
     """A registry lookup failed; the message lists the valid names."""
+
+
+class RunStateError(PrunesearchError, ValueError):
+    """A run directory cannot be continued as asked: it already holds a search, or its journal
+    and checkpoint do not match (the message says which and what to do)."""
+
+
+class UsageError(PrunesearchError, ValueError):
+    """Bad command-line input (a path, a pick, an option)."""

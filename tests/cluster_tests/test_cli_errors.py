@@ -89,3 +89,26 @@ def test_unknown_command_and_help():
     helped = _cli("run", "--help")
     assert helped.returncode == 0
     assert "--overwrite" in helped.stdout and "--set" in helped.stdout
+
+
+def test_resume_refuses_search_changes_but_accepts_cluster_and_paths(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("method: random\nevaluator:\n  kind: synthetic\nsearch:\n  budget: 8\n"
+                   "  pop_size: 4\ncluster:\n  num_evaluators: 1\n")
+    run_dir = tmp_path / "run"
+    done = _cli("run", str(cfg), "--output", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    _assert_one_line_error(_cli("resume", str(run_dir), "--set", "seed=1", "--set",
+                                "search.budget=9"), "search.budget, seed")
+    again = _cli("resume", str(run_dir), "--set", "cluster.num_evaluators=2", "--set",
+                 f"data.root={tmp_path}")
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout
+
+
+def test_resume_of_a_run_whose_journal_has_no_checkpoint_is_one_line(tmp_path):
+    run_dir = tmp_path / "broken"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("method: random\nevaluator:\n  kind: synthetic\n")
+    (run_dir / "journal.jsonl").write_text("not json\n{\"id\": 1}\n")
+    _assert_one_line_error(_cli("resume", str(run_dir)), "corrupt journal")

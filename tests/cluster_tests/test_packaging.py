@@ -50,10 +50,20 @@ def test_bare_folder_import_is_refused_with_instructions(folder):
 
 
 def test_search_layer_never_imports_torch_or_ray():
-    code = ("import sys, prunesearch.search; "
-            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(','.join(bad))")
+    code = ("import sys, pkgutil, importlib, prunesearch.search as s\n"
+            "for info in pkgutil.walk_packages(s.__path__, 'prunesearch.search.'):\n"
+            "    importlib.import_module(info.name)\n"
+            "print(','.join(x for x in ('torch', 'ray') if x in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_search_settings_and_synthetic_need_no_pymoo():
+    # methods imports these on GPU machines that have no pymoo installed
+    code = ("import sys, prunesearch.search.settings, prunesearch.search.synthetic\n"
+            "print('pymoo' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
 
 
 def test_methods_layer_never_imports_ray_or_pymoo():
