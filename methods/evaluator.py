@@ -361,13 +361,14 @@ class PruningTask:
             if saved is not None and saved.is_file():
                 table = LatencyTable.load(
                     saved, device=self.hardware.device if allow_timing else None)
-                if self.cost.specs and table.missing(self.cost.specs):
+                missing = table.missing(self.cost.specs)
+                if missing:
                     if not allow_timing or table.key != table_key(self.hardware):
+                        where = ("timing is not allowed here" if not allow_timing else
+                                 f"it was measured under {table.key.slug()}, not here")
                         raise ValueError(
-                            f"{saved} lacks {len(table.missing(self.cost.specs))} layer shapes of "
-                            "this genome space and was measured on another device/runtime; "
-                            "delete it to rebuild the table"
-                        )
+                            f"{saved} lacks {len(missing)} layer shapes of this genome space "
+                            f"and {where}; delete it to rebuild the table")
                     table.measure_missing(self.cost.specs)
                     table.save(saved)
             else:
