@@ -26,15 +26,6 @@ from prunesearch.search.indicators import non_dominated
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", resources={"evaluator": 8}, num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _config(**sections: Any):
     raw: dict[str, Any] = {
         "method": "hamp", "seed": 3,

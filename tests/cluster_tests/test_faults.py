@@ -19,15 +19,6 @@ CRASH_ONCE = 8
 DIVERGES = 3
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", resources={"evaluator": 8}, num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def faulty_payload(monkeypatch, tmp_path: Path) -> None:
     """Candidate 5 kills its actor's process every time, 8 on its first attempt only, and 3

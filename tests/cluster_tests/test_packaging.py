@@ -49,13 +49,21 @@ def test_bare_folder_import_is_refused_with_instructions(folder):
     assert f"prunesearch.{folder}" in proc.stderr
 
 
-def test_search_layer_never_imports_torch_or_ray():
-    code = ("import sys, pkgutil, importlib, prunesearch.search as s\n"
-            "for info in pkgutil.walk_packages(s.__path__, 'prunesearch.search.'):\n"
+def _modules_loaded_after_importing_all(package: str, watched: tuple[str, ...]) -> str:
+    code = (f"import sys, pkgutil, importlib, {package} as p\n"
+            f"for info in pkgutil.walk_packages(p.__path__, '{package}.'):\n"
             "    importlib.import_module(info.name)\n"
-            "print(','.join(x for x in ('torch', 'ray') if x in sys.modules))")
+            f"print(','.join(x for x in {watched!r} if x in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == ""
+    return proc.stdout.strip()
+
+
+def test_search_layer_never_imports_torch_or_ray():
+    assert _modules_loaded_after_importing_all("prunesearch.search", ("torch", "ray")) == ""
+
+
+def test_methods_layer_never_imports_ray_or_pymoo():
+    assert _modules_loaded_after_importing_all("prunesearch.methods", ("ray", "pymoo")) == ""
 
 
 def test_search_settings_and_synthetic_need_no_pymoo():
@@ -64,12 +72,3 @@ def test_search_settings_and_synthetic_need_no_pymoo():
             "print('pymoo' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
-
-
-def test_methods_layer_never_imports_ray_or_pymoo():
-    code = ("import sys, pkgutil, importlib, prunesearch.methods as m\n"
-            "for info in pkgutil.walk_packages(m.__path__, 'prunesearch.methods.'):\n"
-            "    importlib.import_module(info.name)\n"
-            "print(','.join(x for x in ('ray', 'pymoo') if x in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == ""
