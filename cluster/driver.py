@@ -745,6 +745,30 @@ class _Driver:
             measured[str(cid)] = {k: float(v) for k, v in dict(timing).items()}
             atomic_write_text(self.run_dir / "state" / "measured.json",
                               json.dumps(measured, indent=1) + "\n")
+        self._check_table(measured)
+
+    def _check_table(self, measured: Mapping[str, Mapping[str, float]]) -> None:
+        """Warn when the search-time latency objective disagrees with end-to-end timing.
+
+        The table is calibrated once, at start-up; if the device was busy then (or is now),
+        every table latency is off by the same factor and the user should know before trusting
+        absolute figures (the ranking usually survives).
+        """
+        errors = []
+        for key, timing in measured.items():
+            record = self.by_id.get(int(key))
+            table_ms = (record or {}).get("objectives", {}).get("latency_ms")
+            real_ms = timing.get("latency_ms_measured")
+            if table_ms and real_ms:
+                errors.append(abs(table_ms - real_ms) / real_ms)
+        if errors and float(np.median(errors)) > TABLE_WARN_ERROR:
+            self.log(f"warning: the latency table is off by a median {np.median(errors):.0%} "
+                     "against end-to-end timings of the front (latency_ms vs "
+                     "latency_ms_measured in pareto.csv); the device was probably busy while "
+                     "the table was built or calibrated. Trust latency_ms_measured; for the "
+                     "next run keep the device idle during start-up (and delete "
+                     "$PRUNESEARCH_CACHE/latency, default ~/.cache/prunesearch/latency, to "
+                     "re-time the cached entries).")
 
     # ------------------------------------------------------------------ reporting
     def _progress(self, new: int, gen_s: float) -> float | None:
@@ -774,6 +798,10 @@ class _Driver:
             mirror_run(self.run_dir, self.storage_uri, log=self.log)
         except Exception as exc:  # noqa: BLE001 - the local run dir stays authoritative
             self.log(f"storage: mirroring to {self.storage_uri} failed: {type(exc).__name__}: {exc}")
+
+
+#: Median relative table error against end-to-end timings above which the driver warns.
+TABLE_WARN_ERROR = 0.20
 
 
 def _non_empty(path: Path) -> bool:

@@ -174,3 +174,16 @@ def test_a_run_directory_holding_a_search_is_not_restarted(tiny_search) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["evaluations"] == 48
     assert len(read_journal(run_dir / "journal.jsonl")) == 48
+
+
+def test_driver_warns_when_the_latency_table_disagrees_with_end_to_end_timing() -> None:
+    from prunesearch.cluster.driver import _Driver
+
+    driver = object.__new__(_Driver)  # only the bookkeeping _check_table reads
+    lines: list[str] = []
+    driver.log = lines.append
+    driver.by_id = {i: {"objectives": {"latency_ms": 10.0}} for i in range(3)}
+    driver._check_table({str(i): {"latency_ms_measured": 10.5} for i in range(3)})
+    assert lines == []  # 5% off: fine
+    driver._check_table({str(i): {"latency_ms_measured": 5.0} for i in range(3)})
+    assert len(lines) == 1 and "off by a median 100%" in lines[0]
