@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from prunesearch.methods.errors import DataNotFoundError, UnknownNameError
+from prunesearch.methods.errors import DataNotFoundError, lookup
 from prunesearch.methods.settings import DataSettings
 
 __all__ = [
@@ -352,12 +352,7 @@ def dataset_info(name: str) -> DatasetInfo:
     Raises:
         UnknownNameError: ``name`` is not registered (the message lists the valid names).
     """
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"data.name '{name}' is not a known dataset; valid names: {', '.join(sorted(DATASETS))}"
-        ) from None
+    return lookup(DATASETS, name, key="data.name", kind="dataset", names=sorted(DATASETS))
 
 
 def load_dataset(settings: DataSettings, *, seed: int) -> DataBundle:

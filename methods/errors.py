@@ -8,6 +8,9 @@ those.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
 __all__ = ["DataNotFoundError", "PrunesearchError", "UnknownNameError"]
 
 
@@ -31,3 +34,17 @@ class RunStateError(PrunesearchError, ValueError):
 
 class UsageError(PrunesearchError, ValueError):
     """Bad command-line input (a path, a pick, an option)."""
+
+
+T = TypeVar("T")
+
+
+def lookup(registry: Mapping[str, T], name: str, *, key: str, kind: str,
+           names: Iterable[str] | None = None) -> T:
+    """``registry[name]``, or an :class:`UnknownNameError` naming the config ``key`` and listing
+    the valid names (in ``names`` order, default the registry's)."""
+    try:
+        return registry[name]
+    except KeyError:
+        valid = ", ".join(names if names is not None else registry)
+        raise UnknownNameError(f"{key} '{name}' is not a known {kind}; valid names: {valid}") from None

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from prunesearch.methods.data import cache_root, dataset_info, load_dataset
-from prunesearch.methods.errors import DataNotFoundError, UnknownNameError
+from prunesearch.methods.errors import DataNotFoundError, lookup
 from prunesearch.methods.models.cifar_resnet import CifarResNet
 from prunesearch.methods.models.digits_cnn import DigitsCNN
 from prunesearch.methods.models.training import accuracy, train_base_model
@@ -87,12 +87,7 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         UnknownNameError: ``name`` is not registered (the message lists the valid names).
     """
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"model.name '{name}' is not a known model; valid names: {', '.join(MODELS)}"
-        ) from None
+    return lookup(MODELS, name, key="model.name", kind="model")
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from torch import nn
 
-__all__ = ["GROUP_KINDS", "GenomeSpace", "Group", "genome_space"]
+__all__ = ["GROUP_KINDS", "GenomeSpace", "Group", "check_kept", "genome_space"]
 
 GROUP_KINDS = ("block", "stage", "conv", "tp-group")
 
@@ -175,3 +175,24 @@ def _io_shape(model: nn.Module) -> tuple[int, tuple[int, int, int]]:
         return num_classes, (model.in_channels, 32, 32)
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     return num_classes, (first_conv.in_channels, 32, 32)
+
+
+def check_kept(kept: Mapping[str, Sequence[int]], widths: Mapping[str, int]) -> None:
+    """Check kept channel indices against the groups' full widths (one rule for every surgery).
+
+    Raises:
+        ValueError: a group is missing or unknown, keeps zero channels (a broken network,
+            VainF/Torch-Pruning#8), or its indices are not sorted, unique and in range.
+    """
+    missing = sorted(set(widths) - set(kept))
+    extra = sorted(set(kept) - set(widths))
+    if missing or extra:
+        raise ValueError(f"kept indices must name exactly the groups {list(widths)}; "
+                         f"missing {missing}, unknown {extra}")
+    for name, width in widths.items():
+        idx = list(kept[name])
+        if not idx:
+            raise ValueError(f"group '{name}' would keep zero channels")
+        if idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= width:
+            raise ValueError(f"kept indices of group '{name}' must be sorted, unique and in "
+                             f"[0, {width}), got {idx}")

@@ -15,6 +15,7 @@ from torch import nn
 from prunesearch.methods.models.cifar_resnet import CifarResNet
 from prunesearch.methods.models.digits_cnn import DigitsCNN
 from prunesearch.methods.pruning.importance import Producer
+from prunesearch.methods.pruning.space import check_kept
 
 __all__ = ["cifar_shortcut_index", "own_producers", "prune_own"]
 
@@ -106,19 +107,7 @@ def _like(new: nn.Module, model: nn.Module) -> nn.Module:
 
 def _check_kept(model: nn.Module, kept: Mapping[str, Sequence[int]]) -> None:
     producers = own_producers(model)
-    missing = sorted(set(producers) - set(kept))
-    extra = sorted(set(kept) - set(producers))
-    if missing or extra:
-        raise ValueError(f"kept indices must name exactly the groups {list(producers)}; "
-                         f"missing {missing}, unknown {extra}")
-    for name, members in producers.items():
-        width = members[0][0].out_channels
-        idx = list(kept[name])
-        if not idx:
-            raise ValueError(f"group '{name}' would keep zero channels")
-        if idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= width:
-            raise ValueError(f"kept indices of group '{name}' must be sorted, unique and in "
-                             f"[0, {width}), got {idx}")
+    check_kept(kept, {name: members[0][0].out_channels for name, members in producers.items()})
 
 
 def _prune_digits(model: DigitsCNN, kept: Mapping[str, Sequence[int]]) -> DigitsCNN:

@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prunesearch.methods.pruning.importance import Producer
+from prunesearch.methods.pruning.space import check_kept
 
 __all__ = ["tp_groups", "tp_producers", "tp_prune"]
 
@@ -89,20 +90,10 @@ def tp_prune(model: nn.Module, kept: Mapping[str, Sequence[int]], *,
     pruned = copy.deepcopy(model)
     graph, groups = _graph(pruned, input_shape)
     described = _describe(pruned, graph, groups)
-    known = [name for name, _, _ in described]
-    missing = sorted(set(known) - set(kept))
-    extra = sorted(set(kept) - set(known))
-    if missing or extra:
-        raise ValueError(f"kept indices must name exactly the groups {known}; missing "
-                         f"{missing}, unknown {extra}")
+    check_kept(kept, {name: width for name, width, _ in described})
     modules = dict(pruned.named_modules())
     for name, width, _ in described:
         keep = list(kept[name])
-        if not keep:
-            raise ValueError(f"group '{name}' would keep zero channels")
-        if keep != sorted(set(keep)) or keep[0] < 0 or keep[-1] >= width:
-            raise ValueError(f"kept indices of group '{name}' must be sorted, unique and in "
-                             f"[0, {width}), got {keep}")
         remove = sorted(set(range(width)) - set(keep))
         if not remove:
             continue
