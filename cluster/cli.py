@@ -146,30 +146,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> int:
-    from prunesearch.cluster.driver import run_search
+    from prunesearch.cluster.registry import method_entry
 
-    summary = run_search(config, run_dir, address=address, resume=resume)
+    summary = method_entry(config.method).run(config, run_dir, address=address, resume=resume)
     status = summary.get("status")
-    hv = summary.get("hypervolume")
-    hv_text = f", hypervolume {hv:.4f}" if isinstance(hv, (int, float)) else ""
-    print(f"{status}: {summary.get('evaluations')} evaluations ({summary.get('failed', 0)} failed), "
-          f"front of {summary.get('front_size')}{hv_text}; results in {run_dir}")
+    if summary.get("headline"):
+        print(f"{status}: {summary['headline']}; results in {run_dir}")
+    else:
+        hv = summary.get("hypervolume")
+        hv_text = f", hypervolume {hv:.4f}" if isinstance(hv, (int, float)) else ""
+        print(f"{status}: {summary.get('evaluations')} evaluations "
+              f"({summary.get('failed', 0)} failed), front of {summary.get('front_size')}"
+              f"{hv_text}; results in {run_dir}")
     if status == "interrupted":
         return 130
     return 0 if status == "complete" else 1
 
 
 def _preflight(config: Any) -> None:
-    """Refuse unknown dataset/model names before Ray starts or a directory is created."""
-    if config.evaluator.kind == "synthetic":
-        return
-    from prunesearch.methods.data import dataset_info
-    from prunesearch.methods.models import model_info
+    """Refuse bad input (unknown names, missing files) before Ray starts or a directory is
+    created: the method's own check, from the method registry."""
+    from prunesearch.cluster.registry import method_entry
 
-    dataset_info(config.data.name)
-    model_info(config.model.name)
-    if config.model.checkpoint and not Path(config.model.checkpoint).is_file():
-        raise UsageError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
+    method_entry(config.method).preflight(config)
 
 
 def _default_run_dir(stem: str) -> Path:
@@ -260,13 +259,41 @@ def _existing_run_dir(path: str) -> Path:
     return run_dir
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    run_dir = _existing_run_dir(args.run_dir)
-    from prunesearch.cluster.report import write_report
+def _run_method(run_dir: Path) -> str:
+    """The ``method`` of a run directory, from its ``config.yaml`` (``hamp`` if absent in an
+    old search directory that has a journal)."""
+    import yaml
 
-    summary = write_report(run_dir)
-    print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
-          f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        if (run_dir / "journal.jsonl").exists():
+            return "hamp"
+        raise UsageError(f"'{run_dir}' is not a prunesearch run directory (no config.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not readable YAML ({type(exc).__name__}); the run "
+                         "directory is damaged") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} does not hold a config mapping; the run directory is damaged")
+    return str(raw.get("method", "hamp"))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory '{run_dir}' does not exist")
+    from prunesearch.cluster.registry import method_entry
+
+    entry = method_entry(_run_method(run_dir))
+    if entry.kind == "search":
+        run_dir = _existing_run_dir(args.run_dir)
+    summary = entry.report(run_dir)
+    if summary.get("headline"):
+        print(f"report of {run_dir}: {summary['headline']}")
+    else:
+        print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
+              f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
     return 0
 
 

@@ -34,19 +34,17 @@ __all__ = [
     "ConfigError",
     "ClusterSettings",
     "JobConfig",
-    "SEARCH_METHODS",
     "SEARCH_KEYS",
+    "TrialResources",
+    "TuneSettings",
     "load_config",
     "parse_overrides",
     "config_to_dict",
     "dump_config",
 ]
 
-#: Generational searches run by the HAMP driver (others arrive with their issues).
-SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
-
-#: Top-level keys whose change alters a search (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
+#: Top-level keys whose change alters a run (resume refuses to change them).
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +65,78 @@ class ClusterSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialResources:
+    """``tune.resources_per_trial``: what one Tune trial reserves (fractions allowed)."""
+
+    cpu: float = setting(1.0, min=0.0, help="CPUs per trial")
+    gpu: float = setting(0.0, min=0.0, help="GPUs per trial (above 0: the trial runs on a GPU)")
+
+
+#: How ``tune.space`` values are written: a list (grid values, or choices when sampled), or a
+#: range ``{min: a, max: b, log: false}`` (sampled uniformly; integers when both ends are ints).
+_SPACE_HELP = "dotted config key -> list of values, or {min, max, log} (random/optuna only)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    """The ``tune`` section: how a trial-based method (CLAD, ICPG) runs as Ray Tune trials."""
+
+    search: str = setting("grid", choices=("grid", "random", "optuna"),
+                          help="grid: every combination; random or optuna: num_samples draws")
+    space: Any = setting(default_factory=dict, help=_SPACE_HELP)
+    num_samples: int = setting(1, min=1, help="grid: repeats of the grid; random/optuna: trials")
+    metrics: tuple[str, ...] = setting((), help="metrics to optimise (optuna: several allowed; "
+                                       "default the method's own metric)")
+    modes: tuple[str, ...] = setting((), choices=("min", "max"), help="min or max per metric")
+    max_failures: int = setting(1, min=0, help="retries of a failed trial before it is failed")
+    num_to_keep: int = setting(1, min=1, help="checkpoints kept per trial")
+    max_concurrent: int | None = setting(None, min=1, help="trials running at once (null: as "
+                                         "many as the resources allow)")
+    resources_per_trial: TrialResources = setting(default_factory=TrialResources)
+
+    def __post_init__(self) -> None:
+        if len(self.metrics) != len(self.modes):
+            raise ValueError(f"tune.metrics has {len(self.metrics)} entries but tune.modes has "
+                             f"{len(self.modes)}: give one mode (min or max) per metric")
+        if len(self.metrics) > 1 and self.search != "optuna":
+            raise ValueError("several tune.metrics need tune.search: optuna (grid and random "
+                             "rank trials by one metric)")
+        if not isinstance(self.space, Mapping):
+            raise ValueError(f"tune.space must be a mapping ({_SPACE_HELP}), got {self.space!r}")
+        plain: dict[str, Any] = {}
+        for key, values in self.space.items():
+            if not isinstance(key, str) or "." not in key and key != "seed":
+                raise ValueError(f"tune.space key {key!r} must be a dotted config key such as "
+                                 "'clad.rate'")
+            if isinstance(values, Mapping):
+                if set(values) - {"min", "max", "log"} or not {"min", "max"} <= set(values):
+                    raise ValueError(f"tune.space.{key}: a range is {{min, max, log}}, got "
+                                     f"{dict(values)!r}")
+                lo, hi = values["min"], values["max"]
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in (lo, hi)) or lo > hi:
+                    raise ValueError(f"tune.space.{key}: min and max must be numbers with "
+                                     f"min <= max, got {lo!r}, {hi!r}")
+                if self.search == "grid":
+                    raise ValueError(f"tune.space.{key}: a range needs tune.search random or "
+                                     "optuna (grid takes a list of values)")
+                plain[key] = {"min": lo, "max": hi, "log": bool(values.get("log", False))}
+            elif isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
+                if not values:
+                    raise ValueError(f"tune.space.{key} is an empty list")
+                plain[key] = list(values)
+            else:
+                raise ValueError(f"tune.space.{key}: expected a list of values or "
+                                 f"{{min, max, log}}, got {values!r}")
+        # A plain dict (not the loader's read-only mapping view), so the config pickles.
+        object.__setattr__(self, "space", plain)
+
+
+@dataclasses.dataclass(frozen=True)
 class JobConfig:
     """A whole job file, resolved. Build it with :func:`load_config`."""
 
-    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    method: str = setting("hamp", help="method from the method registry (cluster/registry.py)")
     seed: int = setting(0, min=0, max=2**32 - 1)
     data: DataSettings = setting(default_factory=DataSettings)
     model: ModelSettings = setting(default_factory=ModelSettings)
@@ -79,6 +145,16 @@ class JobConfig:
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
+    tune: TuneSettings = setting(default_factory=TuneSettings)
+
+    def __post_init__(self) -> None:
+        from prunesearch.cluster.registry import METHODS
+
+        if self.method not in METHODS:
+            close = difflib.get_close_matches(str(self.method), list(METHODS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"method {self.method!r} is not a known method{hint}; choose one "
+                             "of: " + ", ".join(METHODS))
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)

@@ -16,6 +16,16 @@ Metric names (without the ``ray_`` prefix):
 ``prunesearch_portfolio_operator``          gauge    1 for the operator HAMP's portfolio selected
                                                      last (tag ``operator``), 0 for the others
 ==========================================  =======  ==========================================
+
+Trial-based methods (the Tune runner, :class:`TrialMetrics`), tagged ``run``:
+
+==========================================  =======  ==========================================
+``prunesearch_trials_running``              gauge    trials running now
+``prunesearch_trials_done``                 gauge    trials complete
+``prunesearch_trials_failed``               gauge    trials failed after their retries
+``prunesearch_best_metric``                 gauge    best value of the ranking metric so far
+                                                     (tag ``metric``)
+==========================================  =======  ==========================================
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import math
 
 from ray.util.metrics import Counter, Gauge
 
-__all__ = ["METRIC_NAMES", "RunMetrics"]
+__all__ = ["METRIC_NAMES", "TRIAL_METRIC_NAMES", "RunMetrics", "TrialMetrics"]
 
 #: Names as registered with Ray (the endpoint shows them with a ``ray_`` prefix).
 METRIC_NAMES = (
@@ -35,6 +45,14 @@ METRIC_NAMES = (
     "prunesearch_front_size",
     "prunesearch_evals_per_s",
     "prunesearch_portfolio_operator",
+)
+
+#: Names published by the Tune runner.
+TRIAL_METRIC_NAMES = (
+    "prunesearch_trials_running",
+    "prunesearch_trials_done",
+    "prunesearch_trials_failed",
+    "prunesearch_best_metric",
 )
 
 
@@ -147,3 +165,38 @@ class RunMetrics:
             for name in sorted(self._operators_seen):
                 self._operator.set(1.0 if name == operator else 0.0,
                                    tags={"run": self.run_name, "operator": name})
+
+
+class TrialMetrics:
+    """Publishes a Tune experiment's progress (trials running, done, failed, best figure).
+
+    Args:
+        run_name: value of the ``run`` tag on every metric.
+    """
+
+    def __init__(self, run_name: str) -> None:
+        if not isinstance(run_name, str) or not run_name.strip():
+            raise ValueError(f"run_name must be a non-empty string, got {run_name!r}")
+        self._tags = {"run": run_name}
+        run = ("run",)
+        self._running = Gauge("prunesearch_trials_running", description="trials running now",
+                              tag_keys=run)
+        self._done = Gauge("prunesearch_trials_done", description="trials complete",
+                           tag_keys=run)
+        self._failed = Gauge("prunesearch_trials_failed",
+                             description="trials failed after their retries", tag_keys=run)
+        self._best = Gauge("prunesearch_best_metric",
+                           description="best value of the ranking metric so far",
+                           tag_keys=("run", "metric"))
+
+    def update(self, *, running: int, done: int, failed: int, best: float | None,
+               metric: str) -> None:
+        """Publish the current counts and the best value of ``metric`` (``None``: none yet)."""
+        for name, value in (("running", running), ("done", done), ("failed", failed)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        self._running.set(running, tags=self._tags)
+        self._done.set(done, tags=self._tags)
+        self._failed.set(failed, tags=self._tags)
+        if best is not None and math.isfinite(best):
+            self._best.set(float(best), tags={**self._tags, "metric": metric})

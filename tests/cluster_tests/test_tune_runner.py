@@ -1,0 +1,158 @@
+"""The Ray Tune runner, driven by a toy trial method (``toy_trials.py``): every trial runs and
+is reported, a failing trial is retried and then recorded as failed, a driver killed after the
+first checkpoint resumes to the uninterrupted results, and bad input is refused up front."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import toy_trials  # noqa: F401 - registers method "toy"
+from prunesearch.cluster.cli import main
+from prunesearch.cluster.config import dump_config, load_config
+from prunesearch.cluster.registry import METHODS
+from prunesearch.cluster.tune_runner import run_trials
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> str:
+    """A private local Ray whose workers can import ``toy_trials`` (PYTHONPATH is inherited
+    from the process that starts Ray)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old) if p)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+def _raw(seeds: list[int], **tune: object) -> dict:
+    return {"method": "toy", "seed": 0,
+            "evaluator": {"finetune_steps": STEPS, "synthetic_sleep_s": 0.0},
+            "tune": {"space": {"seed": seeds}, "resources_per_trial": {"cpu": 1}, **tune}}
+
+
+def _run(tmp_path: Path, raw: dict, name: str = "run") -> tuple[Path, dict]:
+    config = load_config(raw)
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    dump_config(config, run_dir / "config.yaml")
+    return run_dir, run_trials(config, run_dir, log=lambda line: None)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _scores(run_dir: Path) -> dict[tuple[int, int], float]:
+    return {(int(r["seed"]), int(r["step"])): float(r["score"]) for r in _rows(run_dir)}
+
+
+def test_a_registered_trial_method_is_a_config_choice() -> None:
+    assert METHODS["toy"].kind == "trials"
+    assert load_config(_raw([1])).method == "toy"
+
+
+def test_grid_runs_every_trial_and_writes_the_run_directory(ray_address, tmp_path) -> None:
+    run_dir, summary = _run(tmp_path, _raw([1, 2, 3]))
+    assert summary["status"] == "complete"
+    assert summary["trials"] == {"total": 3, "complete": 3, "failed": 0, "unfinished": 0}
+    # One row per trial and step, with the trial's parameter and the step's metric.
+    assert _scores(run_dir) == {(s, k): toy_trials.score(s, k)
+                                for s in (1, 2, 3) for k in range(1, STEPS + 1)}
+    best = summary["best_trial"]
+    assert best["seed"] == 1 and best["score"] == toy_trials.score(1, STEPS)
+    # The trials' final networks: all three are non-dominated (faster = less accurate).
+    with open(run_dir / "pareto.csv") as handle:
+        front = list(csv.DictReader(handle))
+    assert sorted(r["genome"] for r in front) == ["1 1", "2 1", "3 1"]
+    assert (run_dir / "pareto.png").stat().st_size > 0
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+    # Checkpoints are bounded by tune.num_to_keep (1).
+    for trial_dir in (run_dir / "tune" / "experiment").glob("_run_one_trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) == 1
+    # `prunesearch report` re-renders it from the run directory alone.
+    (run_dir / "results.csv").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert len(_rows(run_dir)) == 3 * STEPS
+
+
+def test_failing_trial_is_retried_then_recorded_as_failed(ray_address, tmp_path) -> None:
+    raw = _raw([1, toy_trials.FAIL_ALWAYS, toy_trials.FAIL_ONCE], max_failures=1)
+    run_dir, summary = _run(tmp_path, raw)
+    trials = {t["params"]["seed"]: t for t in json.loads((run_dir / "trials.json").read_text())}
+    assert trials[1]["status"] == "complete"
+    assert trials[toy_trials.FAIL_ONCE]["status"] == "complete"  # healed by its retry
+    failed = trials[toy_trials.FAIL_ALWAYS]
+    assert failed["status"] == "failed" and "fails on purpose" in failed["error"]
+    # Two attempts: the first and the one retry allowed by max_failures.
+    work = Path(failed["path"]) / "work"
+    assert len(list(work.glob("failed-attempt-*"))) == 2
+    assert summary["trials"]["failed"] == 1 and summary["trials"]["complete"] == 2
+
+
+def test_killed_driver_resumes_and_accounts_for_every_trial(ray_address, tmp_path) -> None:
+    reference_dir, _ = _run(tmp_path, _raw([1, 2]), name="reference")
+
+    raw = _raw([1, 2])
+    raw["evaluator"]["synthetic_sleep_s"] = 1.0
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "killed"
+    log = open(tmp_path / "driver.out", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "toy_trials.py"), "run", str(job), "--output", str(run_dir),
+         "--address", ray_address], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"]})
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "tune" / "experiment").glob("*/checkpoint_*")):
+        assert proc.poll() is None, (tmp_path / "driver.out").read_text()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+    config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    summary = run_trials(config, run_dir, resume=True, log=lambda line: None)
+    assert summary["status"] == "complete"
+    assert summary["trials"]["total"] == 2 and summary["trials"]["complete"] == 2
+    assert _scores(run_dir) == _scores(reference_dir)
+    steps = [(r["trial_id"], r["step"]) for r in _rows(run_dir)]
+    assert len(steps) == len(set(steps)) == 2 * STEPS
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("tune.space={evaluator.no_such_key: [1]}", "unknown key 'evaluator.no_such_key'"),
+    ("tune.space={seed: [-1]}", "seed: -1 is below the minimum"),
+    ("tune.space={evaluator.lr: {min: 0.1, max: 0.2}}", "a range needs tune.search random"),
+    ("tune.metrics=[score, other]", "give one mode"),
+])
+def test_bad_tune_input_is_exit_2_with_one_line(tmp_path, capsys, override, message) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(_raw([1])))
+    out = tmp_path / "out"
+    assert main(["run", str(job), "--output", str(out), "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
