@@ -7,12 +7,13 @@ Exit codes: 0 success, 2 bad input (one line on stderr, nothing lost), 1 a faile
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import contextlib
 import json
-import shutil
+import os
+import signal
 import sys
-import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "report": _cmd_report,
                 "export": _cmd_export}
     try:
-        return handlers[args.command](args)
+        with _sigterm_as_interrupt():
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print("prunesearch: interrupted; resume with 'prunesearch resume RUN_DIR'", file=sys.stderr)
         return 130
@@ -109,6 +111,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"prunesearch: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``ray job stop``, a scheduler) is handled like Ctrl-C at every
+    moment of a command, task preparation included: state saved, exit 130, resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_bad_input(exc: BaseException) -> bool:
@@ -127,22 +147,52 @@ def _one_line(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
     from prunesearch.cluster.config import dump_config, load_config
+    from prunesearch.cluster.rundir import new_run_dir
 
     config_path = Path(args.config)
     config = load_config(config_path, args.overrides)
-    _preflight(config)
-    run_dir = _prepare_run_dir(args.output, config_path.stem, overwrite=args.overwrite)
-    dump_config(config, run_dir / "config.yaml")
+    _preflight(config, address=args.address)
+    new = new_run_dir(args.output, config_path.stem, overwrite=args.overwrite)
     try:
-        return _run(config, run_dir, address=args.address, resume=False)
-    except Exception as exc:
-        # Bad input found while building the task (e.g. data missing under data.root): the run
-        # directory we just created holds nothing worth keeping, so the same command can be
-        # run again once the input is fixed.
-        journal = run_dir / "journal.jsonl"
-        if _is_bad_input(exc) and (not journal.exists() or journal.stat().st_size == 0):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        dump_config(config, new.run_dir / "config.yaml")
+        code = _run(config, new.run_dir, address=args.address, resume=False)
+    except KeyboardInterrupt:
+        if new.aside is not None and not new.started():
+            new.rollback()
+            print("prunesearch: interrupted before the new run started; the old run directory "
+                  "is kept as it was", file=sys.stderr)
+            return 130
+        new.commit()
+        _mark_interrupted(new.run_dir, config.method)
         raise
+    except BaseException as exc:
+        # Bad input found while building the task (e.g. data missing under data.root), or a
+        # crash before anything was evaluated with an old run set aside: the new directory
+        # holds nothing worth keeping, so the old run comes back and the same command can be
+        # run again once the input is fixed.
+        if not new.started() and (_is_bad_input(exc) or new.aside is not None):
+            new.rollback()
+        else:
+            new.commit()
+        raise
+    else:
+        new.commit()
+        return code
+    finally:
+        new.lock.release()
+
+
+def _mark_interrupted(run_dir: Path, method: str) -> None:
+    """An interrupt before the runner wrote its summary (e.g. while the task was being
+    built) still leaves a resumable directory that says so."""
+    path = run_dir / "summary.json"
+    with contextlib.suppress(OSError, ValueError):
+        if path.exists() and json.loads(path.read_text()).get("status") != "running":
+            return
+    if run_dir.is_dir():
+        from prunesearch.cluster.journal import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"method": method, "status": "interrupted"}) + "\n")
 
 
 def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> int:
@@ -163,43 +213,18 @@ def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> in
     return 0 if status == "complete" else 1
 
 
-def _preflight(config: Any) -> None:
-    """Refuse bad input (unknown names, missing files) before Ray starts or a directory is
-    created: the method's own check, from the method registry."""
+def _preflight(config: Any, *, address: str | None) -> None:
+    """Refuse bad input (unknown names, missing files, a device this machine lacks) before Ray
+    starts or a directory is created: the method's own check, from the method registry."""
+    from prunesearch.cluster.preflight import check_device
     from prunesearch.cluster.registry import method_entry
 
     method_entry(config.method).preflight(config)
-
-
-def _default_run_dir(stem: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stem}-{stamp}"
-
-
-def _prepare_run_dir(output: str | None, stem: str, *, overwrite: bool) -> Path:
-    run_dir = Path(output) if output else _default_run_dir(stem)
-    run_dir = run_dir.expanduser().resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"output '{run_dir}' exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UsageError(f"run directory '{run_dir}' already exists; pass --overwrite to replace "
-                             f"it or 'prunesearch resume {run_dir}' to continue it")
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise UsageError(f"output directory '{run_dir}' is not writable: {exc.strerror or exc}") from None
-    return run_dir
+    check_device(config, address=address or os.environ.get("RAY_ADDRESS"))
 
 
 # ---------------------------------------------------------------------------------- resume
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from prunesearch.cluster.config import config_to_dict, dump_config, load_config
-    from prunesearch.cluster.driver import diff_search_keys
-
     source = args.run_dir
     if "://" in source:
         from prunesearch.cluster.storage import fetch_run
@@ -222,11 +247,40 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         raise UsageError(f"run directory '{run_dir}' does not exist")
     if not saved_path.exists():
         raise UsageError(f"'{run_dir}' is not a prunesearch run directory (no config.yaml)")
+    from prunesearch.cluster.rundir import lock_existing
+
+    with lock_existing(run_dir):
+        return _resume_locked(args, run_dir, saved_path)
+
+
+def _read_saved_config(saved_path: Path) -> dict[str, Any]:
     import yaml
 
-    saved_raw = yaml.safe_load(saved_path.read_text())
-    saved = load_config(saved_raw)
+    try:
+        raw = yaml.safe_load(saved_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"{saved_path} is not readable ({type(exc).__name__}): the run "
+                         "directory is damaged; start again with 'prunesearch run CONFIG "
+                         "--overwrite'") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{saved_path} does not hold a config mapping: the run directory is "
+                         "damaged")
+    return raw
+
+
+def _resume_locked(args: argparse.Namespace, run_dir: Path, saved_path: Path) -> int:
+    from prunesearch.cluster.config import config_to_dict, dump_config, load_config
+    from prunesearch.cluster.driver import diff_search_keys
+    from prunesearch.search.settings import ConfigError
+
+    saved_raw = _read_saved_config(saved_path)
+    try:
+        saved = load_config(saved_raw)
+    except ConfigError as exc:
+        raise UsageError(f"{saved_path} is not a valid config ({exc}): the run directory is "
+                         "damaged or from another prunesearch version") from None
     config = load_config(saved_raw, args.overrides) if args.overrides else saved
+    _preflight(config, address=args.address)
     before, after = config_to_dict(saved), config_to_dict(config)
     changed = before != after
     refused = [k for k in diff_search_keys(before, after) if k not in RELOCATABLE_KEYS]
@@ -236,8 +290,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
                          + ", ".join(RELOCATABLE_KEYS) + " may change)")
     if changed:
         dump_config(config, saved_path)
-    if (run_dir / "summary.json").exists():
+    summary: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
         summary = json.loads((run_dir / "summary.json").read_text())
+    if isinstance(summary, dict):
         if summary.get("status") == "complete":
             print(f"{run_dir} is already complete ({summary.get('evaluations')} evaluations); "
                   "nothing to resume")
@@ -288,7 +344,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     entry = method_entry(_run_method(run_dir))
     if entry.kind == "search":
         run_dir = _existing_run_dir(args.run_dir)
-    summary = entry.report(run_dir)
+    from prunesearch.cluster.rundir import lock_existing
+
+    with lock_existing(run_dir):
+        summary = entry.report(run_dir)
     if summary.get("headline"):
         print(f"report of {run_dir}: {summary['headline']}")
     else:
@@ -301,8 +360,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     run_dir = _existing_run_dir(args.run_dir)
     out = Path(args.out).expanduser().resolve()
-    if not out.parent.exists():
+    if out.is_dir():
+        raise UsageError(f"--out '{out}' is a directory; give a file name such as "
+                         f"{out / 'model.pt'}")
+    if not out.parent.is_dir():
         raise UsageError(f"--out '{out}': directory '{out.parent}' does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out '{out}': directory '{out.parent}' is not writable")
     from prunesearch.cluster.export import export_member
 
     info = export_member(run_dir, args.pick, out)

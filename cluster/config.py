@@ -153,8 +153,8 @@ class JobConfig:
         if self.method not in METHODS:
             close = difflib.get_close_matches(str(self.method), list(METHODS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"method {self.method!r} is not a known method{hint}; choose one "
-                             "of: " + ", ".join(METHODS))
+            raise ConfigError(f"method: {self.method!r} is not allowed{hint}; choose one of: "
+                              + ", ".join(METHODS))
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)
@@ -210,6 +210,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{path}' is not a text file") from None
     docs = [d for d in docs if d is not None]
+    if not docs:
+        raise ConfigError(f"config file '{path}' is empty; start from configs/quickstart.yaml "
+                          "(every key is optional, but a job file must say something)")
     if len(docs) > 1:
         raise ConfigError(f"config file '{path}' holds {len(docs)} YAML documents; expected one")
     raw = docs[0] if docs else {}

@@ -11,7 +11,35 @@ from typing import Any
 
 from prunesearch.methods.errors import UsageError
 
-__all__ = ["check_image_task"]
+__all__ = ["check_device", "check_image_task"]
+
+
+def check_device(config: Any, *, address: str | None) -> None:
+    """``hardware.device`` names a device this machine has (private local instance); with a
+    cluster address, only its spelling is checked here (the runner checks the cluster)."""
+    device = str(config.hardware.device)
+    try:
+        import torch
+
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"hardware.device {device!r} is not a device name (e.g. cpu, cuda, "
+                         "cuda:1)") from None
+    if address or parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"hardware.device {device!r}: this machine has no CUDA GPU "
+                             "(use cpu, or --address a cluster with GPUs)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"hardware.device {device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError(f"hardware.device {device!r}: MPS is not available here")
+    else:
+        raise UsageError(f"hardware.device {device!r}: device type '{parsed.type}' is not "
+                         "supported (cpu or cuda)")
 
 
 def check_image_task(config: Any) -> None:
