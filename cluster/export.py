@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.methods.errors import UsageError
+from prunesearch.methods.io import atomic_write, atomic_write_json
 
 __all__ = ["PICKS", "read_front", "pick_member", "export_member"]
 
@@ -89,9 +90,7 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(module, tmp)
-    tmp.replace(out)
+    atomic_write(out, lambda fh: torch.save(module, fh))
     recipe_path = out.with_name(out.name + ".recipe.json")
-    recipe_path.write_text(json.dumps({"candidate": row, "recipe": recipe}, indent=1, default=str))
+    atomic_write_json(recipe_path, {"candidate": row, "recipe": recipe}, default=str)
     return {**row, "recipe_path": str(recipe_path)}

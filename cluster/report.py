@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.journal import OBJECTIVE_NAMES, atomic_write_text, read_journal
+from prunesearch.methods.io import atomic_path
 from prunesearch.search.indicators import non_dominated, normalized_hypervolume
 
 __all__ = [
@@ -150,9 +151,8 @@ def write_pareto_png(path: Path, records: Sequence[Mapping[str, Any]],
         if len(points) or len(front_f):
             ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
-        tmp = Path(path).with_name("." + Path(path).name + ".tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
 

@@ -40,6 +40,7 @@ from torch import nn
 from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.table import LatencyTable, TableKey
+from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.task import failed_result
 
 __all__ = [
@@ -420,9 +421,7 @@ class PruningTask:
             raise RuntimeError(f"evaluating the dense model failed: {result['reason']}")
         self._dense = {k: float(v) for k, v in result["objectives"].items()}
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._dense))
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(self._dense))
         return dict(self._dense)
 
     def payload(self) -> dict[str, Any]:

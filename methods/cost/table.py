@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import statistics
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prunesearch.methods.cost.specs import LayerSpec
+from prunesearch.methods.io import atomic_write_json, cache_root
 
 __all__ = [
     "CALIBRATIONS",
@@ -48,9 +48,7 @@ class MissingLatencyEntry(KeyError):
 
 def default_cache_dir() -> Path:
     """``$PRUNESEARCH_CACHE/latency`` if set, else ``~/.cache/prunesearch/latency``."""
-    root = os.environ.get("PRUNESEARCH_CACHE")
-    base = Path(root).expanduser() if root else Path("~/.cache/prunesearch").expanduser()
-    return base / "latency"
+    return cache_root() / "latency"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,11 +280,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the table as JSON, atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict(), unique=True)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> LatencyTable:
@@ -324,8 +318,8 @@ class LatencyTable:
                 entries = {**cached.get("entries", {}), **entries}
         except (OSError, ValueError):
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": _FORMAT, "key": self.key.as_dict(),
-                                   "entries": dict(sorted(entries.items()))}, indent=1))
-        os.replace(tmp, path)
+        # Shared by every run on this machine: unique temp names, no fsync (a lost cache entry
+        # is timed again).
+        atomic_write_json(path, {"format": _FORMAT, "key": self.key.as_dict(),
+                                 "entries": dict(sorted(entries.items()))},
+                          durable=False, unique=True)

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunesearch.methods.data import cache_root, dataset_info, load_dataset
+from prunesearch.methods.data import dataset_info, load_dataset
 from prunesearch.methods.errors import DataNotFoundError, lookup
+from prunesearch.methods.io import atomic_write, cache_root
 from prunesearch.methods.models.cifar_resnet import CifarResNet
 from prunesearch.methods.models.digits_cnn import DigitsCNN
 from prunesearch.methods.models.training import accuracy, train_base_model
@@ -217,11 +217,9 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
     trainer = train_fn or train_base_model
     model = trainer(model, bundle, epochs=model_settings.pretrain_epochs, seed=seed)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(model.state_dict(), fh)
-        os.replace(tmp, cache)  # atomic: parallel actors never read a half-written file
+        # Atomic, uniquely named: parallel actors never read a half-written file.
+        atomic_write(cache, lambda fh: torch.save(model.state_dict(), fh), durable=False,
+                     unique=True)
     except OSError:
         pass
     return model.eval()

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.models import CifarResNet, DigitsCNN, arch_config, build_from_arch
 from prunesearch.methods.pruning.importance import (
     IMPORTANCES,
@@ -232,13 +232,7 @@ def load_pruned(recipe: Mapping[str, Any], state_dict: Mapping[str, Any]) -> nn.
 
 def save_recipe(recipe: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``recipe`` as JSON atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(recipe, fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(recipe, indent=1))
 
 
 def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
