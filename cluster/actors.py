@@ -22,6 +22,8 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
+from prunesearch.methods.errors import PrunesearchError
+
 __all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options"]
 
 
@@ -105,8 +107,10 @@ def actor_options(cluster: Any, *, name: str, namespace: str) -> dict[str, Any]:
     return options
 
 
-class PoolError(RuntimeError):
-    """The pool lost every evaluator and could not start new ones."""
+class PoolError(PrunesearchError, RuntimeError):
+    """The pool lost every evaluator and could not start new ones (a failed run: exit 1)."""
+
+    exit_code = 1
 
 
 @dataclass

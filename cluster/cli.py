@@ -112,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_bad_input(exc: BaseException) -> bool:
-    from prunesearch.search.settings import ConfigError
-
-    return isinstance(exc, (PrunesearchError, ConfigError))
+    return isinstance(exc, PrunesearchError) and exc.exit_code == 2
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,6 +17,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from prunesearch.search.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "setting",
@@ -25,10 +27,6 @@ __all__ = [
     "LocalSearchSettings",
     "SearchSettings",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message is one line naming key, value and rule."""
 
 
 def setting(

@@ -34,14 +34,20 @@ from prunesearch.methods.cost.counts import (
 )
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable
+from prunesearch.methods.errors import PrunesearchError
 
 __all__ = ["CostModel", "NotFactorisable", "PerGenomeCostModel"]
 
 SpecFn = Callable[[Sequence[int]], Sequence[LayerSpec]]
 
 
-class NotFactorisable(ValueError):
-    """The spec function's layers do not depend on small gene sets (use the per-genome path)."""
+class NotFactorisable(PrunesearchError, ValueError):
+    """The spec function's layers do not depend on small gene sets (use the per-genome path).
+
+    Internal: caught where the cost model is chosen.
+    """
+
+    exit_code = 1
 
 
 class _Factor:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prunesearch.methods.cost.specs import LayerSpec
+from prunesearch.methods.errors import PrunesearchError
 from prunesearch.methods.io import atomic_write_json, cache_root
 
 __all__ = [
@@ -42,8 +43,10 @@ CALIBRATIONS = ("linear", "scale", "none")
 _FORMAT = 1
 
 
-class MissingLatencyEntry(KeyError):
+class MissingLatencyEntry(PrunesearchError, KeyError):
     """A layer shape has no table entry and the table may not time it now."""
+
+    exit_code = 1
 
 
 def default_cache_dir() -> Path:
