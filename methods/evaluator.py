@@ -65,10 +65,11 @@ DENSE_FILE = "dense_objectives.json"
 # ---------------------------------------------------------------------------------------------
 # Adapters to the pruning package (one place that knows its call signatures).
 # ---------------------------------------------------------------------------------------------
-def _space_for(model: nn.Module, model_name: str, granularity: int) -> Any:
+def _space_for(model: nn.Module, model_name: str, granularity: int,
+               input_shape: Sequence[int]) -> Any:
     from prunesearch.methods.pruning import genome_space
 
-    return genome_space(model, model_name, granularity)
+    return genome_space(model, model_name, granularity, input_shape=input_shape)
 
 
 class GenomeSpecs:
@@ -303,8 +304,10 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
 def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
     """The exact vectorised cost model of a genome space; the per-genome one (memoised, new
     shapes timed on first sight) for torchvision models and spaces that do not factorise."""
+    from prunesearch.methods.families import family_entry
+
     spec_fn = GenomeSpecs(space, batch_size)
-    if any(group.kind == "tp-group" for group in space.groups):
+    if not family_entry(space.family).exact_cost:
         # Specs of torchvision models come from tracing a pruned copy (~1 s each): enumerating
         # every gene pair's combinations would take hours (ResNet-18 at granularity 64: 6 min).
         return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
@@ -350,7 +353,8 @@ class PruningTask:
         self.base_checkpoint = _checkpoint_path(config)
         info = dataset_info(config.data.name)
         self.input_shape = tuple(info.input_shape)
-        self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity)
+        self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
+                                self.input_shape)
         self.lower = np.asarray(self.space.lower(), dtype=np.int64)
         self.upper = np.asarray(self.space.upper(), dtype=np.int64)
         self.group_names = list(self.space.names)
@@ -522,8 +526,11 @@ class CandidateEvaluator:
     def space(self) -> Any:
         """The genome space (same as the task's)."""
         if self._space is None:
+            from prunesearch.methods.data import dataset_info
+
             self._space = _space_for(self.base_model, self.model_settings.name,
-                                     self.hardware.granularity)
+                                     self.hardware.granularity,
+                                     dataset_info(self.data_settings.name).input_shape)
         return self._space
 
     def measure(self, genome: Sequence[int],

@@ -24,7 +24,7 @@ class SyntheticTask:
 
     cheap_objectives = (1, 2)
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, run_dir: Path | None = None) -> None:
         self._evaluator_settings = config.evaluator
         self.lower = LOWER.copy()
         self.upper = UPPER.copy()

@@ -16,13 +16,18 @@ Result dicts (one per candidate; the journal stores them as they are plus driver
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Evaluator", "SearchTask", "build_task", "make_evaluator", "failed_result"]
+from prunesearch.methods.errors import lookup
+
+__all__ = ["TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task", "failed_result",
+           "make_evaluator"]
 
 
 @runtime_checkable
@@ -78,29 +83,45 @@ def failed_result(reason: str, wall_s: float = 0.0) -> dict[str, Any]:
             "wall_s": wall_s, "weights": None}
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskEntry:
+    """One ``evaluator.kind``: its task (driver side) and its evaluator (actor side).
+
+    Attributes:
+        task: ``"module:Class"`` of the :class:`SearchTask`, built as ``Class(config,
+            run_dir=run_dir)`` (imported on first use: torch stays unimported for ``synthetic``).
+        evaluator: ``"module:Class"`` of the :class:`Evaluator`, built as ``Class(payload)``.
+    """
+
+    task: str
+    evaluator: str
+
+
+#: ``evaluator.kind`` -> its entry: the only list of kinds (the config validates against it).
+TASKS: dict[str, TaskEntry] = {
+    "finetune": TaskEntry("prunesearch.methods.evaluator:PruningTask",
+                          "prunesearch.methods.evaluator:CandidateEvaluator"),
+    "synthetic": TaskEntry("prunesearch.methods.synthetic:SyntheticTask",
+                           "prunesearch.methods.synthetic:SyntheticEvaluator"),
+}
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_task(config: Any, run_dir: Path | None = None) -> SearchTask:
     """Build the task a job config describes (on the driver).
 
     ``config`` is a ``prunesearch.cluster.config.JobConfig`` (duck-typed: methods never imports
     cluster). ``run_dir`` receives ``latency_table.json``; an existing one is reused (resume).
     """
-    kind = config.evaluator.kind
-    if kind == "synthetic":
-        from prunesearch.methods.synthetic import SyntheticTask
-
-        return SyntheticTask(config)
-    from prunesearch.methods.evaluator import PruningTask
-
-    return PruningTask(config, run_dir=run_dir)
+    entry = lookup(TASKS, config.evaluator.kind, key="evaluator.kind", kind="evaluator kind")
+    return _load(entry.task)(config, run_dir=run_dir)
 
 
 def make_evaluator(payload: dict[str, Any]) -> Evaluator:
     """Build the evaluator a task's payload describes (on an actor, or in-process)."""
-    kind = payload["kind"]
-    if kind == "synthetic":
-        from prunesearch.methods.synthetic import SyntheticEvaluator
-
-        return SyntheticEvaluator(payload)
-    from prunesearch.methods.evaluator import CandidateEvaluator
-
-    return CandidateEvaluator(payload)
+    entry = lookup(TASKS, payload["kind"], key="evaluator.kind", kind="evaluator kind")
+    return _load(entry.evaluator)(payload)
