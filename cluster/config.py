@@ -35,7 +35,6 @@ __all__ = [
     "ConfigError",
     "ClusterSettings",
     "JobConfig",
-    "SEARCH_METHODS",
     "SEARCH_KEYS",
     "load_config",
     "parse_overrides",
@@ -43,8 +42,13 @@ __all__ = [
     "dump_config",
 ]
 
-#: Generational searches run by the HAMP driver (others arrive with their issues).
-SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
+def _search_methods() -> tuple[str, ...]:
+    # The generational searches, read from their registry when a config is validated.
+    from prunesearch.search.registry import ALGORITHMS
+
+    return tuple(ALGORITHMS)
+
+
 
 #: Top-level keys whose change alters a search (resume refuses to change them).
 SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
@@ -71,7 +75,7 @@ class ClusterSettings:
 class JobConfig:
     """A whole job file, resolved. Build it with :func:`load_config`."""
 
-    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    method: str = setting("hamp", choices=_search_methods, help="search method")
     seed: int = setting(0, min=0, max=2**32 - 1)
     data: DataSettings = setting(default_factory=DataSettings)
     model: ModelSettings = setting(default_factory=ModelSettings)
