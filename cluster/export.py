@@ -31,8 +31,9 @@ def read_front(run_dir: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             parsed: dict[str, Any] = {"id": int(row["id"]), "genome": row["genome"]}
-            for key in ("error", "latency_ms", "latency_ms_measured", "memory_mb", "flops", "params"):
-                value = row.get(key, "")
+            for key in ("error", "latency_ms", "latency_ms_measured", "memory_mb", "macs", "params"):
+                # pareto.csv files written before the rename call the MACs column "flops".
+                value = row.get(key, row.get("flops", "") if key == "macs" else "")
                 parsed[key] = float(value) if value not in ("", None) else float("nan")
             rows.append(parsed)
     if not rows:

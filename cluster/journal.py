@@ -8,7 +8,7 @@ facts: resuming a search means reading them back, never evaluating a journaled g
 
 Fields of a line (ARCHITECTURE.md, "Journal"): ``id``, ``generation``, ``genome`` (granules),
 ``channels``, ``status`` (ok|failed), ``reason``, ``objectives`` (``error``, ``latency_ms``,
-``memory_mb``), ``metrics`` (``flops``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
+``memory_mb``), ``metrics`` (``macs``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
 ``runtime``, ``dtype``, ``batch_size``), ``attempt``, ``wall_s``.
 """
 

@@ -38,7 +38,7 @@ __all__ = [
 
 #: Columns of ``pareto.csv`` (ARCHITECTURE.md, "Run directory").
 PARETO_COLUMNS = ("id", "genome", "error", "latency_ms", "latency_ms_measured", "memory_mb",
-                  "flops", "params")
+                  "macs", "params")
 SUMMARY_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
@@ -113,7 +113,8 @@ def write_pareto_csv(path: Path, front: Sequence[Mapping[str, Any]],
             objectives["latency_ms"],
             _number(timing.get("latency_ms_measured")),
             objectives["memory_mb"],
-            _number(metrics.get("flops")),
+            # Journals written before the rename call MACs "flops".
+            _number(metrics.get("macs", metrics.get("flops"))),
             _number(metrics.get("params")),
         ])
     atomic_write_text(Path(path), buffer.getvalue())

@@ -16,11 +16,12 @@ and memory) of any genome exactly and without touching the device.
    the config; random crop with 4-pixel padding + horizontal flip for images >= 32 px);
 4. validation error on the held-out split carved from the training set (never the test set);
 5. objectives ``error``, ``latency_ms`` (calibrated table) and ``memory_mb`` (parameter bytes
-   + peak activation bytes at the deployment batch size), metrics ``flops``, ``params``,
+   + peak activation bytes at the deployment batch size), metrics ``macs``, ``params``,
    ``val_acc``, the fine-tuned weights (numpy) and the replayable recipe.
 
-Randomness of one evaluation (data order, augmentation) comes from ``(seed, candidate_id)``
-only, so a candidate evaluated twice, anywhere, with one CPU thread gives the same error.
+Randomness of one evaluation (data order, augmentation) comes from the seed it is given
+(:func:`~prunesearch.methods.task.candidate_seed` of the run seed and the candidate id), so a
+candidate evaluated twice, anywhere, with one CPU thread gives the same error.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.table import LatencyTable, TableKey
 from prunesearch.methods.io import atomic_write_text
-from prunesearch.methods.task import failed_result
+from prunesearch.methods.task import candidate_seed, failed_result
 
 __all__ = [
     "CandidateEvaluator",
@@ -236,11 +237,6 @@ def _load_numpy_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None
     module.load_state_dict(state, strict=True)
 
 
-def _candidate_seed(seed: int, candidate_id: int) -> int:
-    sequence = np.random.SeedSequence([int(seed), int(candidate_id) & 0xFFFFFFFF])
-    return int(sequence.generate_state(1)[0])
-
-
 def table_key(hardware: Any) -> TableKey:
     """The latency-table key of a ``hardware`` section on this machine."""
     return TableKey.current(device=hardware.device, runtime=hardware.runtime,
@@ -401,9 +397,9 @@ class PruningTask:
         return np.column_stack([out["latency_ms"], out["memory_mb"]])
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
-        """``flops`` (MACs per image), ``params`` and the raw (uncalibrated) table latency."""
+        """``macs`` (multiply-accumulates per image), ``params`` and the raw (uncalibrated) table latency."""
         out = self.cost.evaluate(np.asarray(genome)[None, :])
-        return {"flops": float(out["flops"][0]), "params": float(out["params"][0]),
+        return {"macs": float(out["macs"][0]), "params": float(out["params"][0]),
                 "latency_table_raw_ms": float(out["latency_raw_ms"][0])}
 
     def dense_objectives(self) -> dict[str, float]:
@@ -420,7 +416,7 @@ class PruningTask:
             self._dense = {k: float(v) for k, v in json.loads(path.read_text()).items()}
             return dict(self._dense)
         result = CandidateEvaluator(self.payload()).evaluate(
-            self.upper.tolist(), candidate_id=-1, seed=self.seed)
+            self.upper.tolist(), candidate_id=-1, seed=candidate_seed(self.seed, -1))
         if result["status"] != "ok":
             raise RuntimeError(f"evaluating the dense model failed: {result['reason']}")
         self._dense = {k: float(v) for k, v in result["objectives"].items()}
@@ -574,9 +570,10 @@ class CandidateEvaluator:
                   start: float) -> dict[str, Any]:
         s = self.settings
         genome = self.space.validate(genome)
-        run_seed = _candidate_seed(seed, candidate_id)
-        torch.manual_seed(run_seed)
-        generator = torch.Generator().manual_seed(run_seed)
+        # ``seed`` is the candidate's own seed (methods.task.candidate_seed, derived once by the
+        # driver): used as it is.
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         bundle = self.bundle
 
         example = None
@@ -606,7 +603,7 @@ class CandidateEvaluator:
         cost = self.cost.evaluate(np.asarray(genome)[None, :])
         objectives = {"error": float(error), "latency_ms": float(cost["latency_ms"][0]),
                       "memory_mb": float(cost["memory_mb"][0])}
-        metrics = {"flops": int(cost["flops"][0]), "params": int(cost["params"][0]),
+        metrics = {"macs": int(cost["macs"][0]), "params": int(cost["params"][0]),
                    "val_acc": 1.0 - float(error), "train_loss": train_loss,
                    "latency_table_raw_ms": float(cost["latency_raw_ms"][0])}
         return {

@@ -39,7 +39,7 @@ class SyntheticTask:
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
         g = np.asarray(genome, dtype=float)
-        return {"flops": float(np.sum(g**2)), "params": float(np.sum(g))}
+        return {"macs": float(np.sum(g**2)), "params": float(np.sum(g))}
 
     def dense_objectives(self) -> dict[str, float]:
         full = self.upper[None, :]

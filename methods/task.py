@@ -9,7 +9,7 @@ Result dicts (one per candidate; the journal stores them as they are plus driver
 
     {"status": "ok" | "failed", "reason": str | None,
      "objectives": {"error": float, "latency_ms": float, "memory_mb": float},
-     "metrics": {"flops": int, "params": int, "val_acc": float, ...},
+     "metrics": {"macs": int, "params": int, "val_acc": float, ...},
      "wall_s": float,
      "weights": dict[str, np.ndarray] | None}   # fine-tuned pruned weights (driver keeps front's)
 """
@@ -26,8 +26,8 @@ import numpy as np
 
 from prunesearch.methods.errors import lookup
 
-__all__ = ["TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task", "failed_result",
-           "make_evaluator"]
+__all__ = ["TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task", "candidate_seed",
+           "failed_result", "make_evaluator"]
 
 
 @runtime_checkable
@@ -60,7 +60,7 @@ class SearchTask(Protocol):
         ...
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
-        """Analytic metrics (flops, params) for the journal and pareto.csv."""
+        """Analytic metrics (macs, params) for the journal and pareto.csv."""
         ...
 
     def dense_objectives(self) -> dict[str, float]:
@@ -75,6 +75,15 @@ class SearchTask(Protocol):
         """End-to-end measurement on an idle device: ``latency_ms_measured`` (median),
         ``latency_ms_p90``, and ``peak_memory_mb`` where the device reports it."""
         ...
+
+
+def candidate_seed(run_seed: int, candidate_id: int) -> int:
+    """The seed of one candidate's evaluation (data order, augmentation): a function of the run
+    seed and the candidate id only, so a retried or resumed candidate, evaluated anywhere, gets
+    the same seed. Derived once, by the driver; evaluators use the seed they are given as it is.
+    The dense model's evaluation uses ``candidate_id=-1``."""
+    sequence = np.random.SeedSequence([int(run_seed), int(candidate_id) & 0xFFFFFFFF])
+    return int(sequence.generate_state(1)[0])
 
 
 def failed_result(reason: str, wall_s: float = 0.0) -> dict[str, Any]:
