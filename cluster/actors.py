@@ -3,7 +3,7 @@
 Each actor builds its :class:`~prunesearch.methods.task.Evaluator` once from the task payload
 (numpy base weights, put into the object store once and passed by reference) and then evaluates
 one genome per call. Actors hold the custom ``evaluator`` resource rather than CPUs (on a small
-machine, CPU reservations of long-lived actors deadlock every other task; STACK_NOTES) and fix
+machine, CPU reservations of long-lived actors deadlock every other task) and fix
 torch's thread count themselves.
 
 Ray restarts a dead actor (``max_restarts``) but never retries its calls

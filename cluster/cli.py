@@ -198,9 +198,10 @@ def _prepare_run_dir(output: str | None, stem: str, *, overwrite: bool) -> Path:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from prunesearch.cluster.config import config_to_dict, dump_config, load_config
     from prunesearch.cluster.driver import diff_search_keys
+    from prunesearch.cluster.storage import is_uri
 
     source = args.run_dir
-    if "://" in source:
+    if is_uri(source):
         from prunesearch.cluster.storage import fetch_run
 
         name = source.rstrip("/").rsplit("/", 1)[-1] or "run"

@@ -1,6 +1,6 @@
 """The generational search driver: pymoo ask/tell on the driver, evaluations on Ray actors.
 
-Per generation (ARCHITECTURE.md, "The HAMP data path"):
+Per generation:
 
 1. ``ask`` one batch from the algorithm. Genomes the journal already holds are answered from it
    (never evaluated or journaled twice, also when a batch repeats a genome); new genomes get

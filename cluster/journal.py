@@ -6,7 +6,7 @@ writing. Reading the journal back drops a torn last line (and truncates the file
 complete line, so that later appends start on a fresh line). Finished evaluations are immutable
 facts: resuming a search means reading them back, never evaluating a journaled genome again.
 
-Fields of a line (ARCHITECTURE.md, "Journal"): ``id``, ``generation``, ``genome`` (granules),
+Fields of a line: ``id``, ``generation``, ``genome`` (granules),
 ``channels``, ``status`` (ok|failed), ``reason``, ``objectives`` (``error``, ``latency_ms``,
 ``memory_mb``), ``metrics`` (``macs``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
 ``runtime``, ``dtype``, ``batch_size``), ``attempt``, ``wall_s``.

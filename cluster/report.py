@@ -36,7 +36,7 @@ __all__ = [
     "write_summary",
 ]
 
-#: Columns of ``pareto.csv`` (ARCHITECTURE.md, "Run directory").
+#: Columns of ``pareto.csv`` (the run-directory contract).
 PARETO_COLUMNS = ("id", "genome", "error", "latency_ms", "latency_ms_measured", "memory_mb",
                   "macs", "params")
 SUMMARY_STATUSES = ("running", "complete", "failed", "interrupted")
@@ -64,7 +64,7 @@ def front_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any
 
 def front_hypervolume(front: Sequence[Mapping[str, Any]], dense: Mapping[str, float] | None,
                       max_error_increase: float) -> float | None:
-    """Hypervolume of the front normalised by the dense model (ARCHITECTURE.md); ``None``
+    """Hypervolume of the front normalised by the dense model (docs/METHODS.md); ``None``
     without a dense model."""
     if not dense:
         return None

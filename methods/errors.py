@@ -2,7 +2,8 @@
 :mod:`prunesearch.search.errors`, the lowest layer, and are re-exported here).
 
 Every error a user can fix (a bad config value, a missing dataset, an unknown name) derives
-from :class:`PrunesearchError`, so the CLI can turn it into one line and exit code 2. The second base
+from :class:`PrunesearchError`, so the CLI can turn it into one line and exit code 2. The second
+base
 class keeps the standard meaning (``FileNotFoundError``, ``ValueError``) for callers that catch
 those.
 """

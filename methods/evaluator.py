@@ -397,7 +397,7 @@ class PruningTask:
         return np.column_stack([out["latency_ms"], out["memory_mb"]])
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
-        """``macs`` (multiply-accumulates per image), ``params`` and the raw (uncalibrated) table latency."""
+        """``macs`` (MACs per image), ``params`` and the raw (uncalibrated) table latency."""
         out = self.cost.evaluate(np.asarray(genome)[None, :])
         return {"macs": float(out["macs"][0]), "params": float(out["params"][0]),
                 "latency_table_raw_ms": float(out["latency_raw_ms"][0])}
@@ -617,31 +617,19 @@ class CandidateEvaluator:
         }
 
 
-def build_pruned_module(source: PruningTask | dict[str, Any] | None, recipe: dict[str, Any],
-                        weights: dict[str, np.ndarray] | None = None) -> nn.Module:
+def build_pruned_module(recipe: dict[str, Any], weights: dict[str, np.ndarray]) -> nn.Module:
     """Rebuild the very network a candidate was evaluated as (for export).
 
-    With ``weights`` (the result's fine-tuned weights) no base model is needed: the recipe's
-    base architecture is rebuilt, pruned to the recipe's kept channels, and the weights loaded
-    strictly. Without them the recipe is replayed on the base weights of ``source``.
+    No base model is needed: the recipe's base architecture is rebuilt, pruned to the recipe's
+    kept channels, and the result's fine-tuned ``weights`` loaded strictly.
 
     Args:
-        source: The task or its payload (needed only when ``weights`` is None).
         recipe: The result's ``recipe``.
         weights: The result's fine-tuned ``weights``.
 
     Returns:
         The pruned ``nn.Module`` in eval mode, on CPU.
     """
-    from prunesearch.methods.pruning import load_pruned, rebuild
+    from prunesearch.methods.pruning import load_pruned
 
-    if weights is not None:
-        return load_pruned(recipe, weights)
-    if isinstance(source, PruningTask):
-        base = source.base_model
-    elif isinstance(source, dict):
-        base = CandidateEvaluator(source).base_model
-    else:
-        raise TypeError("build_pruned_module needs weights, or source= the task or its payload "
-                         f"(got {type(source).__name__})")
-    return rebuild(base, recipe).eval()
+    return load_pruned(recipe, weights)

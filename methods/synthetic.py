@@ -1,4 +1,4 @@
-"""A deterministic stand-in task: the synthetic ResNet-56-like problem of issue 4.
+"""A deterministic stand-in task: the synthetic ResNet-56-like problem.
 
 Used by driver tests (resume equals an uninterrupted run), the scaling benchmark (evaluations
 that sleep a seeded 1.0 s +- jitter) and anywhere a real network is not the point. Selected with

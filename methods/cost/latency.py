@@ -1,6 +1,6 @@
 """Measured latency: one timing harness for whole networks and for single layers.
 
-The protocol (STACK_NOTES "Latency"): ``model.eval()`` + ``torch.inference_mode()``, a fixed
+The protocol: ``model.eval()`` + ``torch.inference_mode()``, a fixed
 intra-op thread count, warm-up runs, then ``repeats`` timed runs reported as median and p90.
 On CUDA: ``cudnn.benchmark`` on, every run timed with CUDA events and the device synchronised;
 what differs between runtimes (``eager``, ``cuda-graph`` replays, ``torch.compile``) is one

@@ -193,7 +193,7 @@ class CostModel:
         """Costs of n genomes (shape (n, n_genes), or one genome).
 
         Returns:
-            Arrays of length n: ``macs`` (multiply-accumulates per image), ``params``, ``param_bytes``,
+            Arrays of length n: ``macs`` (MACs per image), ``params``, ``param_bytes``,
             ``peak_activation_bytes``, ``memory_mb`` and, once a table is bound,
             ``latency_raw_ms`` and ``latency_ms`` (calibrated).
         """

@@ -4,7 +4,7 @@ Each distinct layer shape (:meth:`LayerSpec.key`) is timed once in isolation on 
 (:func:`~prunesearch.methods.cost.latency.measure_spec`), under a table key naming the device,
 runtime, dtype, batch size, thread count and torch version. A network's *raw* table latency is
 the sum of its layers' entries. A sum of isolated layers misses what only the whole network
-has (Python dispatch between layers, cache effects, kernel fusion under ``compile``; STACK_NOTES
+has (Python dispatch between layers, cache effects, kernel fusion under ``compile``; we
 measured 72-86% coverage on CPU), so the table is calibrated against end-to-end timings of a few
 genomes with a linear fit ``measured = scale * raw + offset_ms`` (least squares; ``scale``
 alone, or no calibration, are options). :meth:`LatencyTable.predict` returns the calibrated

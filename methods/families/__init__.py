@@ -6,11 +6,11 @@ vector (layer specs for the latency table and the memory model), and rebuilds a 
 JSON description a recipe stores. :data:`FAMILIES` is the only list of families and, through
 them, of model names (``model.name`` is validated against :func:`model_names`).
 
-| family         | module              | models                                     | pruning     |
-|----------------|---------------------|--------------------------------------------|-------------|
-| `digits-cnn`   | :mod:`.digits_cnn`  | ``digits-cnn``                             | own surgery |
-| `cifar-resnet` | :mod:`.cifar_resnet`| ``resnet20/32/44/56/110`` (option A)       | own surgery |
-| `torchvision`  | :mod:`.torchvision` | ``resnet18``, ``resnet50``, ``mobilenet_v2`` | Torch-Pruning |
+| family         | module               | models                                 | pruning       |
+|----------------|----------------------|----------------------------------------|---------------|
+| `digits-cnn`   | :mod:`.digits_cnn`   | ``digits-cnn``                         | own surgery   |
+| `cifar-resnet` | :mod:`.cifar_resnet` | ``resnet20/32/44/56/110`` (option A)   | own surgery   |
+| `torchvision`  | :mod:`.torchvision`  | ``resnet18/50``, ``mobilenet_v2``      | Torch-Pruning |
 
 Adding a family is one module defining a :class:`ModelFamily` subclass plus one
 ``register_family`` line at the bottom of this file. The input shape is never the family's

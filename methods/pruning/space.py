@@ -3,7 +3,7 @@
 A genome holds one integer per prunable group: the number of channel *granules* kept, from 1 to
 ``ceil(full_width / granularity)``. The kept width is ``min(granules * granularity,
 full_width)``, so the full width is always reachable even when it is not a multiple of the
-granularity (the Genome contract in ARCHITECTURE.md).
+granularity.
 """
 
 from __future__ import annotations

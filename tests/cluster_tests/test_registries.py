@@ -22,7 +22,8 @@ def test_unregistered_names_are_refused_with_the_registry_listed(tmp_path) -> No
     with pytest.raises(ConfigError, match=r"hardware.runtime: 'onnx' is not allowed; choose one "
                                           r"of: eager, cuda-graph, compile"):
         _config(tmp_path, "hardware: {runtime: onnx}\n")
-    with pytest.raises(ConfigError, match=r"model.name: 'vgg' is not allowed.*digits-cnn.*resnet56"):
+    with pytest.raises(ConfigError,
+                       match=r"model.name: 'vgg' is not allowed.*digits-cnn.*resnet56"):
         _config(tmp_path, "model: {name: vgg}\n")
     with pytest.raises(ConfigError, match=r"data.name: 'mnist' is not allowed.*digits.*cifar10"):
         _config(tmp_path, "data: {name: mnist}\n")

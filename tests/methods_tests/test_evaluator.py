@@ -94,7 +94,7 @@ def test_evaluation_is_sensible_and_deterministic(task, evaluator):
     assert second["objectives"] == objectives
     assert all(np.array_equal(first["weights"][k], second["weights"][k]) for k in first["weights"])
     # The saved weights and recipe rebuild the very network that was scored.
-    module = build_pruned_module(None, first["recipe"], first["weights"])
+    module = build_pruned_module(first["recipe"], first["weights"])
     assert evaluate_error(module, evaluator.bundle.val) == pytest.approx(objectives["error"])
     assert first["recipe"]["genome"] == genome
 

@@ -38,7 +38,7 @@ def test_only_the_helper_renames_files() -> None:
         for path in sorted((REPO / folder).rglob("*.py")):
             if path != HELPER:
                 offenders += _renames(path)
-    assert offenders == [], "write files with prunesearch.methods.io instead: " + ", ".join(offenders)
+    assert offenders == [], "write with prunesearch.methods.io instead: " + ", ".join(offenders)
     assert _renames(HELPER), "the walker no longer recognises the helper's own rename"
 
 

@@ -24,7 +24,8 @@ class CudaGraphRuntime(LatencyRuntime):
 
     def check(self, device: Any) -> None:
         if torch.device(device).type != "cuda":
-            raise ValueError(f"runtime='cuda-graph' needs a CUDA device, got device={str(device)!r}")
+            raise ValueError("runtime='cuda-graph' needs a CUDA device, got "
+                             f"device={str(device)!r}")
 
     def prepare_step(self, fn: Step, *, device: Any, warmup: int) -> tuple[Step, int]:
         # Warm up on a side stream before capture, as CUDA graphs require.
