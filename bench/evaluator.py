@@ -95,7 +95,7 @@ def bench_evaluations(config: Any, models: list[str], evals: int) -> list[dict[s
                "s_per_eval_mean": statistics.fmean(walls), "s_per_eval_min": min(walls),
                "s_per_eval_max": max(walls), "evals": len(walls),
                "val_error_mean": statistics.fmean(errors),
-               "dense_flops": task.cheap_metrics(task.upper)["flops"]}
+               "dense_flops": task.cheap_metrics(task.upper)["macs"]}
         rows.append(row)
         print(f"[eval] {name}: {row['s_per_eval_mean']:.1f} s/eval "
               f"(min {row['s_per_eval_min']:.1f}, "
@@ -132,7 +132,7 @@ def bench_latency(config: Any, genomes: int, cache_dir: str) -> dict[str, Any]:
     measure_s = time.perf_counter() - start
     cost_out = cost.evaluate(np.asarray(all_genomes))
     predicted, raw = cost_out["latency_ms"], cost_out["latency_raw_ms"]
-    flops = cost_out["flops"].astype(float)
+    flops = cost_out["macs"].astype(float)
 
     n = len(random_genomes)
     m_rand, p_rand, r_rand, f_rand = measured[:n], predicted[:n], raw[:n], flops[:n]

@@ -3,7 +3,7 @@
 Each actor builds its :class:`~prunesearch.methods.task.Evaluator` once from the task payload
 (numpy base weights, put into the object store once and passed by reference) and then evaluates
 one genome per call. Actors hold the custom ``evaluator`` resource rather than CPUs (on a small
-machine, CPU reservations of long-lived actors deadlock every other task; STACK_NOTES) and fix
+machine, CPU reservations of long-lived actors deadlock every other task) and fix
 torch's thread count themselves.
 
 Ray restarts a dead actor (``max_restarts``) but never retries its calls
@@ -21,6 +21,8 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
+
+from prunesearch.methods.errors import PrunesearchError
 
 __all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options"]
 
@@ -105,8 +107,10 @@ def actor_options(cluster: Any, *, name: str, namespace: str) -> dict[str, Any]:
     return options
 
 
-class PoolError(RuntimeError):
-    """The pool lost every evaluator and could not start new ones."""
+class PoolError(PrunesearchError, RuntimeError):
+    """The pool lost every evaluator and could not start new ones (a failed run: exit 1)."""
+
+    exit_code = 1
 
 
 @dataclass

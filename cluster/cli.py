@@ -132,9 +132,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _is_bad_input(exc: BaseException) -> bool:
-    from prunesearch.search.settings import ConfigError
-
-    return isinstance(exc, (PrunesearchError, ConfigError))
+    return isinstance(exc, PrunesearchError) and exc.exit_code == 2
 
 
 def _one_line(exc: BaseException) -> str:
@@ -225,8 +223,10 @@ def _preflight(config: Any, *, address: str | None) -> None:
 
 # ---------------------------------------------------------------------------------- resume
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from prunesearch.cluster.storage import is_uri
+
     source = args.run_dir
-    if "://" in source:
+    if is_uri(source):
         from prunesearch.cluster.storage import fetch_run
 
         name = source.rstrip("/").rsplit("/", 1)[-1] or "run"

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -276,7 +277,4 @@ def config_to_dict(config: JobConfig) -> dict[str, Any]:
 
 def dump_config(config: JobConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,6 +1,6 @@
 """The generational search driver: pymoo ask/tell on the driver, evaluations on Ray actors.
 
-Per generation (ARCHITECTURE.md, "The HAMP data path"):
+Per generation:
 
 1. ``ask`` one batch from the algorithm. Genomes the journal already holds are answered from it
    (never evaluated or journaled twice, also when a batch repeats a genome); new genomes get
@@ -61,7 +61,7 @@ from prunesearch.cluster.report import (
 )
 from prunesearch.cluster.storage import mirror_run, mirror_uri
 from prunesearch.methods.errors import RunStateError
-from prunesearch.methods.task import build_task, failed_result
+from prunesearch.methods.task import build_task, candidate_seed, failed_result
 from prunesearch.search import GenomeProblem, make_algorithm
 from prunesearch.search.base import mark_failed
 
@@ -207,12 +207,6 @@ def plan_batch(genomes: Sequence[Sequence[int]], known: Mapping[tuple[int, ...],
         keep.append(index)
         ids.append(cid)
     return BatchPlan(keep=tuple(keep), ids=tuple(ids), new=tuple(new))
-
-
-def candidate_seed(seed: int, candidate_id: int) -> int:
-    """The evaluation seed of one candidate: a function of the run seed and its id only, so a
-    retried or resumed candidate is evaluated with the same seed."""
-    return int(np.random.SeedSequence(int(seed), spawn_key=(int(candidate_id),)).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------- logging

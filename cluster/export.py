@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.methods.errors import UsageError
+from prunesearch.methods.io import atomic_write, atomic_write_json
 
 __all__ = ["PICKS", "read_front", "pick_member", "export_member"]
 
@@ -30,8 +31,9 @@ def read_front(run_dir: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             parsed: dict[str, Any] = {"id": int(row["id"]), "genome": row["genome"]}
-            for key in ("error", "latency_ms", "latency_ms_measured", "memory_mb", "flops", "params"):
-                value = row.get(key, "")
+            for key in ("error", "latency_ms", "latency_ms_measured", "memory_mb", "macs", "params"):
+                # pareto.csv files written before the rename call the MACs column "flops".
+                value = row.get(key, row.get("flops", "") if key == "macs" else "")
                 parsed[key] = float(value) if value not in ("", None) else float("nan")
             rows.append(parsed)
     if not rows:
@@ -89,9 +91,7 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(module, tmp)
-    tmp.replace(out)
+    atomic_write(out, lambda fh: torch.save(module, fh))
     recipe_path = out.with_name(out.name + ".recipe.json")
-    recipe_path.write_text(json.dumps({"candidate": row, "recipe": recipe}, indent=1, default=str))
+    atomic_write_json(recipe_path, {"candidate": row, "recipe": recipe}, default=str)
     return {**row, "recipe_path": str(recipe_path)}

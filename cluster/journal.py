@@ -6,9 +6,9 @@ writing. Reading the journal back drops a torn last line (and truncates the file
 complete line, so that later appends start on a fresh line). Finished evaluations are immutable
 facts: resuming a search means reading them back, never evaluating a journaled genome again.
 
-Fields of a line (ARCHITECTURE.md, "Journal"): ``id``, ``generation``, ``genome`` (granules),
+Fields of a line: ``id``, ``generation``, ``genome`` (granules),
 ``channels``, ``status`` (ok|failed), ``reason``, ``objectives`` (``error``, ``latency_ms``,
-``memory_mb``), ``metrics`` (``flops``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
+``memory_mb``), ``metrics`` (``macs``, ``params``, ``val_acc``, ...), ``hardware`` (``device``,
 ``runtime``, ``dtype``, ``batch_size``), ``attempt``, ``wall_s``.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.methods.errors import RunStateError
+from prunesearch.methods.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "JOURNAL_FIELDS",
@@ -64,48 +65,6 @@ def to_jsonable(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else None
     return value
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, before_replace: Callable[[Path], None] | None = None) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    A reader (or a resumed driver) sees either the old file or the new one, never a mix.
-
-    Args:
-        path: destination file.
-        data: the complete new content.
-        before_replace: called with the temp file's path after it is written and synced, just
-            before it replaces ``path`` (used by tests to kill the driver mid-checkpoint).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if before_replace is not None:
-        before_replace(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class Journal:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.journal import OBJECTIVE_NAMES, atomic_write_text, read_journal
+from prunesearch.methods.io import atomic_path
 from prunesearch.search.indicators import non_dominated, normalized_hypervolume
 
 __all__ = [
@@ -35,9 +36,9 @@ __all__ = [
     "write_summary",
 ]
 
-#: Columns of ``pareto.csv`` (ARCHITECTURE.md, "Run directory").
+#: Columns of ``pareto.csv`` (the run-directory contract).
 PARETO_COLUMNS = ("id", "genome", "error", "latency_ms", "latency_ms_measured", "memory_mb",
-                  "flops", "params")
+                  "macs", "params")
 SUMMARY_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
@@ -63,7 +64,7 @@ def front_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any
 
 def front_hypervolume(front: Sequence[Mapping[str, Any]], dense: Mapping[str, float] | None,
                       max_error_increase: float) -> float | None:
-    """Hypervolume of the front normalised by the dense model (ARCHITECTURE.md); ``None``
+    """Hypervolume of the front normalised by the dense model (docs/METHODS.md); ``None``
     without a dense model."""
     if not dense:
         return None
@@ -112,7 +113,8 @@ def write_pareto_csv(path: Path, front: Sequence[Mapping[str, Any]],
             objectives["latency_ms"],
             _number(timing.get("latency_ms_measured")),
             objectives["memory_mb"],
-            _number(metrics.get("flops")),
+            # Journals written before the rename call MACs "flops".
+            _number(metrics.get("macs", metrics.get("flops"))),
             _number(metrics.get("params")),
         ])
     atomic_write_text(Path(path), buffer.getvalue())
@@ -150,9 +152,8 @@ def write_pareto_png(path: Path, records: Sequence[Mapping[str, Any]],
         if len(points) or len(front_f):
             ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
-        tmp = Path(path).with_name("." + Path(path).name + ".tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prunesearch.methods.errors import DataNotFoundError, lookup
+from prunesearch.methods.io import atomic_write, cache_root
 from prunesearch.methods.settings import DataSettings
 
 __all__ = [
@@ -51,10 +50,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def cache_root() -> Path:
-    """Writable cache folder: ``$PRUNESEARCH_CACHE`` if set, else ``~/.cache/prunesearch``."""
-    env = os.environ.get("PRUNESEARCH_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/prunesearch").expanduser()
 
 
 class ImageTensorDataset(Dataset):
@@ -280,11 +275,8 @@ def _jpeg_split(split_dir: Path, indices: np.ndarray | None) -> tuple[np.ndarray
             pass  # a torn or foreign file: decode again and overwrite it
     pixels = _decode_jpegs([samples[i][0] for i in indices])
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, pixels)
-        os.replace(tmp, cache)  # atomic: concurrent evaluator actors never read a partial file
+        # Atomic, uniquely named: concurrent evaluator actors never read a partial file.
+        atomic_write(cache, lambda fh: np.save(fh, pixels), durable=False, unique=True)
     except OSError:
         pass  # an unwritable cache only costs decoding time
     return pixels, labels, n_total

@@ -1,7 +1,9 @@
-"""The exception tree of ``prunesearch.methods``.
+"""The exception tree of prunesearch (its root and ``ConfigError`` live in
+:mod:`prunesearch.search.errors`, the lowest layer, and are re-exported here).
 
-Every error a user can fix (a missing dataset, an unknown name) derives from
-:class:`PrunesearchError`, so the CLI can turn it into one line and exit code 2. The second base
+Every error a user can fix (a bad config value, a missing dataset, an unknown name) derives
+from :class:`PrunesearchError`, so the CLI can turn it into one line and exit code 2. The second
+base
 class keeps the standard meaning (``FileNotFoundError``, ``ValueError``) for callers that catch
 those.
 """
@@ -11,11 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-__all__ = ["DataNotFoundError", "PrunesearchError", "UnknownNameError"]
+from prunesearch.search.errors import ConfigError, PrunesearchError
 
-
-class PrunesearchError(Exception):
-    """Root of the errors raised for bad input (one-line, user-facing messages)."""
+__all__ = [
+    "ConfigError",
+    "DataNotFoundError",
+    "PrunesearchError",
+    "RunStateError",
+    "UnknownNameError",
+    "UsageError",
+    "lookup",
+]
 
 
 class DataNotFoundError(PrunesearchError, FileNotFoundError):

@@ -16,11 +16,12 @@ and memory) of any genome exactly and without touching the device.
    the config; random crop with 4-pixel padding + horizontal flip for images >= 32 px);
 4. validation error on the held-out split carved from the training set (never the test set);
 5. objectives ``error``, ``latency_ms`` (calibrated table) and ``memory_mb`` (parameter bytes
-   + peak activation bytes at the deployment batch size), metrics ``flops``, ``params``,
+   + peak activation bytes at the deployment batch size), metrics ``macs``, ``params``,
    ``val_acc``, the fine-tuned weights (numpy) and the replayable recipe.
 
-Randomness of one evaluation (data order, augmentation) comes from ``(seed, candidate_id)``
-only, so a candidate evaluated twice, anywhere, with one CPU thread gives the same error.
+Randomness of one evaluation (data order, augmentation) comes from the seed it is given
+(:func:`~prunesearch.methods.task.candidate_seed` of the run seed and the candidate id), so a
+candidate evaluated twice, anywhere, with one CPU thread gives the same error.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from torch import nn
 from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.table import LatencyTable, TableKey
-from prunesearch.methods.task import failed_result
+from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.task import candidate_seed, failed_result
 
 __all__ = [
     "CandidateEvaluator",
@@ -64,10 +66,11 @@ DENSE_FILE = "dense_objectives.json"
 # ---------------------------------------------------------------------------------------------
 # Adapters to the pruning package (one place that knows its call signatures).
 # ---------------------------------------------------------------------------------------------
-def _space_for(model: nn.Module, model_name: str, granularity: int) -> Any:
+def _space_for(model: nn.Module, model_name: str, granularity: int,
+               input_shape: Sequence[int]) -> Any:
     from prunesearch.methods.pruning import genome_space
 
-    return genome_space(model, model_name, granularity)
+    return genome_space(model, model_name, granularity, input_shape=input_shape)
 
 
 class GenomeSpecs:
@@ -234,11 +237,6 @@ def _load_numpy_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None
     module.load_state_dict(state, strict=True)
 
 
-def _candidate_seed(seed: int, candidate_id: int) -> int:
-    sequence = np.random.SeedSequence([int(seed), int(candidate_id) & 0xFFFFFFFF])
-    return int(sequence.generate_state(1)[0])
-
-
 def table_key(hardware: Any) -> TableKey:
     """The latency-table key of a ``hardware`` section on this machine."""
     return TableKey.current(device=hardware.device, runtime=hardware.runtime,
@@ -302,8 +300,10 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
 def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
     """The exact vectorised cost model of a genome space; the per-genome one (memoised, new
     shapes timed on first sight) for torchvision models and spaces that do not factorise."""
+    from prunesearch.methods.families import family_entry
+
     spec_fn = GenomeSpecs(space, batch_size)
-    if any(group.kind == "tp-group" for group in space.groups):
+    if not family_entry(space.family).exact_cost:
         # Specs of torchvision models come from tracing a pruned copy (~1 s each): enumerating
         # every gene pair's combinations would take hours (ResNet-18 at granularity 64: 6 min).
         return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
@@ -349,7 +349,8 @@ class PruningTask:
         self.base_checkpoint = _checkpoint_path(config)
         info = dataset_info(config.data.name)
         self.input_shape = tuple(info.input_shape)
-        self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity)
+        self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
+                                self.input_shape)
         self.lower = np.asarray(self.space.lower(), dtype=np.int64)
         self.upper = np.asarray(self.space.upper(), dtype=np.int64)
         self.group_names = list(self.space.names)
@@ -396,9 +397,9 @@ class PruningTask:
         return np.column_stack([out["latency_ms"], out["memory_mb"]])
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
-        """``flops`` (MACs per image), ``params`` and the raw (uncalibrated) table latency."""
+        """``macs`` (MACs per image), ``params`` and the raw (uncalibrated) table latency."""
         out = self.cost.evaluate(np.asarray(genome)[None, :])
-        return {"flops": float(out["flops"][0]), "params": float(out["params"][0]),
+        return {"macs": float(out["macs"][0]), "params": float(out["params"][0]),
                 "latency_table_raw_ms": float(out["latency_raw_ms"][0])}
 
     def dense_objectives(self) -> dict[str, float]:
@@ -415,14 +416,12 @@ class PruningTask:
             self._dense = {k: float(v) for k, v in json.loads(path.read_text()).items()}
             return dict(self._dense)
         result = CandidateEvaluator(self.payload()).evaluate(
-            self.upper.tolist(), candidate_id=-1, seed=self.seed)
+            self.upper.tolist(), candidate_id=-1, seed=candidate_seed(self.seed, -1))
         if result["status"] != "ok":
             raise RuntimeError(f"evaluating the dense model failed: {result['reason']}")
         self._dense = {k: float(v) for k, v in result["objectives"].items()}
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._dense))
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(self._dense))
         return dict(self._dense)
 
     def payload(self) -> dict[str, Any]:
@@ -523,8 +522,11 @@ class CandidateEvaluator:
     def space(self) -> Any:
         """The genome space (same as the task's)."""
         if self._space is None:
+            from prunesearch.methods.data import dataset_info
+
             self._space = _space_for(self.base_model, self.model_settings.name,
-                                     self.hardware.granularity)
+                                     self.hardware.granularity,
+                                     dataset_info(self.data_settings.name).input_shape)
         return self._space
 
     def measure(self, genome: Sequence[int],
@@ -568,9 +570,10 @@ class CandidateEvaluator:
                   start: float) -> dict[str, Any]:
         s = self.settings
         genome = self.space.validate(genome)
-        run_seed = _candidate_seed(seed, candidate_id)
-        torch.manual_seed(run_seed)
-        generator = torch.Generator().manual_seed(run_seed)
+        # ``seed`` is the candidate's own seed (methods.task.candidate_seed, derived once by the
+        # driver): used as it is.
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         bundle = self.bundle
 
         example = None
@@ -600,7 +603,7 @@ class CandidateEvaluator:
         cost = self.cost.evaluate(np.asarray(genome)[None, :])
         objectives = {"error": float(error), "latency_ms": float(cost["latency_ms"][0]),
                       "memory_mb": float(cost["memory_mb"][0])}
-        metrics = {"flops": int(cost["flops"][0]), "params": int(cost["params"][0]),
+        metrics = {"macs": int(cost["macs"][0]), "params": int(cost["params"][0]),
                    "val_acc": 1.0 - float(error), "train_loss": train_loss,
                    "latency_table_raw_ms": float(cost["latency_raw_ms"][0])}
         return {
@@ -614,31 +617,19 @@ class CandidateEvaluator:
         }
 
 
-def build_pruned_module(source: PruningTask | dict[str, Any] | None, recipe: dict[str, Any],
-                        weights: dict[str, np.ndarray] | None = None) -> nn.Module:
+def build_pruned_module(recipe: dict[str, Any], weights: dict[str, np.ndarray]) -> nn.Module:
     """Rebuild the very network a candidate was evaluated as (for export).
 
-    With ``weights`` (the result's fine-tuned weights) no base model is needed: the recipe's
-    base architecture is rebuilt, pruned to the recipe's kept channels, and the weights loaded
-    strictly. Without them the recipe is replayed on the base weights of ``source``.
+    No base model is needed: the recipe's base architecture is rebuilt, pruned to the recipe's
+    kept channels, and the result's fine-tuned ``weights`` loaded strictly.
 
     Args:
-        source: The task or its payload (needed only when ``weights`` is None).
         recipe: The result's ``recipe``.
         weights: The result's fine-tuned ``weights``.
 
     Returns:
         The pruned ``nn.Module`` in eval mode, on CPU.
     """
-    from prunesearch.methods.pruning import load_pruned, rebuild
+    from prunesearch.methods.pruning import load_pruned
 
-    if weights is not None:
-        return load_pruned(recipe, weights)
-    if isinstance(source, PruningTask):
-        base = source.base_model
-    elif isinstance(source, dict):
-        base = CandidateEvaluator(source).base_model
-    else:
-        raise TypeError("build_pruned_module needs weights, or source= the task or its payload "
-                         f"(got {type(source).__name__})")
-    return rebuild(base, recipe).eval()
+    return load_pruned(recipe, weights)

@@ -12,6 +12,50 @@ from pathlib import Path
 
 from prunesearch.search.settings import setting
 
+
+# Choices are read from the registries when a config is validated (the registries are the only
+# lists of their names; importing them here would import torch with the settings).
+def _dataset_names() -> tuple[str, ...]:
+    from prunesearch.methods.data import DATASETS
+
+    return tuple(DATASETS)
+
+
+def _model_names() -> tuple[str, ...]:
+    from prunesearch.methods.models import model_names
+
+    return model_names()
+
+
+def _runtime_names() -> tuple[str, ...]:
+    from prunesearch.methods.cost.runtimes import runtime_names
+
+    return runtime_names()
+
+
+def _dtype_names() -> tuple[str, ...]:
+    from prunesearch.methods.cost.latency import DTYPES
+
+    return tuple(DTYPES)
+
+
+def _calibration_names() -> tuple[str, ...]:
+    from prunesearch.methods.cost.table import CALIBRATIONS
+
+    return tuple(CALIBRATIONS)
+
+
+def _importance_names() -> tuple[str, ...]:
+    from prunesearch.methods.pruning.importance import IMPORTANCES
+
+    return tuple(IMPORTANCES)
+
+
+def _evaluator_kinds() -> tuple[str, ...]:
+    from prunesearch.methods.task import TASKS
+
+    return tuple(TASKS)
+
 __all__ = [
     "default_data_root",
     "DataSettings",
@@ -33,7 +77,8 @@ def default_data_root() -> str:
 class DataSettings:
     """The ``data`` section."""
 
-    name: str = setting("digits", help="dataset name from the dataset registry")
+    name: str = setting("digits", choices=_dataset_names,
+                        help="dataset name from the dataset registry")
     root: str = setting(default_factory=default_data_root,
                         help="data root (default: $PRUNESEARCH_DATA or ~/.cache/prunesearch/data)")
     val_size: int = setting(
@@ -50,7 +95,8 @@ class DataSettings:
 class ModelSettings:
     """The ``model`` section."""
 
-    name: str = setting("digits-cnn", help="model name from the model registry")
+    name: str = setting("digits-cnn", choices=_model_names,
+                        help="model name from the model-family registry")
     checkpoint: str | None = setting(
         None, help="path to base weights; default: pretrained file under data.root, or train once"
     )
@@ -64,9 +110,9 @@ class HardwareSettings:
     """The ``hardware`` section: the deployment target whose latency is optimised."""
 
     device: str = setting("cpu", help="torch device string: cpu, cuda, cuda:1")
-    runtime: str = setting("eager", choices=("eager", "cuda-graph", "compile"),
+    runtime: str = setting("eager", choices=_runtime_names,
                            help="inference runtime latency is measured in")
-    dtype: str = setting("float32", choices=("float32", "float16", "bfloat16"))
+    dtype: str = setting("float32", choices=_dtype_names)
     batch_size: int = setting(1, min=1, help="deployment batch size for latency and memory")
     threads: int = setting(1, min=1, help="torch intra-op threads for timing and evaluation")
     granularity: int = setting(4, min=1, help="channel granule size (widths are multiples)")
@@ -76,7 +122,7 @@ class HardwareSettings:
         5, min=0, help="random genomes timed end to end to calibrate the latency table"
     )
     calibration: str = setting(
-        "linear", choices=("linear", "scale", "none"),
+        "linear", choices=_calibration_names,
         help="latency-table calibration: measured = scale * table_sum + offset (linear), "
              "scale only, or none"
     )
@@ -90,7 +136,7 @@ class HardwareSettings:
 class EvaluatorSettings:
     """The ``evaluator`` section: how one candidate is recovered and scored."""
 
-    kind: str = setting("finetune", choices=("finetune", "synthetic"),
+    kind: str = setting("finetune", choices=_evaluator_kinds,
                         help="finetune: real pruning + training; synthetic: the cheap test problem")
     finetune_steps: int = setting(50, min=0, help="SGD steps of fine-tuning per candidate")
     lr: float = setting(0.01, min=0.0, help="fine-tuning learning rate")
@@ -98,7 +144,7 @@ class EvaluatorSettings:
     weight_decay: float = setting(5e-4, min=0.0)
     batch_size: int = setting(64, min=1, help="fine-tuning batch size")
     augmentation: bool = setting(True, help="random crop + flip during fine-tuning (images >= 32px)")
-    importance: str = setting("l1", choices=("l1", "bn_scale", "taylor"),
+    importance: str = setting("l1", choices=_importance_names,
                               help="channel ranking criterion inside each group")
     bn_recalibration_batches: int = setting(
         10, min=0, help="training batches used to re-estimate BN statistics after pruning"

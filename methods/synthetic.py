@@ -1,4 +1,4 @@
-"""A deterministic stand-in task: the synthetic ResNet-56-like problem of issue 4.
+"""A deterministic stand-in task: the synthetic ResNet-56-like problem.
 
 Used by driver tests (resume equals an uninterrupted run), the scaling benchmark (evaluations
 that sleep a seeded 1.0 s +- jitter) and anywhere a real network is not the point. Selected with
@@ -24,7 +24,7 @@ class SyntheticTask:
 
     cheap_objectives = (1, 2)
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, run_dir: Path | None = None) -> None:
         self._evaluator_settings = config.evaluator
         self.lower = LOWER.copy()
         self.upper = UPPER.copy()
@@ -39,7 +39,7 @@ class SyntheticTask:
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
         g = np.asarray(genome, dtype=float)
-        return {"flops": float(np.sum(g**2)), "params": float(np.sum(g))}
+        return {"macs": float(np.sum(g**2)), "params": float(np.sum(g))}
 
     def dense_objectives(self) -> dict[str, float]:
         full = self.upper[None, :]

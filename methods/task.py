@@ -9,20 +9,25 @@ Result dicts (one per candidate; the journal stores them as they are plus driver
 
     {"status": "ok" | "failed", "reason": str | None,
      "objectives": {"error": float, "latency_ms": float, "memory_mb": float},
-     "metrics": {"flops": int, "params": int, "val_acc": float, ...},
+     "metrics": {"macs": int, "params": int, "val_acc": float, ...},
      "wall_s": float,
      "weights": dict[str, np.ndarray] | None}   # fine-tuned pruned weights (driver keeps front's)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Evaluator", "SearchTask", "build_task", "make_evaluator", "failed_result"]
+from prunesearch.methods.errors import lookup
+
+__all__ = ["TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task", "candidate_seed",
+           "failed_result", "make_evaluator"]
 
 
 @runtime_checkable
@@ -55,7 +60,7 @@ class SearchTask(Protocol):
         ...
 
     def cheap_metrics(self, genome: Sequence[int]) -> dict[str, float]:
-        """Analytic metrics (flops, params) for the journal and pareto.csv."""
+        """Analytic metrics (macs, params) for the journal and pareto.csv."""
         ...
 
     def dense_objectives(self) -> dict[str, float]:
@@ -72,10 +77,47 @@ class SearchTask(Protocol):
         ...
 
 
+def candidate_seed(run_seed: int, candidate_id: int) -> int:
+    """The seed of one candidate's evaluation (data order, augmentation): a function of the run
+    seed and the candidate id only, so a retried or resumed candidate, evaluated anywhere, gets
+    the same seed. Derived once, by the driver; evaluators use the seed they are given as it is.
+    The dense model's evaluation uses ``candidate_id=-1``."""
+    sequence = np.random.SeedSequence([int(run_seed), int(candidate_id) & 0xFFFFFFFF])
+    return int(sequence.generate_state(1)[0])
+
+
 def failed_result(reason: str, wall_s: float = 0.0) -> dict[str, Any]:
     """A result for a candidate that could not be evaluated."""
     return {"status": "failed", "reason": reason, "objectives": None, "metrics": {},
             "wall_s": wall_s, "weights": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEntry:
+    """One ``evaluator.kind``: its task (driver side) and its evaluator (actor side).
+
+    Attributes:
+        task: ``"module:Class"`` of the :class:`SearchTask`, built as ``Class(config,
+            run_dir=run_dir)`` (imported on first use: torch stays unimported for ``synthetic``).
+        evaluator: ``"module:Class"`` of the :class:`Evaluator`, built as ``Class(payload)``.
+    """
+
+    task: str
+    evaluator: str
+
+
+#: ``evaluator.kind`` -> its entry: the only list of kinds (the config validates against it).
+TASKS: dict[str, TaskEntry] = {
+    "finetune": TaskEntry("prunesearch.methods.evaluator:PruningTask",
+                          "prunesearch.methods.evaluator:CandidateEvaluator"),
+    "synthetic": TaskEntry("prunesearch.methods.synthetic:SyntheticTask",
+                           "prunesearch.methods.synthetic:SyntheticEvaluator"),
+}
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_task(config: Any, run_dir: Path | None = None) -> SearchTask:
@@ -84,23 +126,11 @@ def build_task(config: Any, run_dir: Path | None = None) -> SearchTask:
     ``config`` is a ``prunesearch.cluster.config.JobConfig`` (duck-typed: methods never imports
     cluster). ``run_dir`` receives ``latency_table.json``; an existing one is reused (resume).
     """
-    kind = config.evaluator.kind
-    if kind == "synthetic":
-        from prunesearch.methods.synthetic import SyntheticTask
-
-        return SyntheticTask(config)
-    from prunesearch.methods.evaluator import PruningTask
-
-    return PruningTask(config, run_dir=run_dir)
+    entry = lookup(TASKS, config.evaluator.kind, key="evaluator.kind", kind="evaluator kind")
+    return _load(entry.task)(config, run_dir=run_dir)
 
 
 def make_evaluator(payload: dict[str, Any]) -> Evaluator:
     """Build the evaluator a task's payload describes (on an actor, or in-process)."""
-    kind = payload["kind"]
-    if kind == "synthetic":
-        from prunesearch.methods.synthetic import SyntheticEvaluator
-
-        return SyntheticEvaluator(payload)
-    from prunesearch.methods.evaluator import CandidateEvaluator
-
-    return CandidateEvaluator(payload)
+    entry = lookup(TASKS, payload["kind"], key="evaluator.kind", kind="evaluator kind")
+    return _load(entry.evaluator)(payload)

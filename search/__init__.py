@@ -36,7 +36,8 @@ _EXPORTS = {
     "hypervolume": "indicators",
     "non_dominated": "indicators",
     "normalized_hypervolume": "indicators",
-    "ConfigError": "settings",
+    "ConfigError": "errors",
+    "PrunesearchError": "errors",
     "SearchSettings": "settings",
     "LocalSearchSettings": "settings",
 }

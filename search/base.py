@@ -286,13 +286,6 @@ class ArchivedSearch:
         # distinct genome a user may pick.
         return np.sort(nd)
 
-    def archive_population(self) -> Population:
-        """Every real evaluation as a pymoo ``Population`` (X, F, CV, failed, generation)."""
-        X = self.archive_X.astype(int) if self.integer else self.archive_X
-        pop = Population.new(X=X, F=self.archive_F, CV=self.archive_CV[:, None])
-        pop.set("failed", self.archive_failed, "generation", self.archive_generation)
-        return pop
-
     def _set_optimum(self) -> None:
         idx = self.front_indices()
         X = self.archive_X[idx].astype(int) if self.integer else self.archive_X[idx]

@@ -38,7 +38,7 @@ from prunesearch.search.surrogate import SURROGATES, make_surrogate
 __all__ = ["DEFAULT_KEEP_RATIOS", "HAMP"]
 
 #: Uniform keep ratios seeded into the initial population of pruning genomes (1.0 is the
-#: full-width genome), after METHODS_NOTES section 1.3.
+#: full-width genome), after the HAMP paper's seeding (docs/METHODS.md).
 DEFAULT_KEEP_RATIOS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
@@ -106,7 +106,7 @@ class HAMP(ArchivedSearch, Algorithm):
             ``crowding`` (default: least crowded first, extremes included; better than
             ``random`` on 5 of 7 benchmark problems, 5 seeds) or ``random`` (uniformly).
         cheap_features: Also feed the exact cheap objectives (scaled) to the surrogate, as
-            METHODS_NOTES 1.3 suggests (FLOPs/parameter ratio). Default on: on the synthetic
+            the HAMP paper suggests (FLOPs/parameter ratio). Default on: on the synthetic
             problem it raised HAMP/NSGA-II from 1.012 to 1.028 without seeding (10 seeds).
         adaptive_local_search: Scale the number of local-search moves per generation by how
             much front hypervolume a local-search evaluation adds compared with an offspring

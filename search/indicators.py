@@ -1,4 +1,4 @@
-"""Hypervolume with the normalisation fixed in ARCHITECTURE.md (pymoo's HV underneath)."""
+"""Hypervolume with the project's fixed normalisation (pymoo's HV underneath)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _as_front(F: np.ndarray) -> np.ndarray:
 def comparison_hypervolumes(
     fronts: Sequence[np.ndarray], *, ref: Sequence[float] | None = None
 ) -> list[float]:
-    """Hypervolumes of several fronts of one problem, made comparable (ARCHITECTURE.md).
+    """Hypervolumes of several fronts of one problem, made comparable (docs/METHODS.md).
 
     A problem without a dense model declares its own reference point (``hv_ref``, raw units):
     fronts are divided by it and measured against 1.0. Where it has none, all fronts are

@@ -1,6 +1,6 @@
 """Neighbour moves and hypervolume-improvement ranking for HAMP's surrogate-assisted local search.
 
-Moves (issue 4): on integer genes, one gene one step up or down, or one step moved from one gene
+Moves: on integer genes, one gene one step up or down, or one step moved from one gene
 to another (a *transfer*: the total stays, the distribution changes); on real genes, a Gaussian
 step of ``step_fraction`` of the variable's range on one or two genes.
 

@@ -1,7 +1,7 @@
 """Problems for the search layer: a generic bounded-integer genome problem and the fixed
-synthetic ResNet-56-like pruning benchmark of issue 4.
+synthetic ResNet-56-like pruning benchmark.
 
-The *cheap objectives* contract (ARCHITECTURE.md): a problem may expose
+The *cheap objectives* contract: a problem may expose
 ``cheap_objectives`` (indices into F) and ``evaluate_cheap(X) -> ndarray`` (n x len(cheap)), for
 objectives that are computed rather than evaluated (table latency, memory). HAMP then predicts
 only the remaining objectives with its surrogate.
@@ -113,7 +113,7 @@ class SyntheticPruningProblem(GenomeProblem):
         return np.array([[synthetic_pruning_error(x, noise=self.noise)] for x in X])
 
 
-# --- standard test problems for the search alone (issue 4), real and discretised ---
+# --- standard test problems for the search alone, real and discretised ---
 class DiscretizedProblem(Problem):
     """A real-valued pymoo problem searched on an integer grid.
 

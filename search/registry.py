@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from pymoo.core.algorithm import Algorithm
@@ -20,9 +21,61 @@ from prunesearch.search.baselines import NSGA2Search, RandomSearch
 from prunesearch.search.hamp import HAMP
 from prunesearch.search.settings import SearchSettings
 
-__all__ = ["ALGORITHMS", "make_algorithm"]
+__all__ = ["ALGORITHMS", "AlgorithmFactory", "make_algorithm", "register_algorithm"]
 
-ALGORITHMS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
+#: ``factory(settings, **overrides) -> Algorithm``: builds one search from the ``search`` section.
+AlgorithmFactory = Callable[..., Algorithm]
+
+
+def _hamp_kwargs(s: SearchSettings) -> dict[str, Any]:
+    return {
+        "pop_size": s.pop_size,
+        "portfolio": s.portfolio,
+        "credit_window": s.credit_window,
+        "min_probability": s.min_probability,
+        "local_search": s.local_search,
+        "surrogate": s.surrogate,
+    }
+
+
+def _hamp(s: SearchSettings, **overrides: Any) -> Algorithm:
+    return HAMP(**{**_hamp_kwargs(s), **overrides})
+
+
+def _hamp_no_ls(s: SearchSettings, **overrides: Any) -> Algorithm:
+    kwargs = {**_hamp_kwargs(s), "local_search": dataclasses.replace(s.local_search, max_moves=0)}
+    return HAMP(**{**kwargs, **overrides})
+
+
+def _hamp_no_portfolio(s: SearchSettings, **overrides: Any) -> Algorithm:
+    return HAMP(**{**_hamp_kwargs(s), "portfolio": ("nsga2",), **overrides})
+
+
+def _nsga2(s: SearchSettings, **overrides: Any) -> Algorithm:
+    return NSGA2Search(**{"pop_size": s.pop_size, **overrides})
+
+
+def _random(s: SearchSettings, **overrides: Any) -> Algorithm:
+    return RandomSearch(**{"pop_size": s.pop_size, **overrides})
+
+
+#: Search name -> factory: the only list of generational searches (the config's ``method``
+#: choices for the generational driver are read from it).
+ALGORITHMS: dict[str, AlgorithmFactory] = {
+    "hamp": _hamp,
+    "nsga2": _nsga2,
+    "random": _random,
+    "hamp-no-ls": _hamp_no_ls,
+    "hamp-no-portfolio": _hamp_no_portfolio,
+}
+
+
+def register_algorithm(name: str, factory: AlgorithmFactory) -> AlgorithmFactory:
+    """Add a generational search under ``name`` (once)."""
+    if name in ALGORITHMS and ALGORITHMS[name] is not factory:
+        raise ValueError(f"search algorithm {name!r} is already registered")
+    ALGORITHMS[name] = factory
+    return factory
 
 
 def make_algorithm(method: str, settings: SearchSettings | None = None,
@@ -41,21 +94,4 @@ def make_algorithm(method: str, settings: SearchSettings | None = None,
     """
     if method not in ALGORITHMS:
         raise ValueError(f"unknown search method {method!r}; valid: {', '.join(ALGORITHMS)}")
-    s = settings or SearchSettings()
-    if method in ("nsga2", "random"):
-        kwargs: dict[str, Any] = {"pop_size": s.pop_size, **overrides}
-        return NSGA2Search(**kwargs) if method == "nsga2" else RandomSearch(**kwargs)
-    kwargs = {
-        "pop_size": s.pop_size,
-        "portfolio": s.portfolio,
-        "credit_window": s.credit_window,
-        "min_probability": s.min_probability,
-        "local_search": s.local_search,
-        "surrogate": s.surrogate,
-    }
-    if method == "hamp-no-ls":
-        kwargs["local_search"] = dataclasses.replace(s.local_search, max_moves=0)
-    elif method == "hamp-no-portfolio":
-        kwargs["portfolio"] = ("nsga2",)
-    kwargs.update(overrides)
-    return HAMP(**kwargs)
+    return ALGORITHMS[method](settings or SearchSettings(), **overrides)

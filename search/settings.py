@@ -14,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from prunesearch.search.errors import ConfigError
 
 __all__ = [
     "ConfigError",
+    "allowed_values",
     "setting",
     "build_section",
     "section_to_dict",
@@ -27,14 +30,10 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message is one line naming key, value and rule."""
-
-
 def setting(
     default: Any = dataclasses.MISSING,
     *,
-    choices: Sequence[Any] | None = None,
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
     min: float | None = None,  # noqa: A002 - reads naturally at the call site
     max: float | None = None,  # noqa: A002
     help: str = "",  # noqa: A002
@@ -44,14 +43,17 @@ def setting(
 
     Args:
         default: Default value (omit for a required field).
-        choices: Allowed values, if the field is an enumeration.
+        choices: Allowed values, if the field is an enumeration; or a zero-argument callable
+            returning them, called at validation time, so that a registry is the only list of
+            its names (entries registered later are accepted too).
         min: Inclusive lower bound for numbers.
         max: Inclusive upper bound for numbers.
         help: One-line description, shown in error messages and docs.
         default_factory: Factory for mutable defaults (tuples are preferred).
     """
-    meta = {"choices": tuple(choices) if choices is not None else None, "min": min, "max": max,
-            "help": help}
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    meta = {"choices": choices, "min": min, "max": max, "help": help}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -183,7 +185,7 @@ def _check_range(key: str, value: Any, f: dataclasses.Field) -> None:
     for v in values:
         if v is None:
             continue
-        choices = meta.get("choices")
+        choices = allowed_values(f)
         if choices is not None and v not in choices:
             raise ConfigError(
                 f"{key}: {v!r} is not allowed; choose one of: " + ", ".join(map(str, choices))
@@ -196,6 +198,14 @@ def _check_range(key: str, value: Any, f: dataclasses.Field) -> None:
                 raise ConfigError(f"{key}: {v!r} is above the maximum {hi}" + _help(f))
 
 
+def allowed_values(f: dataclasses.Field) -> tuple[Any, ...] | None:
+    """The allowed values of a :func:`setting` field (a registry's names are read now)."""
+    choices = (f.metadata or {}).get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
 def section_to_dict(section: Any) -> Any:
     """Plain-data (YAML/JSON-ready) view of a settings dataclass."""
     if dataclasses.is_dataclass(section):
@@ -206,6 +216,13 @@ def section_to_dict(section: Any) -> Any:
     if isinstance(section, tuple):
         return [section_to_dict(v) for v in section]
     return section
+
+
+def _registry_names(module: str, registry: str) -> tuple[str, ...]:
+    # Imported when a config is validated, not when this module is (it must load without pymoo).
+    import importlib
+
+    return tuple(getattr(importlib.import_module(f"prunesearch.search.{module}"), registry))
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,10 +246,11 @@ class SearchSettings:
     pop_size: int = setting(50, min=4, help="population size (offspring per generation)")
     portfolio: tuple[str, ...] = setting(
         ("nsga2", "sms-emoa", "spea2", "ibea"),
-        choices=("nsga2", "sms-emoa", "spea2", "ibea"),
+        choices=lambda: _registry_names("selection", "SELECTORS"),
         help="environmental-selection operators HAMP chooses among",
     )
-    surrogate: str = setting("random_forest", choices=("random_forest", "gaussian_process"),
+    surrogate: str = setting("random_forest",
+                             choices=lambda: _registry_names("surrogate", "SURROGATES"),
                              help="scikit-learn model for the expensive objectives")
     local_search: LocalSearchSettings = setting(default_factory=LocalSearchSettings)
     hv_max_error_increase: float = setting(

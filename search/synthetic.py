@@ -1,4 +1,4 @@
-"""The fixed synthetic pruning problem of issue 4, as pure numpy (no pymoo).
+"""The fixed synthetic pruning problem, as pure numpy (no pymoo).
 
 ResNet-56-shaped: 30 integer genes (27 block widths in 1..16 granules, 3 stage widths in 2..16).
 "Fixed here so that nobody tunes it": do not change the constants.

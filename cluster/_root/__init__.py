@@ -8,3 +8,7 @@ Sub-packages (each maps one top-level folder of the repository):
 """
 
 __version__ = "0.1.0"
+
+from prunesearch.search.errors import ConfigError, PrunesearchError  # noqa: E402 - the root
+
+__all__ = ["ConfigError", "PrunesearchError", "__version__"]

@@ -7,7 +7,7 @@ Two independent ways to count the same network, so each checks the other:
 - from a real ``nn.Module`` with forward hooks (what the pruned network actually is).
 
 Conventions (the usual ones for CIFAR ResNets, so the dense figures match published tables):
-``flops`` counts multiply-accumulates (MACs) of convolutions and fully connected layers only,
+``macs`` counts multiply-accumulates (MACs) of convolutions and fully connected layers only,
 per image; BN, ReLU, adds and pooling are not counted (they are memory-bound and a few percent
 of the MACs). ``params`` counts trainable parameters (conv and linear weights and biases, BN
 scale and shift); BN running statistics are buffers and are not counted.
@@ -66,10 +66,6 @@ class Counts:
 
     macs: int
     params: int
-
-    def as_metrics(self) -> dict[str, int]:
-        """The journal's metric names: ``flops`` (MACs per image) and ``params``."""
-        return {"flops": int(self.macs), "params": int(self.params)}
 
 
 def _check_op(spec: LayerSpec) -> None:

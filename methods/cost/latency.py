@@ -1,10 +1,11 @@
 """Measured latency: one timing harness for whole networks and for single layers.
 
-The protocol (STACK_NOTES "Latency"): ``model.eval()`` + ``torch.inference_mode()``, a fixed
+The protocol: ``model.eval()`` + ``torch.inference_mode()``, a fixed
 intra-op thread count, warm-up runs, then ``repeats`` timed runs reported as median and p90.
 On CUDA: ``cudnn.benchmark`` on, every run timed with CUDA events and the device synchronised;
-``runtime='cuda-graph'`` captures the forward pass once and times graph replays;
-``runtime='compile'`` times ``torch.compile``'s output (compilation happens during warm-up).
+what differs between runtimes (``eager``, ``cuda-graph`` replays, ``torch.compile``) is one
+:class:`~prunesearch.methods.cost.runtimes.LatencyRuntime` per runtime, looked up by name in
+:data:`~prunesearch.methods.cost.runtimes.RUNTIMES`.
 Every figure carries the device name, runtime, dtype, batch size, threads and torch version.
 """
 
@@ -24,9 +25,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from prunesearch.methods.cost.runtimes import RUNTIMES, runtime_entry
+from prunesearch.methods.cost.runtimes.cuda_graph import GRAPH_COPIES
 from prunesearch.methods.cost.specs import LayerSpec
 
 __all__ = [
+    "DTYPES",
     "GRAPH_COPIES",
     "RUNTIMES",
     "LatencyResult",
@@ -38,12 +42,11 @@ __all__ = [
     "torch_dtype",
 ]
 
-RUNTIMES = ("eager", "cuda-graph", "compile")
-
 #: Fewest timed runs when a time budget cuts timing short (``max_time_ms``).
 MIN_REPEATS = 5
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: ``hardware.dtype`` names (the config's choices) and their torch dtypes.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -53,10 +56,10 @@ def torch_dtype(dtype: str) -> torch.dtype:
         ValueError: unknown dtype name.
     """
     try:
-        return _DTYPES[dtype]
+        return DTYPES[dtype]
     except KeyError:
         raise ValueError(
-            f"dtype={dtype!r} is not supported; choose one of: {', '.join(_DTYPES)}"
+            f"dtype={dtype!r} is not supported; choose one of: {', '.join(DTYPES)}"
         ) from None
 
 
@@ -139,12 +142,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _validate(runtime: str, device: torch.device, warmup: int, repeats: int, threads: int,
               batch_size: int) -> None:
-    if runtime not in RUNTIMES:
-        raise ValueError(
-            f"runtime={runtime!r} is not supported; choose one of: {', '.join(RUNTIMES)}"
-        )
-    if runtime == "cuda-graph" and device.type != "cuda":
-        raise ValueError(f"runtime='cuda-graph' needs a CUDA device, got device={str(device)!r}")
+    runtime_entry(runtime).check(device)
     if warmup < 0:
         raise ValueError(f"warmup={warmup} must be >= 0")
     if repeats < 3:
@@ -189,22 +187,7 @@ def measure_callable(
             torch.backends.cudnn.benchmark = True
             if device.index is not None:
                 torch.cuda.set_device(device)
-        step = fn
-        if runtime == "cuda-graph":
-            # Warm up on a side stream before capture, as CUDA graphs require.
-            stream = torch.cuda.Stream(device)
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
-                for _ in range(max(warmup, 3)):
-                    fn()
-            torch.cuda.current_stream(device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            step = graph.replay
-            warm = max(warmup // 2, 1)
-        else:
-            warm = warmup
+        step, warm = runtime_entry(runtime).prepare_step(fn, device=device, warmup=warmup)
         warm_start = time.perf_counter()
         for i in range(warm):
             step()
@@ -298,7 +281,7 @@ def measure_latency(
     module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
     x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
     x = x.to(device=device, dtype=torch_dtype(dtype))
-    forward = torch.compile(module) if runtime == "compile" else module
+    forward = runtime_entry(runtime).prepare_module(module)
     return measure_callable(
         lambda: forward(x), device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
         threads=threads, warmup=warmup, repeats=repeats, measure_memory=measure_memory,
@@ -362,12 +345,6 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
     return mod, [x_shape]
 
 
-#: Copies of a layer captured into one CUDA graph when timing a table entry: one replay's launch
-#: cost (several microseconds, paid once per *network* in a whole-network graph) is then shared
-#: by many copies instead of being charged to every layer.
-GRAPH_COPIES = 10
-
-
 def measure_spec(
     spec: LayerSpec,
     *,
@@ -392,8 +369,8 @@ def measure_spec(
     mod = mod.to(device=device, dtype=tdtype).eval()
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
-    layer_runtime = "eager" if runtime == "compile" else runtime
-    copies = GRAPH_COPIES if layer_runtime == "cuda-graph" else 1
+    layer_runtime = runtime_entry(runtime_entry(runtime).layer_runtime)
+    copies = layer_runtime.layer_copies
 
     def run() -> None:
         for _ in range(copies):
@@ -403,7 +380,7 @@ def measure_spec(
         # A view-only layer (flatten) launches no kernel: its graph is empty, which is correct.
         warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
         result = measure_callable(
-            run, device=device, runtime=layer_runtime, dtype=dtype, batch_size=spec.batch,
+            run, device=device, runtime=layer_runtime.name, dtype=dtype, batch_size=spec.batch,
             threads=threads, warmup=warmup, repeats=repeats, max_time_ms=max_time_ms,
         )
     if copies == 1:

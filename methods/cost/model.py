@@ -34,14 +34,20 @@ from prunesearch.methods.cost.counts import (
 )
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.cost.table import LatencyTable
+from prunesearch.methods.errors import PrunesearchError
 
 __all__ = ["CostModel", "NotFactorisable", "PerGenomeCostModel"]
 
 SpecFn = Callable[[Sequence[int]], Sequence[LayerSpec]]
 
 
-class NotFactorisable(ValueError):
-    """The spec function's layers do not depend on small gene sets (use the per-genome path)."""
+class NotFactorisable(PrunesearchError, ValueError):
+    """The spec function's layers do not depend on small gene sets (use the per-genome path).
+
+    Internal: caught where the cost model is chosen.
+    """
+
+    exit_code = 1
 
 
 class _Factor:
@@ -187,7 +193,7 @@ class CostModel:
         """Costs of n genomes (shape (n, n_genes), or one genome).
 
         Returns:
-            Arrays of length n: ``flops`` (MACs per image), ``params``, ``param_bytes``,
+            Arrays of length n: ``macs`` (MACs per image), ``params``, ``param_bytes``,
             ``peak_activation_bytes``, ``memory_mb`` and, once a table is bound,
             ``latency_raw_ms`` and ``latency_ms`` (calibrated).
         """
@@ -204,7 +210,7 @@ class CostModel:
             np.maximum(act, factor.act[idx], out=act)
             raw += factor.latency[idx]
         out = {
-            "flops": macs // self.batch,
+            "macs": macs // self.batch,
             "params": params,
             "param_bytes": params * self.dtype_bytes,
             "peak_activation_bytes": act * self.dtype_bytes,
@@ -274,7 +280,7 @@ class PerGenomeCostModel:
         params = np.array([r[1] for r in rows], dtype=np.int64)
         act = np.array([r[2] for r in rows], dtype=np.int64)
         out = {
-            "flops": np.array([r[0] for r in rows], dtype=np.int64),
+            "macs": np.array([r[0] for r in rows], dtype=np.int64),
             "params": params,
             "param_bytes": params * self.dtype_bytes,
             "peak_activation_bytes": act * self.dtype_bytes,

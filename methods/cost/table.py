@@ -4,7 +4,7 @@ Each distinct layer shape (:meth:`LayerSpec.key`) is timed once in isolation on 
 (:func:`~prunesearch.methods.cost.latency.measure_spec`), under a table key naming the device,
 runtime, dtype, batch size, thread count and torch version. A network's *raw* table latency is
 the sum of its layers' entries. A sum of isolated layers misses what only the whole network
-has (Python dispatch between layers, cache effects, kernel fusion under ``compile``; STACK_NOTES
+has (Python dispatch between layers, cache effects, kernel fusion under ``compile``; we
 measured 72-86% coverage on CPU), so the table is calibrated against end-to-end timings of a few
 genomes with a linear fit ``measured = scale * raw + offset_ms`` (least squares; ``scale``
 alone, or no calibration, are options). :meth:`LatencyTable.predict` returns the calibrated
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import statistics
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from prunesearch.methods.cost.specs import LayerSpec
+from prunesearch.methods.errors import PrunesearchError
+from prunesearch.methods.io import atomic_write_json, cache_root
 
 __all__ = [
     "CALIBRATIONS",
@@ -42,15 +43,15 @@ CALIBRATIONS = ("linear", "scale", "none")
 _FORMAT = 1
 
 
-class MissingLatencyEntry(KeyError):
+class MissingLatencyEntry(PrunesearchError, KeyError):
     """A layer shape has no table entry and the table may not time it now."""
+
+    exit_code = 1
 
 
 def default_cache_dir() -> Path:
     """``$PRUNESEARCH_CACHE/latency`` if set, else ``~/.cache/prunesearch/latency``."""
-    root = os.environ.get("PRUNESEARCH_CACHE")
-    base = Path(root).expanduser() if root else Path("~/.cache/prunesearch").expanduser()
-    return base / "latency"
+    return cache_root() / "latency"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,11 +283,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the table as JSON, atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict(), unique=True)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> LatencyTable:
@@ -324,8 +321,8 @@ class LatencyTable:
                 entries = {**cached.get("entries", {}), **entries}
         except (OSError, ValueError):
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": _FORMAT, "key": self.key.as_dict(),
-                                   "entries": dict(sorted(entries.items()))}, indent=1))
-        os.replace(tmp, path)
+        # Shared by every run on this machine: unique temp names, no fsync (a lost cache entry
+        # is timed again).
+        atomic_write_json(path, {"format": _FORMAT, "key": self.key.as_dict(),
+                                 "entries": dict(sorted(entries.items()))},
+                          durable=False, unique=True)

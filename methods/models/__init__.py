@@ -1,8 +1,10 @@
 """Models by name, and the base model a search prunes.
 
-:data:`MODELS` maps names to constructors: ``digits-cnn``; the CIFAR ResNets ``resnet20``,
-``resnet32``, ``resnet44``, ``resnet56``, ``resnet110`` (option-A shortcuts, akamaster parameter
-names); torchvision's ``resnet18``, ``resnet50`` and ``mobilenet_v2`` (random init, no download).
+:data:`MODELS` maps names to their entries, read from the model families
+(:mod:`prunesearch.methods.families`, the only list of them): ``digits-cnn``; the CIFAR ResNets
+``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110`` (option-A shortcuts,
+akamaster parameter names); torchvision's ``resnet18``, ``resnet50`` and ``mobilenet_v2``
+(random init, no download).
 
 :func:`load_base_model` resolves the weights, in this order: ``model.checkpoint`` if set; the
 pretrained CIFAR-10 file ``data.root/weights/cifar10-resnet/resnetNN-*.th`` for ResNet-20/32/44/56
@@ -16,16 +18,16 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunesearch.methods.data import cache_root, dataset_info, load_dataset
+from prunesearch.methods.data import dataset_info, load_dataset
 from prunesearch.methods.errors import DataNotFoundError, lookup
+from prunesearch.methods.io import atomic_write, cache_root
 from prunesearch.methods.models.cifar_resnet import CifarResNet
 from prunesearch.methods.models.digits_cnn import DigitsCNN
 from prunesearch.methods.models.training import accuracy, train_base_model
@@ -42,6 +44,8 @@ __all__ = [
     "build_model",
     "load_base_model",
     "load_state_dict_file",
+    "model_info",
+    "model_names",
     "pretrained_path",
     "train_base_model",
 ]
@@ -52,33 +56,39 @@ class ModelInfo:
     """A registered model: its family and constructor ``build(num_classes) -> nn.Module``."""
 
     name: str
-    family: str  # 'digits-cnn' | 'cifar-resnet' | 'torchvision'
+    family: str
     build: Callable[[int], nn.Module]
     pretrained_cifar10: bool = False
 
 
-def _torchvision(name: str) -> Callable[[int], nn.Module]:
-    def build(num_classes: int) -> nn.Module:
-        import torchvision
+class _ModelRegistry(Mapping[str, ModelInfo]):
+    """Read-only view of every family's models (families registered later show up too)."""
 
-        # weights=None: random init, never a download (the machines may be offline).
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    def _entries(self) -> dict[str, ModelInfo]:
+        from prunesearch.methods.families import FAMILIES
 
-    return build
+        return {name: ModelInfo(name, family.name, build, name in family.pretrained_cifar10)
+                for family in FAMILIES.values() for name, build in family.models.items()}
+
+    def __getitem__(self, name: str) -> ModelInfo:
+        return self._entries()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
 
 
-def _cifar(depth: int) -> Callable[[int], nn.Module]:
-    return lambda num_classes: CifarResNet(depth, num_classes=num_classes)
+#: Model name -> :class:`ModelInfo`, for every model of every registered family.
+MODELS: Mapping[str, ModelInfo] = _ModelRegistry()
 
 
-MODELS: dict[str, ModelInfo] = {
-    "digits-cnn": ModelInfo("digits-cnn", "digits-cnn",
-                            lambda num_classes: DigitsCNN(num_classes=num_classes)),
-    **{f"resnet{d}": ModelInfo(f"resnet{d}", "cifar-resnet", _cifar(d), d != 110)
-       for d in (20, 32, 44, 56, 110)},
-    **{n: ModelInfo(n, "torchvision", _torchvision(n)) for n in ("resnet18", "resnet50",
-                                                                 "mobilenet_v2")},
-}
+def model_names() -> tuple[str, ...]:
+    """Every registered model name (the config's ``model.name`` choices)."""
+    from prunesearch.methods.families import model_names as names
+
+    return names()
 
 
 def model_info(name: str) -> ModelInfo:
@@ -99,26 +109,21 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
 
 def arch_config(model: nn.Module, name: str) -> dict[str, Any]:
     """JSON-able description from which :func:`build_from_arch` rebuilds ``model``'s shapes."""
-    if hasattr(model, "arch_config"):
-        return model.arch_config()
-    num_classes = _classifier(model).out_features
-    return {"family": "torchvision", "name": name, "num_classes": int(num_classes)}
+    from prunesearch.methods.families import family_of
+
+    return family_of(model).arch_config(model, name)
 
 
 def build_from_arch(arch: Mapping[str, Any]) -> nn.Module:
     """Build an (uninitialised-weights) model from :func:`arch_config`'s description."""
-    family = arch.get("family")
-    if family == "cifar-resnet":
-        return CifarResNet(arch["depth"], num_classes=arch["num_classes"],
-                           stage_widths=arch["stage_widths"], block_widths=arch["block_widths"],
-                           shortcut_indices=arch["shortcut_indices"],
-                           in_channels=arch.get("in_channels", 3))
-    if family == "digits-cnn":
-        return DigitsCNN(widths=arch["widths"], num_classes=arch["num_classes"],
-                         in_channels=arch.get("in_channels", 1))
-    if family == "torchvision":
-        return build_model(arch["name"], arch["num_classes"])
-    raise ValueError(f"unknown architecture family {family!r}")
+    from prunesearch.methods.errors import UnknownNameError
+    from prunesearch.methods.families import family_entry
+
+    try:
+        family = family_entry(str(arch.get("family")))
+    except UnknownNameError:
+        raise ValueError(f"unknown architecture family {arch.get('family')!r}") from None
+    return family.build_from_arch(arch)
 
 
 def _classifier(model: nn.Module) -> nn.Linear:
@@ -181,15 +186,15 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
         DataNotFoundError: ``model.checkpoint`` is missing, or the pretrained file of a
             ResNet-20/32/44/56 is not under ``data.root`` (the message names the path expected).
     """
+    from prunesearch.methods.families import family_entry
+
     info = model_info(model_settings.name)
     data = dataset_info(data_settings.name)
     model = info.build(data.num_classes)
-    if info.family == "cifar-resnet" and data.input_shape[0] != 3:
-        raise ValueError(f"model '{info.name}' needs 3-channel images; dataset "
-                         f"'{data.name}' has {data.input_shape[0]}")
-    if info.family == "digits-cnn" and data.input_shape[0] != 1:
-        raise ValueError(f"model 'digits-cnn' needs 1-channel images; dataset '{data.name}' has "
-                         f"{data.input_shape[0]}")
+    try:
+        family_entry(info.family).check_input(info.name, data.input_shape)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (dataset '{data.name}')") from None
     if model_settings.checkpoint:
         model.load_state_dict(load_state_dict_file(model_settings.checkpoint))
         return model.eval()
@@ -217,11 +222,9 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
     trainer = train_fn or train_base_model
     model = trainer(model, bundle, epochs=model_settings.pretrain_epochs, seed=seed)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(model.state_dict(), fh)
-        os.replace(tmp, cache)  # atomic: parallel actors never read a half-written file
+        # Atomic, uniquely named: parallel actors never read a half-written file.
+        atomic_write(cache, lambda fh: torch.save(model.state_dict(), fh), durable=False,
+                     unique=True)
     except OSError:
         pass
     return model.eval()

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunesearch.methods.models import CifarResNet, DigitsCNN, arch_config, build_from_arch
+from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.models import arch_config, build_from_arch
 from prunesearch.methods.pruning.importance import (
     IMPORTANCES,
     Producer,
@@ -37,8 +37,6 @@ from prunesearch.methods.pruning.importance import (
     keep_top,
 )
 from prunesearch.methods.pruning.space import GenomeSpace
-from prunesearch.methods.pruning.surgery import own_producers, prune_own
-from prunesearch.methods.pruning.tp_groups import tp_producers, tp_prune
 
 __all__ = [
     "RECIPE_FORMAT",
@@ -64,14 +62,10 @@ class PrunedNetwork:
     recipe: dict[str, Any]
 
 
-def _is_own(model: nn.Module) -> bool:
-    return isinstance(model, (CifarResNet, DigitsCNN))
-
-
 def _producers(model: nn.Module, space: GenomeSpace) -> dict[str, list[Producer]]:
-    if _is_own(model):
-        return own_producers(model)
-    return tp_producers(model, input_shape=space.input_shape)
+    from prunesearch.methods.families import family_of
+
+    return family_of(model).producers(model, tuple(space.input_shape))
 
 
 _DIGESTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
@@ -133,12 +127,14 @@ def rank_channels(model: nn.Module, space: GenomeSpace, *, importance: str = "l1
 
 
 def prune_to_kept(model: nn.Module, kept: Mapping[str, Sequence[int]], *,
-                  input_shape: Sequence[int] = (3, 32, 32)) -> nn.Module:
+                  input_shape: Sequence[int] | None = None) -> nn.Module:
     """A new, smaller network keeping the channels ``kept[group]`` (sorted base indices) of
-    every group; ``input_shape`` is used to trace torchvision models."""
-    if _is_own(model):
-        return prune_own(model, kept)
-    return tp_prune(model, kept, input_shape=input_shape)
+    every group, by the surgery of the model's family; ``input_shape`` (the dataset's) is
+    needed to trace torchvision models."""
+    from prunesearch.methods.families import family_of
+
+    family = family_of(model)
+    return family.prune(model, kept, family.input_shape(model, input_shape))
 
 
 def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
@@ -152,8 +148,8 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
     first). ``model`` itself is not modified.
 
     Args:
-        model: Base network (a registered model: CIFAR ResNet, digits CNN or torchvision).
-        space: ``genome_space(model, name, granularity)``.
+        model: Base network (a model of a registered family).
+        space: ``genome_space(model, name, granularity, input_shape=...)``.
         genome: Granules kept per group.
         importance: ``l1`` (default), ``bn_scale`` or ``taylor``.
         grads: Parameter -> gradient for ``taylor``.
@@ -210,6 +206,7 @@ def rebuild(base_model: nn.Module, recipe: Mapping[str, Any], *, check_base: boo
                              f"recipe's base ({recipe['base_sha256'][:12]}); load "
                              f"{recipe.get('base_checkpoint') or 'the same base weights'}")
     kept = {name: [int(i) for i in recipe["kept"][name]] for name in recipe["groups"]}
+    # Recipes written before input shapes were recorded were traced at 32x32.
     return prune_to_kept(base_model, kept,
                          input_shape=tuple(recipe.get("input_shape", (3, 32, 32))))
 
@@ -232,13 +229,7 @@ def load_pruned(recipe: Mapping[str, Any], state_dict: Mapping[str, Any]) -> nn.
 
 def save_recipe(recipe: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``recipe`` as JSON atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(recipe, fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(recipe, indent=1))
 
 
 def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A genome holds one integer per prunable group: the number of channel *granules* kept, from 1 to
 ``ceil(full_width / granularity)``. The kept width is ``min(granules * granularity,
 full_width)``, so the full width is always reachable even when it is not a multiple of the
-granularity (the Genome contract in ARCHITECTURE.md).
+granularity.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from torch import nn
 
 __all__ = ["GROUP_KINDS", "GenomeSpace", "Group", "check_kept", "genome_space"]
 
+#: Group kinds of the built-in families (descriptive: a family's specs and surgery never depend
+#: on them; a new family may name its own).
 GROUP_KINDS = ("block", "stage", "conv", "tp-group")
 
 
@@ -28,8 +30,9 @@ class Group:
         name: Stable name (``layer2.3`` for a block's inner width, ``stage2`` for a residual
             width, ``conv2`` for a plain conv, the root module's name for a Torch-Pruning group).
         full_width: Channels of the unpruned network.
-        kind: ``block`` (inner width of a residual block), ``stage`` (residual width shared by a
-            stage), ``conv`` (one plain conv layer) or ``tp-group`` (a Torch-Pruning group).
+        kind: What the group is, e.g. ``block`` (inner width of a residual block), ``stage``
+            (residual width shared by a stage), ``conv`` (one plain conv layer) or ``tp-group``
+            (a Torch-Pruning group); see :data:`GROUP_KINDS`.
     """
 
     name: str
@@ -40,8 +43,8 @@ class Group:
         if self.full_width < 1:
             raise ValueError(f"full_width of group '{self.name}' must be >= 1, "
                              f"got {self.full_width}")
-        if self.kind not in GROUP_KINDS:
-            raise ValueError(f"kind of group '{self.name}' must be one of {GROUP_KINDS}, "
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"kind of group '{self.name}' must be a non-empty string, "
                              f"got {self.kind!r}")
 
 
@@ -50,11 +53,14 @@ class GenomeSpace:
     """The prunable groups of one model and the granule encoding of their widths.
 
     Attributes:
-        model_name: Registry name of the model (decides the group map and the layer specs).
+        model_name: Registry name of the model.
         groups: Prunable groups in genome order.
         granularity: Channels per granule.
         num_classes: Classifier outputs of the model.
-        input_shape: ``(C, H, W)`` the model is built for.
+        input_shape: ``(C, H, W)`` of the images the model is pruned and timed for (the
+            dataset's).
+        family: Name of the model family (:mod:`prunesearch.methods.families`) whose surgery and
+            layer specs apply; empty: the family that builds ``model_name``.
     """
 
     model_name: str
@@ -62,8 +68,17 @@ class GenomeSpace:
     granularity: int
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (3, 32, 32)
+    family: str = ""
 
     def __post_init__(self) -> None:
+        if not self.family:
+            from prunesearch.methods.errors import UnknownNameError
+            from prunesearch.methods.families import model_family
+
+            try:
+                object.__setattr__(self, "family", model_family(self.model_name).name)
+            except UnknownNameError:
+                pass  # a hand-made space of an unregistered model: no specs, no surgery
         if self.granularity < 1:
             raise ValueError(f"granularity must be >= 1, got {self.granularity}")
         if not self.groups:
@@ -137,44 +152,43 @@ class GenomeSpace:
         return tuple(int(rng.integers(1, hi + 1)) for hi in self.upper())
 
 
-def genome_space(model: nn.Module, model_name: str, granularity: int = 4) -> GenomeSpace:
-    """The genome space of a registered model.
+def genome_space(model: nn.Module, model_name: str | None = None, granularity: int = 4, *,
+                 input_shape: Sequence[int] | None = None) -> GenomeSpace:
+    """The genome space of a model of a registered family.
 
-    Group order: for CIFAR ResNets, the inner width of every block (``layer1.0`` ...
-    ``layer3.{n-1}``) then the residual width of every stage (``stage1``..``stage3``; the stem
-    conv belongs to stage 1): 30 groups for ResNet-56. For the digits CNN, one group per conv.
-    For torchvision models, every group of Torch-Pruning's dependency graph (the classifier's
-    outputs excluded), in the graph's order.
+    Group order is the family's (:meth:`ModelFamily.groups
+    <prunesearch.methods.families.ModelFamily.groups>`): for CIFAR ResNets the inner width of
+    every block then the residual width of every stage (30 groups for ResNet-56); for the digits
+    CNN one group per conv; for torchvision models every group of Torch-Pruning's dependency
+    graph (the classifier's outputs excluded), in network order.
+
+    Args:
+        model: The base network.
+        model_name: Its registry name (recorded in recipes); default: the family's only model,
+            else required.
+        granularity: Channels per granule.
+        input_shape: ``(C, H, W)`` of the dataset's images. Required for families that take any
+            image size (torchvision); the fixed-size families default to their native size.
+
+    Raises:
+        TypeError: ``model`` belongs to no registered family.
+        ValueError: ``input_shape`` is missing where required, or the model cannot take it.
     """
-    from prunesearch.methods.models import CifarResNet, DigitsCNN
+    from prunesearch.methods.families import family_of
+    from prunesearch.methods.models import _classifier
 
-    num_classes, input_shape = _io_shape(model)
-    if isinstance(model, CifarResNet):
-        n = model.blocks_per_stage
-        groups = [Group(f"layer{s + 1}.{i}", model.block_widths[s * n + i], "block")
-                  for s in range(3) for i in range(n)]
-        groups += [Group(f"stage{s + 1}", model.stage_widths[s], "stage") for s in range(3)]
-    elif isinstance(model, DigitsCNN):
-        groups = [Group(f"conv{i + 1}", w, "conv") for i, w in enumerate(model.widths)]
-    else:
-        from prunesearch.methods.pruning.tp_groups import tp_groups
-
-        groups = [Group(name, width, "tp-group")
-                  for name, width in tp_groups(model, input_shape=input_shape)]
+    family = family_of(model)
+    if model_name is None:
+        if len(family.models) != 1:
+            raise ValueError(f"model_name is required for the {family.name} family "
+                             f"({', '.join(family.models)})")
+        model_name = next(iter(family.models))
+    shape = family.input_shape(model, input_shape)
+    family.check_input(model_name, shape)
+    groups = [Group(name, width, kind) for name, width, kind in family.groups(model, shape)]
     return GenomeSpace(model_name=model_name, groups=tuple(groups), granularity=granularity,
-                       num_classes=num_classes, input_shape=input_shape)
-
-
-def _io_shape(model: nn.Module) -> tuple[int, tuple[int, int, int]]:
-    from prunesearch.methods.models import CifarResNet, DigitsCNN, _classifier
-
-    num_classes = int(_classifier(model).out_features)
-    if isinstance(model, DigitsCNN):
-        return num_classes, (model.in_channels, 8, 8)
-    if isinstance(model, CifarResNet):
-        return num_classes, (model.in_channels, 32, 32)
-    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return num_classes, (first_conv.in_channels, 32, 32)
+                       num_classes=int(_classifier(model).out_features), input_shape=shape,
+                       family=family.name)
 
 
 def check_kept(kept: Mapping[str, Sequence[int]], widths: Mapping[str, int]) -> None:

@@ -1,9 +1,11 @@
 """Inference ops of a pruned network, with exact shapes, as :class:`LayerSpec` records.
 
-For the CIFAR ResNets and the digits CNN the list is computed analytically from the kept widths
-(pure Python, ~0.5 ms for a ResNet-56 genome, cached: the cost models call it for
-thousands of genomes per generation). For torchvision models a pruned copy is built with Torch-Pruning and traced with
-``torch.fx`` (slow; cached per width vector).
+Each model family writes its own (:meth:`ModelFamily.layer_specs
+<prunesearch.methods.families.ModelFamily.layer_specs>`): the CIFAR ResNets and the digits CNN
+analytically from the kept widths with :class:`SpecBuilder` (pure Python, ~0.5 ms for a
+ResNet-56 genome, cached: the cost models call it for thousands of genomes per generation);
+torchvision models by tracing a Torch-Pruning-pruned copy with ``torch.fx``
+(:func:`traced_specs`, slow, cached per width vector).
 """
 
 from __future__ import annotations
@@ -18,74 +20,38 @@ from torch import nn
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.pruning.space import GenomeSpace
 
-__all__ = ["layer_specs"]
+__all__ = ["SpecBuilder", "layer_specs", "traced_specs"]
 
 
 def _conv_out(hw: tuple[int, int], kernel: int, stride: int, padding: int) -> tuple[int, int]:
     return tuple((x + 2 * padding - kernel) // stride + 1 for x in hw)  # type: ignore[return-value]
 
 
-class _Builder:
+class SpecBuilder:
+    """Collects the :class:`LayerSpec` records of a network written out by hand (the model
+    families whose specs are analytic)."""
+
     def __init__(self, batch: int) -> None:
         self.batch = batch
         self.ops: list[LayerSpec] = []
 
     def conv(self, cin: int, cout: int, hw: tuple[int, int], k: int, s: int, p: int,
              bias: bool = False) -> tuple[int, int]:
+        """A dense conv; returns its output size."""
         out = _conv_out(hw, k, s, p)
         self.ops.append(LayerSpec("conv", self.batch, cin, cout, hw, out, k, s, p, 1, bias))
         return out
 
     def same(self, op: str, c: int, hw: tuple[int, int]) -> None:
+        """A shape-preserving op (``bn``, ``relu``, ``add``)."""
         self.ops.append(LayerSpec(op, self.batch, c, c, hw, hw))
 
-
-def _cifar_resnet_specs(space: GenomeSpace, channels: Sequence[int], batch: int,
-                        hw: tuple[int, int]) -> list[LayerSpec]:
-    n = (len(space.groups) - 3) // 3
-    inner, stage = list(channels[: 3 * n]), list(channels[3 * n :])
-    b = _Builder(batch)
-    hw = b.conv(space.input_shape[0], stage[0], hw, 3, 1, 1)
-    b.same("bn", stage[0], hw)
-    b.same("relu", stage[0], hw)
-    cin = stage[0]
-    for s in range(3):
-        for i in range(n):
-            stride = 2 if s > 0 and i == 0 else 1
-            mid, cout = inner[s * n + i], stage[s]
-            out_hw = b.conv(cin, mid, hw, 3, stride, 1)
-            b.same("bn", mid, out_hw)
-            b.same("relu", mid, out_hw)
-            b.conv(mid, cout, out_hw, 3, 1, 1)
-            b.same("bn", cout, out_hw)
-            if stride != 1 or cin != cout:
-                b.ops.append(LayerSpec("shortcut", batch, cin, cout, hw, out_hw, 1, stride))
-            b.same("add", cout, out_hw)
-            b.same("relu", cout, out_hw)
-            hw, cin = out_hw, cout
-    b.ops.append(LayerSpec("gap", batch, cin, cin, hw, (1, 1)))
-    b.ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
-    b.ops.append(LayerSpec("linear", batch, cin, space.num_classes, (1, 1), (1, 1), bias=True))
-    return b.ops
-
-
-def _digits_specs(space: GenomeSpace, channels: Sequence[int], batch: int,
-                  hw: tuple[int, int]) -> list[LayerSpec]:
-    b = _Builder(batch)
-    cin = space.input_shape[0]
-    for i, cout in enumerate(channels):
-        hw = b.conv(cin, cout, hw, 3, 1, 1)
-        b.same("bn", cout, hw)
-        b.same("relu", cout, hw)
-        if i == 1:
-            out = (hw[0] // 2, hw[1] // 2)
-            b.ops.append(LayerSpec("maxpool", batch, cout, cout, hw, out, 2, 2))
-            hw = out
-        cin = cout
-    b.ops.append(LayerSpec("gap", batch, cin, cin, hw, (1, 1)))
-    b.ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
-    b.ops.append(LayerSpec("linear", batch, cin, space.num_classes, (1, 1), (1, 1), bias=True))
-    return b.ops
+    def head(self, c: int, hw: tuple[int, int], num_classes: int) -> None:
+        """Global average pool, flatten and the linear classifier."""
+        self.ops.append(LayerSpec("gap", self.batch, c, c, hw, (1, 1)))
+        self.ops.append(LayerSpec("flatten", self.batch, c, c, (1, 1), (1, 1)))
+        self.ops.append(LayerSpec("linear", self.batch, c, num_classes, (1, 1), (1, 1),
+                                  bias=True))
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,8 +62,10 @@ def _random_base(model_name: str, num_classes: int) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=512)
-def _traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
-                  hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
+def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
+                 hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
+    """Specs of a Torch-Pruning-pruned copy (first channels kept), traced with ``torch.fx`` at
+    input size ``hw`` (memoised)."""
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -189,10 +157,8 @@ def layer_specs(space: GenomeSpace, channels: Sequence[int], *, batch: int = 1,
 def _cached_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                   hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
     # Searches revisit genomes (archive hits, local-search neighbours): building the ~200
-    # frozen records of a ResNet-56 costs ~0.5 ms, a cache hit ~1 us.
-    kinds = {g.kind for g in space.groups}
-    if kinds <= {"block", "stage"}:
-        return tuple(_cifar_resnet_specs(space, channels, batch, hw))
-    if kinds == {"conv"}:
-        return tuple(_digits_specs(space, channels, batch, hw))
-    return _traced_specs(space, channels, batch, hw)
+    # frozen records of a ResNet-56 costs ~0.5 ms, a cache hit ~1 us. The space's family,
+    # not its group kinds, decides how specs are written.
+    from prunesearch.methods.families import family_entry
+
+    return tuple(family_entry(space.family).layer_specs(space, channels, batch, hw))

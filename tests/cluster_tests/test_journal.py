@@ -22,7 +22,7 @@ def _record(cid: int, **extra) -> dict:
         "id": cid, "generation": 0, "genome": np.array([cid, 2, 3]), "channels": [4, 8, 12],
         "status": "ok", "reason": None,
         "objectives": {"error": np.float64(0.1 + cid / 7), "latency_ms": 1.5, "memory_mb": 2.0},
-        "metrics": {"flops": np.int64(10), "params": 3.0, "val_acc": 0.9},
+        "metrics": {"macs": np.int64(10), "params": 3.0, "val_acc": 0.9},
         "hardware": {"device": "cpu", "runtime": "eager", "dtype": "float32", "batch_size": 1},
         "attempt": 1, "wall_s": 0.01,
     }

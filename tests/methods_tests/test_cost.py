@@ -77,7 +77,7 @@ def test_cost_model_equals_per_genome_counts(resnet56):
     for i, genome in enumerate(genomes):
         specs = spec_fn(genome)
         counts = count_specs(specs)
-        assert out["flops"][i] == counts.macs
+        assert out["macs"][i] == counts.macs
         assert out["params"][i] == counts.params
         assert out["memory_mb"][i] == pytest.approx(memory_mb(specs), rel=1e-12)
         assert out["latency_ms"][i] == pytest.approx(table.predict(specs), rel=1e-9)

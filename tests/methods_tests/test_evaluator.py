@@ -62,7 +62,7 @@ def test_task_protocol_and_cheap_objectives(task):
     assert cheap.shape == (2, 2) and np.all(cheap > 0)
     assert cheap[0, 1] > cheap[1, 1]  # the dense net needs more memory
     metrics = task.cheap_metrics(task.lower)
-    assert 0 < metrics["flops"] < task.cheap_metrics(task.upper)["flops"]
+    assert 0 < metrics["macs"] < task.cheap_metrics(task.upper)["macs"]
     assert (task.run_dir / "latency_table.json").is_file()
 
 
@@ -88,13 +88,13 @@ def test_evaluation_is_sensible_and_deterministic(task, evaluator):
     assert 0.0 <= objectives["error"] < 0.3  # 10 digits: chance is 0.9
     cheap = task.evaluate_cheap(np.array([genome]))[0]
     assert objectives["latency_ms"] == cheap[0] and objectives["memory_mb"] == cheap[1]
-    assert first["metrics"]["flops"] == task.cheap_metrics(genome)["flops"]
+    assert first["metrics"]["macs"] == task.cheap_metrics(genome)["macs"]
     assert first["metrics"]["val_acc"] == pytest.approx(1 - objectives["error"])
     second = evaluator.evaluate(genome, candidate_id=7, seed=3)
     assert second["objectives"] == objectives
     assert all(np.array_equal(first["weights"][k], second["weights"][k]) for k in first["weights"])
     # The saved weights and recipe rebuild the very network that was scored.
-    module = build_pruned_module(None, first["recipe"], first["weights"])
+    module = build_pruned_module(first["recipe"], first["weights"])
     assert evaluate_error(module, evaluator.bundle.val) == pytest.approx(objectives["error"])
     assert first["recipe"]["genome"] == genome
 

@@ -172,7 +172,7 @@ def test_pruned_resnet_equals_dense_network_with_pruned_channels_silenced(resnet
 def test_torchvision_models_prune_to_random_genome(name, images):
     torch.manual_seed(0)
     base = build_model(name).eval()
-    space = genome_space(base, name, granularity=8)
+    space = genome_space(base, name, granularity=8, input_shape=(3, 32, 32))
     assert all(g.kind == "tp-group" for g in space.groups)
     assert len(space) == {"resnet18": 12, "mobilenet_v2": 25}[name]
     genome = space.random_genome(np.random.default_rng(0))
@@ -293,7 +293,8 @@ def traced_convs(module: nn.Module, x: torch.Tensor) -> list[tuple]:
 def test_layer_specs_match_the_pruned_module(name, resnet56):
     torch.manual_seed(0)
     base = resnet56 if name == "resnet56" else build_model(name).eval()
-    space = genome_space(base, name, granularity=8 if name == "mobilenet_v2" else 4)
+    space = genome_space(base, name, granularity=8 if name == "mobilenet_v2" else 4,
+                         input_shape=(1, 8, 8) if name == "digits-cnn" else (3, 32, 32))
     genome = space.random_genome(np.random.default_rng(4))
     pruned = apply_genome(base, space, genome).module.eval()
     specs = layer_specs(space, space.channels(genome), batch=2)
