@@ -1,7 +1,9 @@
 """``prunesearch export``: write one front member as a real, smaller ``nn.Module``.
 
 The module is rebuilt from the candidate's replayable recipe and its fine-tuned weights (the very
-network that was evaluated), saved with ``torch.save`` together with ``FILE.recipe.json``.
+network that was evaluated), saved as ``--format pt`` (``torch.save``), ``torchscript`` or
+``onnx`` (:mod:`prunesearch.methods.export_formats`, which checks the file on reload) together
+with ``FILE.recipe.json``.
 """
 
 from __future__ import annotations
@@ -69,10 +71,13 @@ def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
     raise UsageError(f"--pick {wanted}: candidate {wanted} is not on the front (front ids: {ids})")
 
 
-def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
-    """Rebuild the picked member and save it; returns its row plus ``recipe_path``."""
+def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") -> dict[str, Any]:
+    """Rebuild the picked member and save it in ``format`` (checked on reload, see
+    :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path`` and
+    ``check`` (the :class:`~prunesearch.methods.export_formats.ExportCheck`)."""
     import torch
 
+    from prunesearch.methods.export_formats import export_network
     from prunesearch.methods.pruning import load_pruned
 
     run_dir = Path(run_dir)
@@ -89,9 +94,9 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(module, tmp)
-    tmp.replace(out)
+    check = export_network(module, out, format=format,
+                           input_shape=recipe.get("input_shape") or (3, 32, 32),
+                           batch_size=int((info.get("hardware") or {}).get("batch_size") or 1))
     recipe_path = out.with_name(out.name + ".recipe.json")
     recipe_path.write_text(json.dumps({"candidate": row, "recipe": recipe}, indent=1, default=str))
-    return {**row, "recipe_path": str(recipe_path)}
+    return {**row, "recipe_path": str(recipe_path), "check": check}
