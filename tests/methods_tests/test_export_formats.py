@@ -155,3 +155,13 @@ def test_bad_arguments_are_refused_with_their_reason(pruned, tmp_path) -> None:
         Tolerance(atol=-1.0)
     assert issubclass(ExportCheckError, PrunesearchError)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_module_imports_without_loading_onnx_or_torch() -> None:
+    """methods/ runs on machines without ONNX (and the CLI lists FORMATS without torch)."""
+    code = ("import sys, prunesearch.methods.export_formats\n"
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript', 'torch') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
