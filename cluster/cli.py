@@ -74,18 +74,24 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override cluster.* keys (search-defining keys are refused)")
 
-    report = sub.add_parser("report", help="re-render pareto.csv, pareto.png and summary.json",
+    report = sub.add_parser("report", help="re-render pareto.csv, pareto.png, summary.json and "
+                            "report.html; print the front",
                             description="Re-render a run directory's report from its journal.")
     report.add_argument("run_dir")
 
     export = sub.add_parser("export", help="write one front member as a real, smaller network",
-                            description="Write a front member as a torch nn.Module file plus its "
-                            "replayable recipe (FILE.recipe.json).")
+                            description="Write a front member as a torch nn.Module file (or TorchScript, "
+                            "ONNX) plus its replayable recipe (FILE.recipe.json).")
     export.add_argument("run_dir")
     export.add_argument("--pick", default="knee",
                         help="'knee' (closest to the ideal point, normalised), 'fastest', "
                         "'smallest', 'best' (lowest error), or a candidate id from pareto.csv")
     export.add_argument("--out", required=True, help="output file, e.g. model.pt")
+    from prunesearch.methods.export_formats import FORMATS
+
+    export.add_argument("--format", default=FORMATS[0], choices=FORMATS,
+                        help="pt (torch.save of the module), torchscript, or onnx; each is "
+                        "reloaded in its runtime and checked against PyTorch before it is kept")
     return parser
 
 
@@ -344,15 +350,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     entry = method_entry(_run_method(run_dir))
     if entry.kind == "search":
         run_dir = _existing_run_dir(args.run_dir)
+    from prunesearch.cluster.html_report import write_html_report
     from prunesearch.cluster.rundir import lock_existing
 
     with lock_existing(run_dir):
         summary = entry.report(run_dir)
+        page = write_html_report(run_dir)
     if summary.get("headline"):
         print(f"report of {run_dir}: {summary['headline']}")
     else:
         print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
               f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
+    print(page.front_table)
+    print(f"wrote {page.path}")
     return 0
 
 
@@ -369,10 +379,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out '{out}': directory '{out.parent}' is not writable")
     from prunesearch.cluster.export import export_member
 
-    info = export_member(run_dir, args.pick, out)
+    info = export_member(run_dir, args.pick, out, format=args.format)
     print(f"exported candidate {info['id']} (error {info['error']:.4f}, latency "
           f"{info['latency_ms']:.3f} ms, {info['params']:.0f} params) to {out} "
           f"and {info['recipe_path']}")
+    print(f"checked: {info['check'].describe()}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """``prunesearch export``: write one front member as a real, smaller ``nn.Module``.
 
 The module is rebuilt from the candidate's replayable recipe and its fine-tuned weights (the very
-network that was evaluated), saved with ``torch.save`` together with ``FILE.recipe.json``.
+network that was evaluated), saved as ``--format pt`` (``torch.save``), ``torchscript`` or
+``onnx`` (:mod:`prunesearch.methods.export_formats`, which checks the file on reload) together
+with ``FILE.recipe.json``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from prunesearch.methods.errors import UsageError
-from prunesearch.methods.io import atomic_write, atomic_write_json
+from prunesearch.methods.io import atomic_write_json
 
-__all__ = ["PICKS", "read_front", "pick_member", "export_member"]
+__all__ = ["PICKS", "export_member", "pick_member", "read_front"]
 
 #: Named picks; anything else must be a candidate id from pareto.csv.
 PICKS = ("knee", "best", "fastest", "smallest")
@@ -71,10 +73,13 @@ def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
     raise UsageError(f"--pick {wanted}: candidate {wanted} is not on the front (front ids: {ids})")
 
 
-def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
-    """Rebuild the picked member and save it; returns its row plus ``recipe_path``."""
+def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") -> dict[str, Any]:
+    """Rebuild the picked member and save it in ``format`` (checked on reload, see
+    :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path`` and
+    ``check`` (the :class:`~prunesearch.methods.export_formats.ExportCheck`)."""
     import torch
 
+    from prunesearch.methods.export_formats import export_network
     from prunesearch.methods.pruning import load_pruned
 
     run_dir = Path(run_dir)
@@ -87,11 +92,13 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     if not recipe or not info.get("weights"):
         raise UsageError(f"candidate {row['id']} was evaluated without a network (synthetic "
                          "evaluator?): nothing to export")
-    state = torch.load(run_dir / "models" / info["weights"], map_location="cpu")
+    state = torch.load(run_dir / "models" / info["weights"], map_location="cpu", weights_only=True)
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
-    atomic_write(out, lambda fh: torch.save(module, fh))
+    check = export_network(module, out, format=format,
+                           input_shape=recipe.get("input_shape") or (3, 32, 32),
+                           batch_size=int((info.get("hardware") or {}).get("batch_size") or 1))
     recipe_path = out.with_name(out.name + ".recipe.json")
     atomic_write_json(recipe_path, {"candidate": row, "recipe": recipe}, default=str)
-    return {**row, "recipe_path": str(recipe_path)}
+    return {**row, "recipe_path": str(recipe_path), "check": check}
