@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from prunesearch.methods.clad.settings import CLADSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -45,6 +46,9 @@ __all__ = [
 #: Generational searches run by the HAMP driver (others arrive with their issues).
 SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
 
+#: Methods run as Tune trials (their runner arrives with issue 10).
+TRIAL_METHODS = ("clad",)
+
 #: Top-level keys whose change alters a search (resume refuses to change them).
 SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
 
@@ -70,7 +74,7 @@ class ClusterSettings:
 class JobConfig:
     """A whole job file, resolved. Build it with :func:`load_config`."""
 
-    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    method: str = setting("hamp", choices=SEARCH_METHODS + TRIAL_METHODS, help="search method")
     seed: int = setting(0, min=0, max=2**32 - 1)
     data: DataSettings = setting(default_factory=DataSettings)
     model: ModelSettings = setting(default_factory=ModelSettings)
@@ -79,6 +83,8 @@ class JobConfig:
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
+    clad: CLADSettings = setting(default_factory=CLADSettings)
+    tune: dict[str, Any] | None = setting(None, help="Tuner settings of trial methods (clad)")
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)
@@ -187,7 +193,10 @@ def _resolve_paths(config: JobConfig, base: Path) -> JobConfig:
     storage = config.storage
     if storage and "://" not in storage:
         storage = "file://" + absolute(storage)
-    return dataclasses.replace(config, data=data, model=model, storage=storage)
+    clad = config.clad
+    if clad.latency_table:
+        clad = dataclasses.replace(clad, latency_table=absolute(clad.latency_table))
+    return dataclasses.replace(config, data=data, model=model, storage=storage, clad=clad)
 
 
 def config_to_dict(config: JobConfig) -> dict[str, Any]:
