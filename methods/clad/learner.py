@@ -122,15 +122,15 @@ class LayerLearner(nn.Module):
         if prior not in ("l1", "none"):
             raise ValueError(f"prior must be 'l1' or 'none', got {prior!r}")
         self.skip = nn.Linear(num_features, 1, bias=False)
+        # No output bias: scores are z-normalised per layer, so a constant shift is void.
         self.mlp = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(),
-                                 nn.Linear(width, 1))
+                                 nn.Linear(width, 1, bias=False))
         with torch.no_grad():
             self.skip.weight.zero_()
             if prior == "l1":
                 self.skip.weight[0, DESCRIPTORS.index("l1")] = 1.0
                 # Small but non-zero: gradients reach the hidden layer from the first step.
                 nn.init.normal_(self.mlp[2].weight, std=1e-3)
-                self.mlp[2].bias.zero_()
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
         """``(C, F)`` z-scored descriptors -> ``(C,)`` scores (higher = keep)."""
@@ -205,22 +205,34 @@ class ChannelMasks:
 
     The mask of a group goes on every producing BN (after normalisation, so BN statistics are
     those of the unmasked network and a zeroed channel is a removed one); a group without BN
-    is masked at its convs. Set :attr:`masks` (group -> ``(C,)`` tensor) before each forward;
-    groups absent from it are not masked. Hooks are prepended, so feature taps on the same
-    modules see masked outputs.
+    is masked at its convs. In a CIFAR ResNet (pass ``model``) a stage width's mask also goes
+    on the output of every block of the stage: the parameter-free option-A shortcut of a
+    stage's first block copies kept channels of the previous stage into channels this stage
+    prunes, so masking the producers alone would leave them alive.
+
+    Set :attr:`masks` (group -> ``(C,)`` tensor) before each forward; groups absent from it are
+    not masked. Hooks are prepended, so feature taps on the same modules see masked outputs.
 
     Args:
         producers: Group -> producers (:func:`group_producers`).
         groups: The groups that may be masked.
+        model: The network the producers belong to (needed for CIFAR ResNet stage widths).
     """
 
-    def __init__(self, producers: Mapping[str, Sequence[Producer]], groups: Sequence[str]) -> None:
+    def __init__(self, producers: Mapping[str, Sequence[Producer]], groups: Sequence[str],
+                 model: nn.Module | None = None) -> None:
+        from prunesearch.methods.models import CifarResNet
+
         self.masks: dict[str, torch.Tensor] = {}
         self._handles = []
+        block_outputs: dict[str, list[nn.Module]] = {}
+        if isinstance(model, CifarResNet):
+            block_outputs = {f"stage{s + 1}": list(stage) for s, stage in enumerate(model.stages())}
         for group in groups:
             members = list(producers[group])
             targets = [(m, i) for m, i in members if isinstance(m, nn.BatchNorm2d)] or \
                       [(m, i) for m, i in members if isinstance(m, nn.Conv2d)]
+            targets += [(block, None) for block in block_outputs.get(group, [])]
             for module, index in targets:
                 self._handles.append(module.register_forward_hook(
                     self._hook(group, index), prepend=True))

@@ -124,6 +124,10 @@ class CLADTrial:
         self.genome = target_genome(self.space, self.groups, s.rate)
         self.keep = dict(zip(self.space.names, self.space.channels(self.genome)))
         self.stages = stage_names(self.base)
+        from prunesearch.methods.cost.counts import count_specs
+        from prunesearch.methods.pruning.specs import layer_specs
+
+        self.macs = int(count_specs(layer_specs(self.space, self.space.channels(self.genome))).macs)
         self.learner_steps = s.learner_epochs if s.criterion == "learned" else 0
         self.total_steps = self.learner_steps + 1 + s.finetune_epochs
         self.train_set = self.bundle.train
@@ -191,6 +195,7 @@ class CLADTrial:
             else:
                 metrics = self._finetune_epoch(index - self.learner_steps - 1)
         self._completed += 1
+        metrics.setdefault("macs", self.macs)  # the target network's, so every row can rank
         metrics["step"] = self._completed
         metrics["wall_s"] = time.perf_counter() - start
         return metrics
@@ -334,7 +339,7 @@ class CLADTrial:
         sums: dict[str, float] = {}
         seen = 0
         temperature = s.temperature_start
-        with ChannelMasks(self.student_producers, self.groups) as masks, \
+        with ChannelMasks(self.student_producers, self.groups, self.student) as masks, \
                 FeatureTaps(self.student, self.stages) as s_taps, \
                 FeatureTaps(self.teacher, self.stages) as t_taps:
             for b, (x, y) in enumerate(self._batches()):
