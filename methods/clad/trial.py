@@ -363,12 +363,30 @@ class CLADTrial:
                     self.weights_opt.step()
                 _accumulate(sums, float(loss.detach()), parts)
                 seen += 1
-            masks.masks = self._hard_masks()
-            val_acc = self._val_acc(self.student)
+        val_acc = self._masked_val_acc()
         metrics = _means(sums, seen)
         metrics.update(phase="learner", epoch=epoch + 1, val_acc=val_acc,
                        temperature=temperature, kept_overlap_l1=self._overlap_with_l1())
         return metrics
+
+    def _recalibration_batches(self) -> list[torch.Tensor]:
+        batches = []
+        for i, (x, _) in enumerate(self._batches()):
+            if i >= self.settings.bn_recalibration_batches:
+                break
+            batches.append(x)
+        return batches
+
+    def _masked_val_acc(self) -> float:
+        """Validation accuracy the network would have if pruned now: a copy with the hard
+        masks and its BN statistics re-estimated, as the prune step does."""
+        from prunesearch.methods.evaluator import recalibrate_bn
+
+        probe = copy.deepcopy(self.student)
+        with ChannelMasks(group_producers(probe, self.space), self.groups, probe) as masks:
+            masks.masks = self._hard_masks()
+            recalibrate_bn(probe, self._recalibration_batches())
+            return self._val_acc(probe)
 
     @torch.no_grad()
     def _learned_scores(self) -> dict[str, torch.Tensor]:
@@ -442,13 +460,7 @@ class CLADTrial:
         pruned = result.module.to(self.device)
         for p in pruned.parameters():
             p.requires_grad_(True)
-        recalibration = []
-        if s.bn_recalibration_batches > 0:
-            for i, (x, _) in enumerate(self._batches()):
-                if i >= s.bn_recalibration_batches:
-                    break
-                recalibration.append(x)
-        recalibrate_bn(pruned, recalibration)
+        recalibrate_bn(pruned, self._recalibration_batches())
         self.pruned, self.recipe = pruned, result.recipe
         self.finetune_opt = self._make_finetune_opt(pruned)
         # The dense student (and its optimizer) are no longer needed.
