@@ -47,7 +47,12 @@ from prunesearch.methods.clad.learner import (
     znorm,
 )
 from prunesearch.methods.clad.settings import CLADSettings
+from prunesearch.methods.cost.counts import count_specs
+from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.distill import FeatureTaps, attention_loss, kd_loss, stage_names
+from prunesearch.methods.evaluator import evaluate_error, recalibrate_bn
+from prunesearch.methods.pruning import apply_genome, prune_to_kept
+from prunesearch.methods.pruning.specs import layer_specs
 from prunesearch.methods.trial import TrialMethod
 
 __all__ = ["CLAD_METHOD", "CLADTrial", "validate_clad_config"]
@@ -124,9 +129,6 @@ class CLADTrial:
         self.genome = target_genome(self.space, self.groups, s.rate)
         self.keep = dict(zip(self.space.names, self.space.channels(self.genome)))
         self.stages = stage_names(self.base)
-        from prunesearch.methods.cost.counts import count_specs
-        from prunesearch.methods.pruning.specs import layer_specs
-
         self.macs = int(count_specs(layer_specs(self.space, self.space.channels(self.genome))).macs)
         self.learner_steps = s.learner_epochs if s.criterion == "learned" else 0
         self.total_steps = self.learner_steps + 1 + s.finetune_epochs
@@ -226,8 +228,6 @@ class CLADTrial:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict` output (of a trial with the same config)."""
-        from prunesearch.methods.pruning import prune_to_kept
-
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"CLAD trial state format {state.get('format')!r} is not "
                              f"{STATE_FORMAT}")
@@ -280,8 +280,6 @@ class CLADTrial:
             yield x.to(self.device), y.to(self.device)
 
     def _val_acc(self, module: nn.Module) -> float:
-        from prunesearch.methods.evaluator import evaluate_error
-
         return 1.0 - evaluate_error(module, self.bundle.val, max_batches=self.settings.val_batches,
                                     device=self.device)
 
@@ -380,8 +378,6 @@ class CLADTrial:
     def _masked_val_acc(self) -> float:
         """Validation accuracy the network would have if pruned now: a copy with the hard
         masks and its BN statistics re-estimated, as the prune step does."""
-        from prunesearch.methods.evaluator import recalibrate_bn
-
         probe = copy.deepcopy(self.student)
         with ChannelMasks(group_producers(probe, self.space), self.groups, probe) as masks:
             masks.masks = self._hard_masks()
@@ -439,10 +435,6 @@ class CLADTrial:
                                weight_decay=s.weight_decay)
 
     def _prune(self) -> dict[str, Any]:
-        from prunesearch.methods.cost.counts import count_specs
-        from prunesearch.methods.evaluator import recalibrate_bn
-        from prunesearch.methods.pruning import apply_genome
-        from prunesearch.methods.pruning.specs import layer_specs
 
         s = self.settings
         if s.criterion == "learned":
@@ -507,10 +499,6 @@ class CLADTrial:
         return metrics
 
     def _final_figures(self) -> dict[str, Any]:
-        from prunesearch.methods.cost.counts import count_specs
-        from prunesearch.methods.cost.latency import measure_latency
-        from prunesearch.methods.evaluator import evaluate_error
-        from prunesearch.methods.pruning.specs import layer_specs
 
         assert self.pruned is not None
         s = self.settings

@@ -356,3 +356,23 @@ def test_smoke_config_trial_on_cifar10(repo_root, data_root, tmp_path):
     final = trial.final()
     assert final["macs_reduction"] > 0.4 and final["test_acc"] > 0.1
     assert [b.conv1.out_channels for b in trial.pruned.layer3] == [32, 32, 32]
+
+
+def test_missing_pretrained_weights_are_refused_before_any_trial(tmp_path):
+    from prunesearch.methods.errors import DataNotFoundError, PrunesearchError
+
+    config = load_config({"method": "clad", "data": {"name": "cifar10", "root": str(tmp_path)},
+                          "model": {"name": "resnet20"}})
+    with pytest.raises(DataNotFoundError, match=r"no pretrained resnet20: expected .*resnet20-\*\.th"):
+        CLAD_METHOD.validate(config)
+    assert issubclass(DataNotFoundError, PrunesearchError)  # the CLI's one-line exit 2
+
+
+def test_apply_genome_refuses_scores_that_do_not_fit_the_space():
+    model = DigitsCNN(widths=(8, 8, 8))
+    space = genome_space(model, "digits-cnn", granularity=4)
+    with pytest.raises(ValueError, match="missing"):
+        apply_genome(model, space, (1, 1, 1), scores={"conv1": torch.ones(8)})
+    bad = {"conv1": torch.ones(7), "conv2": torch.ones(8), "conv3": torch.ones(8)}
+    with pytest.raises(ValueError, match="hold 7 values, expected 8"):
+        apply_genome(model, space, (1, 1, 1), scores=bad)
