@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.clad.settings import CLADSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: Top-level keys whose change alters a run (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune")
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,7 @@ class JobConfig:
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
     tune: TuneSettings = setting(default_factory=TuneSettings)
+    clad: CLADSettings = setting(default_factory=CLADSettings)
 
     def __post_init__(self) -> None:
         from prunesearch.cluster.registry import METHODS
@@ -267,7 +269,10 @@ def _resolve_paths(config: JobConfig, base: Path) -> JobConfig:
     storage = config.storage
     if storage and "://" not in storage:
         storage = "file://" + absolute(storage)
-    return dataclasses.replace(config, data=data, model=model, storage=storage)
+    clad = config.clad
+    if clad.latency_table:
+        clad = dataclasses.replace(clad, latency_table=absolute(clad.latency_table))
+    return dataclasses.replace(config, data=data, model=model, storage=storage, clad=clad)
 
 
 def config_to_dict(config: JobConfig) -> dict[str, Any]:

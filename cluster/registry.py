@@ -147,3 +147,16 @@ for _name, _help in _SEARCHES.items():
         produces=_SEARCH_FILES,
     ))
 del _name, _help
+
+
+# Trial-based methods: one Tune trial per point of ``tune.space`` (cluster/tune_runner.py).
+_TRIAL_FILES = ("tune/", "results.csv", "trials.json", "pareto.csv", "pareto.png")
+register_method(MethodEntry(
+    name="clad", kind="trials",
+    help="CLAD: learned per-layer filter criteria with attention distillation (Tune trials)",
+    runner="prunesearch.cluster.tune_runner:run_trials",
+    reporter="prunesearch.cluster.tune_runner:report_trials",
+    checker="prunesearch.cluster.tune_runner:check_trial_inputs",
+    trial_method="prunesearch.methods.clad:CLAD_METHOD",
+    section="clad", produces=_TRIAL_FILES,
+))

@@ -141,11 +141,13 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
                  importance: str = "l1",
                  grads: Mapping[nn.Parameter, torch.Tensor] | None = None,
                  example_inputs: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], torch.Tensor] | None = None,
-                 base_checkpoint: str | None = None) -> PrunedNetwork:
+                 base_checkpoint: str | None = None,
+                 scores: Mapping[str, torch.Tensor] | None = None) -> PrunedNetwork:
     """Prune ``model`` to the widths ``genome`` encodes.
 
     Inside every group the channels with the highest ``importance`` are kept (ties: lower index
-    first). ``model`` itself is not modified.
+    first), or the highest ``scores`` when a method ranks the channels itself (CLAD's learned
+    criterion). ``model`` itself is not modified.
 
     Args:
         model: Base network (a model of a registered family).
@@ -155,13 +157,19 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         grads: Parameter -> gradient for ``taylor``.
         example_inputs: ``(images, labels)`` batch for ``taylor`` when ``grads`` is not given.
         base_checkpoint: Path of the base weights, recorded in the recipe.
+        scores: Group name -> one score per channel (higher = keep), for every group of
+            ``space``; replaces the ``importance`` ranking, and ``importance`` is then only the
+            label recorded in the recipe (e.g. ``"clad-learned"``).
 
     Returns:
         The pruned module (same train/eval mode as ``model``) and its recipe.
     """
     channels = space.channels(genome)
-    scores = rank_channels(model, space, importance=importance, grads=grads,
-                           example_inputs=example_inputs)
+    if scores is None:
+        scores = rank_channels(model, space, importance=importance, grads=grads,
+                               example_inputs=example_inputs)
+    else:
+        scores = _check_scores(scores, space)
     kept = {g.name: keep_top(scores[g.name], c) for g, c in zip(space.groups, channels)}
     module = prune_to_kept(model, kept, input_shape=space.input_shape)
     recipe = {
@@ -179,6 +187,23 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         "kept": kept,
     }
     return PrunedNetwork(module=module, recipe=recipe)
+
+
+def _check_scores(scores: Mapping[str, torch.Tensor], space: GenomeSpace
+                  ) -> dict[str, torch.Tensor]:
+    missing = [g.name for g in space.groups if g.name not in scores]
+    if missing:
+        raise ValueError(f"scores must cover every group of the space; missing {missing}")
+    out = {}
+    for g in space.groups:
+        values = torch.as_tensor(scores[g.name]).detach().to("cpu", torch.float64).flatten()
+        if values.numel() != g.full_width:
+            raise ValueError(f"scores of group '{g.name}' hold {values.numel()} values, "
+                             f"expected {g.full_width}")
+        if not torch.isfinite(values).all():
+            raise ValueError(f"scores of group '{g.name}' are not all finite")
+        out[g.name] = values
+    return out
 
 
 def _check_recipe(recipe: Mapping[str, Any]) -> None:
