@@ -161,6 +161,11 @@ def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> in
 
 def _preflight(config: Any) -> None:
     """Refuse unknown dataset/model names before Ray starts or a directory is created."""
+    if config.method == "icpg":  # graph datasets, not the image-dataset registry
+        from prunesearch.methods.icpg.method import ICPG_METHOD
+
+        ICPG_METHOD.validate(config)
+        return
     if config.evaluator.kind == "synthetic":
         return
     from prunesearch.methods.data import dataset_info

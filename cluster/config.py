@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from prunesearch.methods.icpg.settings import ICPGSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -35,6 +36,7 @@ __all__ = [
     "ClusterSettings",
     "JobConfig",
     "SEARCH_METHODS",
+    "TRIAL_METHODS",
     "SEARCH_KEYS",
     "load_config",
     "parse_overrides",
@@ -45,8 +47,11 @@ __all__ = [
 #: Generational searches run by the HAMP driver (others arrive with their issues).
 SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
 
+#: Trial-based methods run by the Tune runner (their contract: prunesearch.methods.trial).
+TRIAL_METHODS = ("icpg",)
+
 #: Top-level keys whose change alters a search (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "icpg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +75,7 @@ class ClusterSettings:
 class JobConfig:
     """A whole job file, resolved. Build it with :func:`load_config`."""
 
-    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    method: str = setting("hamp", choices=SEARCH_METHODS + TRIAL_METHODS, help="search method")
     seed: int = setting(0, min=0, max=2**32 - 1)
     data: DataSettings = setting(default_factory=DataSettings)
     model: ModelSettings = setting(default_factory=ModelSettings)
@@ -79,6 +84,8 @@ class JobConfig:
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
+    icpg: ICPGSettings = setting(default_factory=ICPGSettings)
+    tune: dict[str, Any] | None = setting(None, help="Tuner settings of trial-based methods")
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)
