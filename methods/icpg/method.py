@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunesearch.methods.errors import UsageError
 from prunesearch.methods.icpg.graphs import (
@@ -21,8 +21,10 @@ from prunesearch.methods.icpg.graphs import (
     load_node_graph,
 )
 from prunesearch.methods.icpg.settings import ICPGSettings
-from prunesearch.methods.icpg.trial import GraphTrial, NodeTrial
 from prunesearch.methods.trial import TrialMethod
+
+if TYPE_CHECKING:
+    from prunesearch.methods.icpg.trial import GraphTrial, NodeTrial
 
 __all__ = ["ICPG_METHOD", "default_space", "make_trial", "summarize", "validate"]
 
@@ -55,6 +57,10 @@ def validate(config: Any) -> None:
 
 def make_trial(config: Any, work_dir: Path | None = None) -> GraphTrial | NodeTrial:
     """The trial for a resolved config with ``icpg.fold`` and ``icpg.baseline`` applied."""
+    # PyG is imported here, not at module level: validating a config (the CLI's preflight)
+    # stays light and prints nothing but its one-line error.
+    from prunesearch.methods.icpg.trial import GraphTrial, NodeTrial
+
     validate(config)
     settings = _settings(config)
     if dataset_kind(config.data.name) == "node":
