@@ -23,6 +23,7 @@ from prunesearch.methods.icpg.models import AutoMasker, GraphClassifier, prunabl
 from prunesearch.methods.icpg.pruning import magnitude_prune, prune_edges
 from prunesearch.methods.icpg.trial import GraphTrial, NodeTrial
 from prunesearch.methods.settings import DataSettings
+from prunesearch.methods.trial import Trial
 from prunesearch.search.settings import ConfigError, build_section
 
 TINY = {"hidden": 16, "masker_hidden": 8, "mask_epochs": 1, "eval_epochs": 2, "batch_size": 8,
@@ -271,6 +272,10 @@ def test_default_space_is_folds_by_baselines():
                                                  "icpg.baseline": ["icpg", "random"]}
     assert ICPG_METHOD.name == "icpg" and ICPG_METHOD.metric == "val_acc"
     assert ICPG_METHOD.pruning is False
+    trial = GraphTrial(settings(rounds=0), synthetic_graphs(), seed=0)
+    assert isinstance(trial, Trial) and trial.completed_steps == 0 and not trial.done
+    trial.step()
+    assert trial.done and trial.final() is None
 
 
 def test_bad_settings_are_refused_with_their_reason():
