@@ -52,7 +52,7 @@ def _run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             settings = ICPGSettings(
                 rounds=args.rounds, mask_epochs=args.mask_epochs, eval_epochs=args.eval_epochs,
                 batch_size=args.batch_size, folds=max(args.cv_folds, args.folds), fold=fold,
-                baseline=baseline, selection=args.selection,
+                baseline=baseline, selection=args.selection, weight_scope=args.weight_scope,
                 max_graphs_per_epoch=args.max_graphs or None, threads=1)
             config = types.SimpleNamespace(icpg=settings, seed=args.seed,
                                            data=DataSettings(name=name, root=args.data_root))
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-graphs", type=int, default=256,
                         help="training graphs per epoch (0: all)")
     parser.add_argument("--selection", default="val", choices=["val", "test_max"])
+    parser.add_argument("--weight-scope", default="global", choices=["global", "layer"],
+                        help="weight ranking of both baselines: global (official) or per layer")
     parser.add_argument("--ugs", action="store_true", help="add UGS on the node tasks")
     parser.add_argument("--seed", type=int, default=666)
     parser.add_argument("--json", help="write rows and summaries to this file")
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# ICPG bench: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
           f"folds {args.folds}/{args.cv_folds}, rounds 0-{args.rounds}, epochs "
           f"{args.mask_epochs}+{args.eval_epochs}, batch {args.batch_size}, max graphs/epoch "
-          f"{args.max_graphs or 'all'}, selection {args.selection}", flush=True)
+          f"{args.max_graphs or 'all'}, selection {args.selection}, weight scope "
+          f"{args.weight_scope}", flush=True)
     results = {}
     total = time.perf_counter()
     for name in args.datasets:

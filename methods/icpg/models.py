@@ -68,8 +68,8 @@ def _init_bn(bn: nn.BatchNorm1d) -> nn.BatchNorm1d:
 class GraphClassifier(nn.Module):
     """ResGCN-style graph classifier (official ``ResGCN`` as ``main_imp.py`` builds it).
 
-    BN -> linear feature transform -> ReLU, ``layers`` x [BN -> conv -> ReLU], global sum
-    pooling, BN -> Linear -> ReLU, BN -> Linear -> log-softmax. No dropout, no residual.
+    BN -> linear feature transform (glorot init) -> ReLU, ``layers`` x [BN -> conv -> ReLU],
+    global sum pooling, BN -> Linear -> ReLU, BN -> Linear -> log-softmax. No dropout, no residual.
 
     Args:
         num_features: Node feature width.
@@ -83,7 +83,11 @@ class GraphClassifier(nn.Module):
                  layers: int = 3, conv: str = "gcn") -> None:
         super().__init__()
         self.bn_feat = _init_bn(nn.BatchNorm1d(num_features))
-        self.feat = nn.Linear(num_features, hidden)
+        # The official feature transform is a GCNConv used without propagation (gfn=True):
+        # a glorot-initialised weight with a zero bias, not nn.Linear's kaiming init. The scale
+        # matters: global magnitude pruning compares weights across layers.
+        self.feat = PygLinear(num_features, hidden, weight_initializer="glorot",
+                              bias_initializer="zeros")
         self.bns = nn.ModuleList(_init_bn(nn.BatchNorm1d(hidden)) for _ in range(layers))
         self.convs = nn.ModuleList(make_conv(conv, hidden, hidden) for _ in range(layers))
         self.bn_fc = _init_bn(nn.BatchNorm1d(hidden))

@@ -72,26 +72,40 @@ def _prune_lowest(scores: dict[str, torch.Tensor], masks: Mapping[str, torch.Ten
     return out
 
 
-def magnitude_prune(model: nn.Module, masks: Mapping[str, torch.Tensor],
-                    rate: float) -> dict[str, torch.Tensor]:
-    """Global unstructured L1 pruning: the new masks without the ``rate`` fraction of the live
-    weights with the smallest magnitude (``model``'s current weights), across all layers."""
+def score_prune(masks: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
+                rate: float, *, scope: str = "global") -> dict[str, torch.Tensor]:
+    """The new masks without the ``rate`` fraction of live weights with the lowest ``scores``.
+
+    Args:
+        masks: Current masks by parameter name.
+        scores: One score per weight, same shapes.
+        rate: Fraction of the live weights removed.
+        scope: ``global``: one ranking over all layers (PyTorch's ``global_unstructured``, the
+            official code); ``layer``: every layer loses ``rate`` of its own live weights.
+    """
+    if scope == "global":
+        return _prune_lowest(dict(scores), masks, rate)
+    if scope == "layer":
+        out: dict[str, torch.Tensor] = {}
+        for name in masks:
+            out.update(_prune_lowest({name: scores[name]}, {name: masks[name]}, rate))
+        return out
+    raise ValueError(f"unknown pruning scope {scope!r}; valid: global, layer")
+
+
+def magnitude_prune(model: nn.Module, masks: Mapping[str, torch.Tensor], rate: float, *,
+                    scope: str = "global") -> dict[str, torch.Tensor]:
+    """Unstructured L1 pruning: the new masks without the ``rate`` fraction of the live weights
+    with the smallest magnitude (``model``'s current weights), across all layers by default."""
     params = prunable_weights(model)
-    return _prune_lowest({n: params[n].detach().abs() for n in masks}, masks, rate)
+    return score_prune(masks, {n: params[n].detach().abs() for n in masks}, rate, scope=scope)
 
 
 def random_prune(masks: Mapping[str, torch.Tensor], rate: float, *,
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+                 generator: torch.Generator, scope: str = "global") -> dict[str, torch.Tensor]:
     """The new masks without a uniformly random ``rate`` fraction of the live weights."""
     scores = {n: torch.rand(m.shape, generator=generator) for n, m in masks.items()}
-    return _prune_lowest(scores, masks, rate)
-
-
-def score_prune(masks: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
-                rate: float) -> dict[str, torch.Tensor]:
-    """The new masks without the ``rate`` fraction of live weights with the lowest ``scores``
-    (UGS: the learned weight-mask magnitudes)."""
-    return _prune_lowest(dict(scores), masks, rate)
+    return score_prune(masks, scores, rate, scope=scope)
 
 
 def weight_sparsity(model: nn.Module) -> float:

@@ -36,6 +36,9 @@ class ICPGSettings:
                                help="fraction of each graph's current edges pruned per round")
     weight_rate: float = setting(0.2, min=0.0, max=1.0,
                                  help="fraction of the remaining prunable weights pruned per round")
+    weight_scope: str = setting(
+        "global", choices=("global", "layer"),
+        help="weight ranking: global over all layers (official) or per layer")
     mask_epochs: int = setting(100, min=1, help="epochs of joint GNN + masker training per round")
     eval_epochs: int = setting(100, min=1, help="epochs of ticket retraining per round")
     lr: float = setting(1e-3, min=0.0, help="Adam lr of the GNN (graph tasks)")

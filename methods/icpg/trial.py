@@ -364,7 +364,8 @@ class GraphTrial(_TrialBase):
         all_ids = torch.arange(self.graphs.num_graphs)
         extra: dict[str, Any] = {}
         if s.baseline == "random":
-            new_masks = random_prune(self.weight_masks, s.weight_rate, generator=generator)
+            new_masks = random_prune(self.weight_masks, s.weight_rate, generator=generator,
+                                     scope=s.weight_scope)
             scores = torch.rand(self.graphs.num_edges, generator=generator)
         else:
             classifier = self._rewound_classifier(self.weight_masks)
@@ -384,7 +385,8 @@ class GraphTrial(_TrialBase):
                 if acc > best_acc:
                     best_acc, best_masker = acc, _clone_state(masker)
             # Weights are pruned from the final-epoch classifier (as the official code does).
-            new_masks = magnitude_prune(classifier, self.weight_masks, s.weight_rate)
+            new_masks = magnitude_prune(classifier, self.weight_masks, s.weight_rate,
+                                        scope=s.weight_scope)
             masker.load_state_dict(best_masker)
             scores = self._score_edges(masker, all_ids)
             extra["masker_select_acc"] = best_acc
@@ -488,7 +490,9 @@ class NodeTrial(_TrialBase):
         return self._retrain_and_evaluate()
 
     def _random_scores(self, generator: torch.Generator):
-        new_masks = random_prune(self.weight_masks, self.settings.weight_rate, generator=generator)
+        s = self.settings
+        new_masks = random_prune(self.weight_masks, s.weight_rate, generator=generator,
+                                 scope=s.weight_scope)
         return torch.rand(int(self.edge_alive.sum()), generator=generator), new_masks
 
     def _icpg_scores(self, generator: torch.Generator):
@@ -515,7 +519,8 @@ class NodeTrial(_TrialBase):
             if val > best_val:
                 best_val, best_state = val, _clone_state(classifier)
         classifier.load_state_dict(best_state)
-        new_masks = magnitude_prune(classifier, self.weight_masks, self.settings.weight_rate)
+        new_masks = magnitude_prune(classifier, self.weight_masks, self.settings.weight_rate,
+                                    scope=self.settings.weight_scope)
         masker.eval()
         with torch.no_grad():
             return masker(self.graph.x, edges), new_masks
@@ -557,6 +562,6 @@ class NodeTrial(_TrialBase):
                 best_edge = edge_mask.detach().clone()
                 best_weight = {n: m.detach().clone() for n, m in weight_soft.items()}
         new_masks = score_prune(self.weight_masks, {n: m.abs() for n, m in best_weight.items()},
-                                s.weight_rate)
+                                s.weight_rate, scope=s.weight_scope)
         return best_edge.abs(), new_masks
 

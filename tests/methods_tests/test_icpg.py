@@ -147,6 +147,17 @@ def test_magnitude_pruning_removes_the_smallest_live_weights_globally():
     assert pruned.numel() == round(0.3 * total)
 
 
+def test_layer_scope_prunes_every_layer_by_the_rate():
+    model = GraphClassifier(5, 2, hidden=8, layers=2)
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_weights(model).items()}
+    for _ in range(3):
+        new = magnitude_prune(model, masks, 0.2, scope="layer")
+        for name, mask in masks.items():
+            live = int(mask.sum())
+            assert int(new[name].sum()) == live - round(0.2 * live), name
+        masks = new
+
+
 def test_rewinding_restores_the_initial_weights_under_the_mask():
     graphs = synthetic_graphs()
     trial = GraphTrial(settings(rounds=1), graphs, seed=0)
