@@ -18,6 +18,7 @@ import yaml
 
 from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.clad.settings import CLADSettings
+from prunesearch.methods.icpg.settings import ICPGSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: Top-level keys whose change alters a run (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad")
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad", "icpg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,15 +150,23 @@ class JobConfig:
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
     tune: TuneSettings = setting(default_factory=TuneSettings)
     clad: CLADSettings = setting(default_factory=CLADSettings)
+    icpg: ICPGSettings = setting(default_factory=ICPGSettings)
 
     def __post_init__(self) -> None:
         from prunesearch.cluster.registry import METHODS
+        from prunesearch.methods.settings import image_dataset_names
 
         if self.method not in METHODS:
             close = difflib.get_close_matches(str(self.method), list(METHODS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"method: {self.method!r} is not allowed{hint}; choose one of: "
                               + ", ".join(METHODS))
+        names = image_dataset_names()
+        if METHODS[self.method].data_kind == "images" and self.data.name not in names:
+            close = difflib.get_close_matches(str(self.data.name), list(names), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"data.name: {self.data.name!r} is not allowed{hint}; choose one "
+                              f"of: " + ", ".join(names) + f" (method {self.method})")
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)

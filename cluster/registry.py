@@ -58,6 +58,8 @@ class MethodEntry:
             ``driver.log`` (documentation, and what ``report`` re-renders).
         checker: Import path of ``checker(config) -> None``, raising a ``PrunesearchError``
             for bad input (unknown names, missing data) before anything is created or started.
+        data_kind: ``images``: ``data.name`` must be in the image-dataset registry (checked
+            when the config is loaded); ``graphs``: the method checks its own dataset names.
     """
 
     name: str
@@ -69,8 +71,11 @@ class MethodEntry:
     trial_method: str | None = None
     produces: tuple[str, ...] = ()
     checker: str | None = None
+    data_kind: str = "images"
 
     def __post_init__(self) -> None:
+        if self.data_kind not in ("images", "graphs"):
+            raise ValueError(f"method {self.name!r}: data_kind must be images or graphs")
         if self.kind not in RUNNER_KINDS:
             raise ValueError(f"method {self.name!r}: kind must be one of {RUNNER_KINDS}, "
                              f"got {self.kind!r}")
@@ -159,4 +164,13 @@ register_method(MethodEntry(
     checker="prunesearch.cluster.tune_runner:check_trial_inputs",
     trial_method="prunesearch.methods.clad:CLAD_METHOD",
     section="clad", produces=_TRIAL_FILES,
+))
+register_method(MethodEntry(
+    name="icpg", kind="trials", data_kind="graphs",
+    help="ICPG: inductive co-pruning of GNN edges (AutoMasker) and weights (Tune trials)",
+    runner="prunesearch.cluster.tune_runner:run_trials",
+    reporter="prunesearch.cluster.tune_runner:report_trials",
+    checker="prunesearch.cluster.tune_runner:check_trial_inputs",
+    trial_method="prunesearch.methods.icpg:ICPG_METHOD",
+    section="icpg", produces=("tune/", "results.csv", "trials.json"),
 ))
