@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from prunesearch.methods.finetune import FinetuneSettings
+from prunesearch.methods.halp.settings import HALPSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ClusterSettings",
     "JobConfig",
+    "METHODS",
     "SEARCH_METHODS",
     "SEARCH_KEYS",
     "load_config",
@@ -44,6 +47,9 @@ __all__ = [
 
 #: Generational searches run by the HAMP driver (others arrive with their issues).
 SEARCH_METHODS = ("hamp", "nsga2", "random", "hamp-no-ls", "hamp-no-portfolio")
+
+#: Every method a job file may name (HALP is run by ``cluster.halp_runner``).
+METHODS = (*SEARCH_METHODS, "halp")
 
 #: Top-level keys whose change alters a search (resume refuses to change them).
 SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search")
@@ -70,7 +76,7 @@ class ClusterSettings:
 class JobConfig:
     """A whole job file, resolved. Build it with :func:`load_config`."""
 
-    method: str = setting("hamp", choices=SEARCH_METHODS, help="search method")
+    method: str = setting("hamp", choices=METHODS, help="search method")
     seed: int = setting(0, min=0, max=2**32 - 1)
     data: DataSettings = setting(default_factory=DataSettings)
     model: ModelSettings = setting(default_factory=ModelSettings)
@@ -78,6 +84,8 @@ class JobConfig:
     evaluator: EvaluatorSettings = setting(default_factory=EvaluatorSettings)
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
+    halp: HALPSettings = setting(default_factory=HALPSettings)
+    finetune: FinetuneSettings = setting(default_factory=FinetuneSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
 
     def replace(self, **changes: Any) -> JobConfig:

@@ -70,7 +70,9 @@ def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
 
 
 def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
-    """Rebuild the picked member and save it; returns its row plus ``recipe_path``."""
+    """Rebuild the picked member and save it; returns its row plus ``recipe_path`` and
+    ``weights`` (``fine-tuned`` when ``prunesearch finetune`` left weights for it in
+    ``finetuned/``, else ``search``)."""
     import torch
 
     from prunesearch.methods.pruning import load_pruned
@@ -85,7 +87,14 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     if not recipe or not info.get("weights"):
         raise UsageError(f"candidate {row['id']} was evaluated without a network (synthetic "
                          "evaluator?): nothing to export")
-    state = torch.load(run_dir / "models" / info["weights"], map_location="cpu")
+    from prunesearch.cluster.finetune import finetuned_weights
+
+    # The final fine-tune's weights when there are some (same recipe, same architecture).
+    tuned = finetuned_weights(run_dir, row["id"])
+    if tuned is not None:
+        state, source = tuned[1], "fine-tuned"
+    else:
+        state, source = torch.load(run_dir / "models" / info["weights"], map_location="cpu"), "search"
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
@@ -93,5 +102,6 @@ def export_member(run_dir: Path, pick: str, out: Path) -> dict[str, Any]:
     torch.save(module, tmp)
     tmp.replace(out)
     recipe_path = out.with_name(out.name + ".recipe.json")
-    recipe_path.write_text(json.dumps({"candidate": row, "recipe": recipe}, indent=1, default=str))
-    return {**row, "recipe_path": str(recipe_path)}
+    recipe_path.write_text(json.dumps({"candidate": row, "recipe": recipe, "weights": source},
+                                      indent=1, default=str))
+    return {**row, "recipe_path": str(recipe_path), "weights": source}
