@@ -79,9 +79,22 @@ def _settings_key(settings: Any) -> dict[str, Any]:
     return to_jsonable(dataclasses.asdict(settings))
 
 
+def member_seed(seed: int, cid: int) -> int:
+    """The fine-tune seed of member ``cid``: a function of the run seed and the id only, so a
+    resumed fine-tune continues with the data order it started with."""
+    from prunesearch.cluster.driver import candidate_seed
+
+    # Offset: never the seed the member's search evaluation used.
+    return candidate_seed(seed, 1_000_000 + int(cid))
+
+
 def finetune_member(config: Any, run_dir: str, cid: int, settings: Any, *, seed: int,
-                    device: str, threads: int) -> dict[str, Any]:
+                    device: str, threads: int,
+                    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+                    ) -> dict[str, Any]:
     """Fine-tune one saved member (runs on a Ray worker; plain function, callable in-process).
+
+    ``on_epoch(epoch, record)`` is called after each epoch's checkpoint.
 
     Returns:
         ``{"id", "weights" (numpy), "val_acc", "search_val_acc", "test_acc", "epochs",
@@ -122,7 +135,7 @@ def finetune_member(config: Any, run_dir: str, cid: int, settings: Any, *, seed:
     device_t = torch.device(device)
     result = final_finetune(module, train, settings, seed=seed, teacher=teacher,
                             augment=settings.augmentation and bundle.augmentable,
-                            device=device_t, checkpoint=ckpt)
+                            device=device_t, checkpoint=ckpt, on_epoch=on_epoch)
     module = result.module.cpu().eval()
     val_acc = 1.0 - evaluate_error(module, bundle.val)
     test_acc = 1.0 - evaluate_error(module, bundle.test)
@@ -208,7 +221,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
     import ray
 
     from prunesearch.cluster.config import load_config
-    from prunesearch.cluster.driver import candidate_seed, connect_ray
+    from prunesearch.cluster.driver import connect_ray
     from prunesearch.methods.finetune import DISTILL_MODES
 
     run_dir = Path(run_dir).expanduser().resolve()
@@ -245,7 +258,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
         pending = {}
         for row in members:
             ref = remote.remote(config, str(run_dir), row["id"], settings,
-                                seed=candidate_seed(config.seed, 1_000_000 + row["id"]),
+                                seed=member_seed(config.seed, row["id"]),
                                 device=device, threads=config.hardware.threads)
             pending[ref] = row["id"]
         log(f"fine-tuning {len(members)} member(s) ({', '.join(map(str, rows))}) for "

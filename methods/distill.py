@@ -92,7 +92,7 @@ class FeatureTaps:
         self._handles: list[Any] = []
         self.features: list[torch.Tensor] = []
 
-    def __enter__(self) -> FeatureTaps:
+    def __enter__(self) -> FeatureTaps:  # noqa: PYI034 - one concrete class
         self.features = [torch.empty(0)] * len(self._modules)
 
         def hook(index: int):

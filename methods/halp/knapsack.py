@@ -30,7 +30,7 @@ class KnapsackSolution(tuple):
     cost: int
     feasible: bool
 
-    def __new__(cls, counts: Sequence[int], *, value: float, cost: int,
+    def __new__(cls, counts: Sequence[int], *, value: float, cost: int,  # noqa: PYI034
                 feasible: bool) -> KnapsackSolution:
         obj = super().__new__(cls, tuple(int(k) for k in counts))
         obj.value, obj.cost, obj.feasible = float(value), int(cost), bool(feasible)
