@@ -88,6 +88,21 @@ def member_seed(seed: int, cid: int) -> int:
     return candidate_seed(seed, 1_000_000 + int(cid))
 
 
+#: The last dataset loaded in this process, by (data settings, seed): Ray reuses a worker
+#: process for the next member, which then skips decoding the images again.
+_BUNDLE_CACHE: dict[Any, Any] = {}
+
+
+def _bundle(data: Any, seed: int) -> Any:
+    from prunesearch.methods.data import load_dataset
+
+    key = (data, int(seed))
+    if key not in _BUNDLE_CACHE:
+        _BUNDLE_CACHE.clear()
+        _BUNDLE_CACHE[key] = load_dataset(data, seed=int(seed))
+    return _BUNDLE_CACHE[key]
+
+
 def finetune_member(config: Any, run_dir: str, cid: int, settings: Any, *, seed: int,
                     device: str, threads: int,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None
@@ -102,7 +117,6 @@ def finetune_member(config: Any, run_dir: str, cid: int, settings: Any, *, seed:
     """
     import torch
 
-    from prunesearch.methods.data import load_dataset
     from prunesearch.methods.evaluator import evaluate_error
     from prunesearch.methods.finetune import final_finetune
     from prunesearch.methods.models import load_base_model
@@ -114,7 +128,7 @@ def finetune_member(config: Any, run_dir: str, cid: int, settings: Any, *, seed:
     info = json.loads((run / "models" / f"{cid}.json").read_text())
     state = torch.load(run / "models" / info["weights"], map_location="cpu", weights_only=True)
     module = load_pruned(info["recipe"], state)
-    bundle = load_dataset(config.data, seed=int(config.seed))
+    bundle = _bundle(config.data, int(config.seed))
     train = bundle.train
     if settings.train_subset is not None and settings.train_subset < len(train):
         rng = np.random.default_rng(np.random.SeedSequence([int(config.seed), 23]))
