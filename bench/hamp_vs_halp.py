@@ -102,9 +102,9 @@ def _finetune(run_dir: Path, epochs: int) -> dict[int, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--budget", type=int, default=60, help="evaluations per search")
+    parser.add_argument("--budget", type=int, default=48, help="evaluations per search")
     parser.add_argument("--pop", type=int, default=12, help="population / batch size")
-    parser.add_argument("--epochs", type=int, default=3, help="final fine-tune epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="final fine-tune epochs")
     parser.add_argument("--train-subset", type=int, default=4000,
                         help="training images of the final fine-tune and HALP (0: all)")
     parser.add_argument("--halp-steps", type=int, default=10)

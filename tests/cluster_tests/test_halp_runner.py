@@ -71,6 +71,6 @@ def test_run_halp_writes_one_network_per_target_and_resume_skips_done(local_ray,
 
 def test_unreachable_target_is_refused_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="outside the reachable table latencies"):
-        run_halp(_config(latency_targets=[0.01]), tmp_path / "r", address=None, resume=False,
+        run_halp(_config(latency_targets=[1000.0], target_unit="ms"), tmp_path / "r", address=None, resume=False,
                  log=lambda line: None)
     assert not (tmp_path / "r" / "journal.jsonl").exists()
