@@ -278,11 +278,17 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
         log(f"fine-tuning {len(members)} member(s) ({', '.join(map(str, rows))}) for "
             f"{settings.epochs} epochs, distill {settings.distill}, on "
             f"{'GPU' if device == 'cuda' else 'CPU'} Ray workers")
-        entries = []
+        entries, failed = [], []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cid = pending.pop(done[0])
-            result = ray.get(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                # The others go on; this member's last epoch checkpoint stays for a re-run.
+                failed.append(cid)
+                log(f"candidate {cid}: fine-tune failed: {str(exc).strip().splitlines()[-1]}")
+                continue
             entry = _save_result(run_dir, rows[cid], result, settings)
             entries.append(entry)
             resumed = (f", resumed from epoch {result['resumed_from']}"
@@ -291,6 +297,9 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
                 f"{result['val_acc']:.4f}, test acc {result['test_acc']:.4f} "
                 f"({result['epochs']} epochs{resumed}, {result['wall_s']:.0f}s)")
             _write_csv(run_dir)
+        if failed:
+            raise RuntimeError(f"fine-tuning failed for candidates {failed} (see above); "
+                               "running the command again resumes them")
     finally:
         if not was_connected and ray.is_initialized():
             ray.shutdown()
