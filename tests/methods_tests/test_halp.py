@@ -177,4 +177,4 @@ def test_unreachable_target_is_refused(task):
     with pytest.raises(ValueError, match="below the smallest network"):
         prune_to_latency(task.base_model, task.space,
                          lambda g: task.cost.evaluate(g)["latency_ms"], None, None,
-                         target_ms=0.5 * floor, settings=HALPSettings(), seed=0)
+                         target_ms=floor - 1.0, settings=HALPSettings(), seed=0)
