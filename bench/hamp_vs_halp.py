@@ -39,8 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from prunesearch.cluster.config import dump_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,9 +100,9 @@ def _finetune(run_dir: Path, epochs: int) -> dict[int, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--budget", type=int, default=48, help="evaluations per search")
+    parser.add_argument("--budget", type=int, default=24, help="evaluations per search")
     parser.add_argument("--pop", type=int, default=12, help="population / batch size")
-    parser.add_argument("--epochs", type=int, default=2, help="final fine-tune epochs")
+    parser.add_argument("--epochs", type=int, default=1, help="final fine-tune epochs")
     parser.add_argument("--train-subset", type=int, default=4000,
                         help="training images of the final fine-tune and HALP (0: all)")
     parser.add_argument("--halp-steps", type=int, default=10)
@@ -150,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         timings[method] = time.perf_counter() - t0
         print(f"[{method}] {summaries[method].get('status')}: HV "
               f"{summaries[method].get('hypervolume')}, {timings[method]:.0f}s", flush=True)
+        if summaries[method].get("status") != "complete":
+            return 130  # interrupted: run the same command again to continue
 
     hamp_front = _front(out / "hamp")
     lat = sorted(r["latency_ms"] for r in hamp_front)
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     summaries["halp"] = _run_halp(base.replace(method="halp", halp=halp_settings), out / "halp")
     timings["halp"] = time.perf_counter() - t0
+    if summaries["halp"].get("status") != "complete":
+        return 130
     print(f"[halp] {summaries['halp'].get('status')}: targets "
           + ", ".join(f"{t:.3f}" for t in targets) + f" ms, {timings['halp']:.0f}s", flush=True)
 
