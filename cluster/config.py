@@ -19,6 +19,8 @@ import yaml
 from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.clad.settings import CLADSettings
 from prunesearch.methods.icpg.settings import ICPGSettings
+from prunesearch.methods.finetune import FinetuneSettings
+from prunesearch.methods.halp.settings import HALPSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -47,7 +49,8 @@ __all__ = [
 ]
 
 #: Top-level keys whose change alters a run (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad", "icpg")
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad", "icpg",
+               "halp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +150,8 @@ class JobConfig:
     evaluator: EvaluatorSettings = setting(default_factory=EvaluatorSettings)
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
+    halp: HALPSettings = setting(default_factory=HALPSettings)
+    finetune: FinetuneSettings = setting(default_factory=FinetuneSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
     tune: TuneSettings = setting(default_factory=TuneSettings)
     clad: CLADSettings = setting(default_factory=CLADSettings)

@@ -74,6 +74,7 @@ __all__ = [
     "diff_search_keys",
     "plan_batch",
     "run_search",
+    "save_model",
 ]
 
 #: The checkpoint: algorithm + asked batch + driver bookkeeping (pickle, atomic).
@@ -298,6 +299,29 @@ class _State:
     wall_s: float = 0.0
     idle_generations: int = 0
     finished: bool = False
+
+
+# ---------------------------------------------------------------------------------- models
+def save_model(models_dir: Path, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    """Keep one candidate's network: ``models/<id>.pt`` (its weights) and ``models/<id>.json``
+    (genome, objectives, metrics, hardware and the recipe that rebuilds it), both atomically.
+    ``export`` and ``finetune`` read them back."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    cid = int(record["id"])
+    weights = result.get("weights")
+    if weights:
+        import torch
+
+        buffer = io.BytesIO()
+        # Copies: arrays from the object store are read-only, which torch warns about.
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
+        atomic_write_bytes(models_dir / f"{cid}.pt", buffer.getvalue())
+    info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
+            "objectives": record["objectives"], "metrics": record["metrics"],
+            "hardware": record["hardware"], "recipe": result.get("recipe"),
+            "weights": f"{cid}.pt" if weights else None}
+    atomic_write_text(models_dir / f"{cid}.json", json.dumps(to_jsonable(info), indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -685,22 +709,7 @@ class _Driver:
 
     # ------------------------------------------------------------------ models
     def _save_model(self, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        cid = int(record["id"])
-        weights = result.get("weights")
-        if weights:
-            import torch
-
-            buffer = io.BytesIO()
-            # Copies: arrays from the object store are read-only, which torch warns about.
-            torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
-            atomic_write_bytes(self.models_dir / f"{cid}.pt", buffer.getvalue())
-        info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
-                "objectives": record["objectives"], "metrics": record["metrics"],
-                "hardware": record["hardware"], "recipe": result.get("recipe"),
-                "weights": f"{cid}.pt" if weights else None}
-        atomic_write_text(self.models_dir / f"{cid}.json",
-                          json.dumps(to_jsonable(info), indent=1) + "\n")
+        save_model(self.models_dir, record, result)
 
     def _prune_models(self) -> None:
         if not self.models_dir.exists():

@@ -174,3 +174,13 @@ register_method(MethodEntry(
     trial_method="prunesearch.methods.icpg:ICPG_METHOD",
     section="icpg", produces=("tune/", "results.csv", "trials.json"),
 ))
+
+# One pruned network per latency target (cluster/halp_runner.py).
+register_method(MethodEntry(
+    name="halp", kind="targets",
+    help="HALP baseline: latency-constrained knapsack pruning, one network per latency target",
+    runner="prunesearch.cluster.halp_runner:run_halp",
+    reporter="prunesearch.cluster.report:write_report",
+    checker="prunesearch.cluster.preflight:check_image_task",
+    section="halp", produces=_SEARCH_FILES,
+))

@@ -42,7 +42,9 @@ __all__ = [
     "RECIPE_FORMAT",
     "PrunedNetwork",
     "apply_genome",
+    "channel_producers",
     "load_pruned",
+    "make_recipe",
     "load_recipe",
     "prune_to_kept",
     "rank_channels",
@@ -172,7 +174,20 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         scores = _check_scores(scores, space)
     kept = {g.name: keep_top(scores[g.name], c) for g, c in zip(space.groups, channels)}
     module = prune_to_kept(model, kept, input_shape=space.input_shape)
-    recipe = {
+    recipe = make_recipe(model, space, genome, kept, importance=importance,
+                         base_checkpoint=base_checkpoint)
+    return PrunedNetwork(module=module, recipe=recipe)
+
+
+def make_recipe(model: nn.Module, space: GenomeSpace, genome: Sequence[int],
+                kept: Mapping[str, Sequence[int]], *, importance: str,
+                base_checkpoint: str | None = None) -> dict[str, Any]:
+    """The replayable recipe of keeping ``kept[group]`` channels of ``model`` (the base).
+
+    ``importance`` only records how the channels were chosen (methods that choose channels
+    themselves, such as HALP, name their own criterion).
+    """
+    return {
         "format": RECIPE_FORMAT,
         "model": space.model_name,
         "base_arch": arch_config(model, space.model_name),
@@ -183,10 +198,18 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         "input_shape": list(space.input_shape),
         "groups": space.names,
         "genome": [int(v) for v in space.validate(genome)],
-        "channels": [int(c) for c in channels],
-        "kept": kept,
+        "channels": [int(c) for c in space.channels(genome)],
+        "kept": {name: [int(i) for i in idx] for name, idx in kept.items()},
     }
-    return PrunedNetwork(module=module, recipe=recipe)
+
+
+def channel_producers(model: nn.Module, space: GenomeSpace) -> dict[str, list[Producer]]:
+    """Group name -> the convs and BNs writing that group's channels (genome order)."""
+    producers = _producers(model, space)
+    if list(producers) != space.names:
+        raise ValueError(f"the model's groups {list(producers)} do not match the genome space "
+                         f"{space.names} (was the space built for another model?)")
+    return producers
 
 
 def _check_scores(scores: Mapping[str, torch.Tensor], space: GenomeSpace
