@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                        "search_val_error": row["error"], "latency_ms_table": row["latency_ms"],
                        "latency_ms_measured": ms, "val_acc": entry["val_acc"],
                        "test_acc": entry["test_acc"], "params": row["params"],
-                       "macs": row["flops"]})
+                       "macs": row.get("macs", row.get("flops"))})
     hamp_points = [p for p in points if p["method"] == "hamp"]
     comparisons = []
     for p in (q for q in points if q["method"] == "halp"):

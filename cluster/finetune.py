@@ -173,7 +173,7 @@ def _save_result(run_dir: Path, row: dict[str, Any], result: dict[str, Any],
     entry = {
         "id": cid, "genome": row["genome"], "test_acc": result["test_acc"],
         "val_acc": result["val_acc"], "search_val_acc": result["search_val_acc"],
-        "macs": row.get("flops"), "params": row.get("params"),
+        "macs": row.get("macs", row.get("flops")), "params": row.get("params"),
         "latency_ms": row.get("latency_ms"), "latency_ms_measured": row.get("latency_ms_measured"),
         "epochs": result["epochs"], "distill": settings.distill,
         "settings": _settings_key(settings), "history": result["history"],

@@ -99,7 +99,7 @@ def _halp_target(payload: dict[str, Any], settings: Any, target_ms: float, seed:
         "status": "ok", "reason": None, "genome": list(result.genome),
         "objectives": {"error": result.val_error, "latency_ms": result.latency_ms,
                        "memory_mb": float(figures["memory_mb"][0])},
-        "metrics": {"flops": int(figures["flops"][0]), "params": int(figures["params"][0]),
+        "metrics": {"macs": int(figures["macs"][0]), "params": int(figures["params"][0]),
                     "val_acc": 1.0 - result.val_error, "target_ms": float(target_ms),
                     "latency_table_raw_ms": float(figures["latency_raw_ms"][0]),
                     "halp_steps": result.history},
