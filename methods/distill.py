@@ -175,11 +175,12 @@ class FeatureTaps:
         self._captured = {}
 
     def close(self) -> None:
-        """Remove the hooks and drop the captured tensors."""
+        """Remove the hooks. The last pass's :attr:`features` stay readable (a training step
+        typically runs the forward inside the block and the loss after it); :meth:`clear`
+        drops them."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._captured = {}
 
     def __enter__(self) -> Self:
         return self

@@ -78,7 +78,7 @@ def test_attention_loss_zero_for_identical_networks_positive_otherwise():
     assert float(kd_loss(logits, torch.randn(4, 10))) > 0
 
 
-def test_feature_taps_clear_per_forward_and_detach_on_exit():
+def test_feature_taps_clear_per_forward_and_stop_on_close():
     model = DigitsCNN()
     names = stage_names(model)
     assert names == ["bn1", "bn2", "bn3"]
@@ -89,6 +89,10 @@ def test_feature_taps_clear_per_forward_and_detach_on_exit():
     assert [f.shape[0] for f in taps.features] == [5, 5, 5] and first[0].shape[0] == 2
     taps.close()
     model(torch.randn(1, 1, 8, 8))
+    # Hooks gone: a pass after close is not captured; the last captured pass stays readable
+    # (losses are computed after the forward's block) until cleared.
+    assert [f.shape[0] for f in taps.features] == [5, 5, 5]
+    taps.clear()
     assert taps.features == []
     with pytest.raises(ValueError, match="not modules"):
         FeatureTaps(model, ["nope"])
@@ -336,8 +340,8 @@ def test_bad_clad_config_is_refused_with_its_reason():
 ])
 def test_shipped_configs_load(repo_root, name, swept):
     config = load_config(repo_root / "configs" / name)
-    assert config.method == "clad" and config.tune["search"] in ("grid", "random", "optuna")
-    space = config.tune["space"]
+    assert config.method == "clad" and config.tune.search in ("grid", "random", "optuna")
+    space = config.tune.space
     assert set(space) == swept
     for key, values in space.items():  # every trial's parameters must validate
         for value in values:
