@@ -8,8 +8,10 @@ CIFAR-10 JPEG images, CPU batch-1 eager latency.
    objectives are copied into the others, so every table latency is comparable).
 2. HALP (``run_halp``) at three latency targets spanning HAMP's front (20/50/80% of the way from
    its fastest to its slowest member, in table ms), with the same table.
-3. The same final fine-tune (``run_finetune``: epochs, lr, training subset) for every member of
-   HAMP's front and every HALP network.
+3. The same final fine-tune (``run_finetune``: epochs, lr, training subset) for every HALP
+   network and for the HAMP members it is compared with: by default, per HALP network, the
+   ``--per-network`` best (search validation error) HAMP members at or below its table latency,
+   plus HAMP's fastest member (``--compare-all``: HAMP's whole front).
 4. All compared networks re-timed end to end, interleaved in rounds, on the idle driver.
 
 Reported: hypervolume of each search front and of the HALP points (search-time objectives,
@@ -86,15 +88,28 @@ def _run_halp(config: Any, run_dir: Path) -> dict[str, Any]:
     return run_halp(config, run_dir, resume=resume)
 
 
-def _finetune(run_dir: Path, epochs: int) -> dict[int, dict[str, Any]]:
+def _finetune(run_dir: Path, epochs: int, ids: set[int] | None = None) -> dict[int, dict[str, Any]]:
     from prunesearch.cluster.finetune import read_finetuned, run_finetune
 
     done = read_finetuned(run_dir)
-    front_ids = {row["id"] for row in _front(run_dir)}
-    if not front_ids <= set(done) or any(done[i]["epochs"] != epochs for i in front_ids):
-        run_finetune(run_dir, "front", epochs=epochs)
+    wanted = ids if ids is not None else {row["id"] for row in _front(run_dir)}
+    todo = sorted(i for i in wanted if i not in done or done[i]["epochs"] != epochs)
+    if todo:
+        run_finetune(run_dir, ",".join(map(str, todo)), epochs=epochs)
         done = read_finetuned(run_dir)
-    return {i: done[i] for i in front_ids}
+    return {i: done[i] for i in wanted}
+
+
+def _compared_subset(hamp_front: list[dict[str, Any]], halp_front: list[dict[str, Any]],
+                     per_network: int) -> set[int]:
+    """HAMP members worth fine-tuning for the head-to-head: for every HALP network, the
+    ``per_network`` lowest-error (search validation) HAMP members at or below its table
+    latency, plus the fastest HAMP member."""
+    chosen = {min(hamp_front, key=lambda r: r["latency_ms"])["id"]}
+    for p in halp_front:
+        faster = [r for r in hamp_front if r["latency_ms"] <= p["latency_ms"]]
+        chosen |= {r["id"] for r in sorted(faster, key=lambda r: r["error"])[:per_network]}
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--halp-finetune", type=int, default=100,
                         help="HALP iterations after its last pruning step")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-hamp-vs-halp"))
+    parser.add_argument("--compare-all", action="store_true",
+                        help="fine-tune every HAMP front member (default: the compared subset)")
+    parser.add_argument("--per-network", type=int, default=2,
+                        help="HAMP members fine-tuned per HALP network (subset mode)")
     parser.add_argument("--tiny", action="store_true",
                         help="pipeline check: budget 8, 2 HALP steps, 1 epoch on 256 images")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -169,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{t:.3f}" for t in targets) + f" ms, {timings['halp']:.0f}s", flush=True)
 
     t0 = time.perf_counter()
-    tuned = {"hamp": _finetune(out / "hamp", args.epochs), "halp": _finetune(out / "halp", args.epochs)}
+    hamp_ids = (None if args.compare_all else
+                _compared_subset(hamp_front, _front(out / "halp"), args.per_network))
+    tuned = {"hamp": _finetune(out / "hamp", args.epochs, hamp_ids),
+             "halp": _finetune(out / "halp", args.epochs)}
+    hamp_front = [r for r in hamp_front if r["id"] in tuned["hamp"]]
     timings["finetune"] = time.perf_counter() - t0
 
     # Re-time every compared network together, interleaved, on the idle driver.

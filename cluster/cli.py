@@ -101,8 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
                               "again resumes unfinished members from their last epoch.")
     finetune.add_argument("run_dir")
     finetune.add_argument("--pick", default="knee",
-                          help="'knee', 'best', 'fastest', 'smallest', 'front' (every member) "
-                          "or a candidate id from pareto.csv")
+                          help="'knee', 'best', 'fastest', 'smallest', 'front' (every member), "
+                          "a candidate id from pareto.csv, or several joined by commas")
     finetune.add_argument("--epochs", type=int, help="epochs (default: finetune.epochs)")
     finetune.add_argument("--distill", choices=("none", "kd", "attention"),
                           help="distillation from the dense model (default: finetune.distill)")

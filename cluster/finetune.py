@@ -56,13 +56,20 @@ def select_members(run_dir: Path, pick: str) -> list[dict[str, Any]]:
         UsageError: unknown pick, an id not on the front, or a member without saved weights.
     """
     rows = read_front(run_dir)
-    if pick != "front" and pick not in PICKS:
-        try:
-            int(pick)
-        except ValueError:
-            raise UsageError(f"--pick {pick!r}: use one of {', '.join(FINETUNE_PICKS)} or a "
-                             "candidate id from pareto.csv") from None
-    chosen = rows if pick == "front" else [pick_member(rows, pick)]
+    picks = [p.strip() for p in pick.split(",")] if "," in pick else [pick]
+    for one in picks:
+        if one != "front" and one not in PICKS:
+            try:
+                int(one)
+            except ValueError:
+                raise UsageError(f"--pick {one!r}: use one of {', '.join(FINETUNE_PICKS)}, a "
+                                 "candidate id from pareto.csv, or ids separated by commas"
+                                 ) from None
+    if "front" in picks:
+        chosen = rows
+    else:
+        chosen = list({row["id"]: row for row in (pick_member(rows, one) for one in picks)}
+                      .values())
     for row in chosen:
         info_path = Path(run_dir) / "models" / f"{row['id']}.json"
         if not info_path.exists():
