@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Any
 
 from prunesearch.methods.errors import UsageError
@@ -39,7 +41,7 @@ def connect_ray(address: str | None, config: Any) -> bool:
         return False
     address = cluster_address(address)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        _init_keeping_sigterm(ray, address=address, log_to_driver=True)
         return False
     cluster = config.cluster
     kwargs: dict[str, Any] = {
@@ -52,8 +54,19 @@ def connect_ray(address: str | None, config: Any) -> bool:
         kwargs["resources"] = {"evaluator": float(units)}
     if cluster.object_store_mb:
         kwargs["object_store_memory"] = int(cluster.object_store_mb) * 1024 * 1024
-    ray.init(**kwargs)
+    _init_keeping_sigterm(ray, **kwargs)
     return True
+
+
+def _init_keeping_sigterm(ray: Any, **kwargs: Any) -> None:
+    """``ray.init`` installs its own SIGTERM handler (exit 15); a handler the caller set before
+    (the CLI's SIGTERM-as-interrupt) is put back, so SIGTERM still ends the command as
+    ``interrupted`` with exit 130 whenever it comes."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(**kwargs)
+    if main and callable(previous):
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_cluster_device(config: Any) -> None:
