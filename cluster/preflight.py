@@ -56,6 +56,6 @@ def check_image_task(config: Any) -> None:
         raise UsageError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
     # Split sizes vs the dataset and granularity vs the model's widths: found here, before a
     # directory exists, rather than while the task is built (after the first progress line).
-    from prunesearch.methods.evaluator import check_inputs
+    from prunesearch.methods.input_checks import check_inputs
 
     check_inputs(config)

@@ -44,12 +44,12 @@ from prunesearch.methods.cost.calibration import (
     calibration_genomes,
     cost_model,
     end_to_end,
+    saved_or_built_table,
     table_key,
     time_genomes,
 )
 from prunesearch.methods.cost.model import CostModel
 from prunesearch.methods.cost.table import LatencyTable
-from prunesearch.methods.errors import UsageError
 from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.models.training import evaluate_error, finetune, recalibrate_bn
 from prunesearch.methods.task import TABLE_FILE, candidate_seed, failed_result
@@ -61,8 +61,6 @@ __all__ = [
     "build_latency_table",
     "build_pruned_module",
     "calibration_genomes",
-    "check_inputs",
-    "check_search_space",
     "cost_model",
     "evaluate_error",
     "finetune",
@@ -88,42 +86,6 @@ def _apply(model: nn.Module, space: Any, genome: Sequence[int], importance: str,
 
     return apply_genome(model, space, genome, importance=importance,
                         example_inputs=example_inputs, base_checkpoint=base_checkpoint)
-
-
-def check_search_space(space: Any, model_name: str) -> None:
-    """Refuse a genome space with nothing to search (every group can only keep its full width).
-
-    Raises:
-        UsageError: ``hardware.granularity`` is at least every prunable group's width.
-    """
-    if all(hi <= lo for lo, hi in zip(space.lower(), space.upper())):
-        widest = max(space.full_widths)
-        raise UsageError(f"hardware.granularity {space.granularity} leaves nothing to search: "
-                         f"no prunable group of {model_name} is wider than {widest} channels, "
-                         "so every group keeps its full width; use a granularity below "
-                         f"{widest} (e.g. 4, 8 or 16)")
-
-
-def check_inputs(config: Any) -> None:
-    """Find the bad input a :class:`PruningTask` would meet, without training, loading data or
-    timing anything (the CLI calls it before a run directory is created).
-
-    Checks ``data.val_size`` against the dataset's training images (where known statically)
-    and ``hardware.granularity`` against the widths of an untrained copy of the model.
-
-    Raises:
-        ConfigError: ``data.val_size`` leaves no training images.
-        UsageError: the granularity leaves nothing to search.
-    """
-    from prunesearch.methods.data import check_val_size, dataset_info
-    from prunesearch.methods.models import build_model
-
-    info = dataset_info(config.data.name)
-    if info.train_size is not None:
-        check_val_size(config.data, info.train_size)
-    model = build_model(config.model.name, info.num_classes)
-    space = _space_for(model, config.model.name, config.hardware.granularity, info.input_shape)
-    check_search_space(space, config.model.name)
 
 
 def _checkpoint_path(config: Any) -> str | None:
@@ -182,7 +144,7 @@ class PruningTask:
         self.input_shape = tuple(info.input_shape)
         self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
                                 self.input_shape)
-        check_search_space(self.space, config.model.name)
+        self.space.check_searchable(config.model.name)
         self.lower = np.asarray(self.space.lower(), dtype=np.int64)
         self.upper = np.asarray(self.space.upper(), dtype=np.int64)
         self.group_names = list(self.space.names)
@@ -190,24 +152,10 @@ class PruningTask:
         self._dense: dict[str, float] | None = None
         self._cache_dir = cache_dir
         if table is None:
-            saved = self.run_dir / TABLE_FILE if self.run_dir is not None else None
-            if saved is not None and saved.is_file():
-                table = LatencyTable.load(
-                    saved, device=self.hardware.device if allow_timing else None)
-                missing = table.missing(self.cost.specs)
-                if missing:
-                    if not allow_timing or table.key != table_key(self.hardware):
-                        where = ("timing is not allowed here" if not allow_timing else
-                                 f"it was measured under {table.key.slug()}, not here")
-                        raise ValueError(
-                            f"{saved} lacks {len(missing)} layer shapes of this genome space "
-                            f"and {where}; delete it to rebuild the table")
-                    table.measure_missing(self.cost.specs)
-                    table.save(saved)
-            else:
-                table = self.build_table(allow_timing=allow_timing)
-                if self.run_dir is not None:
-                    table.save(self.run_dir / TABLE_FILE)
+            table = saved_or_built_table(
+                self.run_dir / TABLE_FILE if self.run_dir is not None else None,
+                cost=self.cost, hardware=self.hardware, allow_timing=allow_timing,
+                build=lambda: self.build_table(allow_timing=allow_timing))
         self.table = table
         self.cost.bind(table)
 

@@ -11,7 +11,7 @@ else runs there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from torch import nn
 from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.table import LatencyTable, TableKey
+from prunesearch.methods.errors import RunStateError
 
 __all__ = [
     "GenomeSpecs",
@@ -29,6 +30,7 @@ __all__ = [
     "calibration_genomes",
     "cost_model",
     "end_to_end",
+    "saved_or_built_table",
     "table_key",
     "time_genomes",
 ]
@@ -157,3 +159,34 @@ def end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[s
     if result.peak_memory_mb is not None:
         out["peak_memory_mb"] = result.peak_memory_mb
     return out
+
+
+def saved_or_built_table(saved: Path | None, *, cost: CostModel | PerGenomeCostModel,
+                         hardware: Any, allow_timing: bool,
+                         build: Callable[[], LatencyTable]) -> LatencyTable:
+    """The run's saved table (so a resumed run predicts the same latencies), else a new one.
+
+    A saved table that lacks shapes of the genome space is completed by timing them, but only
+    where it was measured (same key) and timing is allowed; otherwise the run cannot go on with
+    it. A new table (``build()``) is saved to ``saved``.
+
+    Raises:
+        RunStateError: the saved table lacks shapes that cannot be timed here.
+    """
+    if saved is None or not saved.is_file():
+        table = build()
+        if saved is not None:
+            table.save(saved)
+        return table
+    table = LatencyTable.load(saved, device=hardware.device if allow_timing else None)
+    missing = table.missing(cost.specs)
+    if missing:
+        if not allow_timing or table.key != table_key(hardware):
+            where = ("timing is not allowed here" if not allow_timing else
+                     f"it was measured under {table.key.slug()}, not here")
+            raise RunStateError(f"{saved} lacks {len(missing)} layer shapes of this genome "
+                                f"space and {where}; rebuild it with 'prunesearch resume RUN_DIR "
+                                "--retime-table'")
+        table.measure_missing(cost.specs)
+        table.save(saved)
+    return table
