@@ -25,6 +25,7 @@ examples:
   prunesearch run configs/hamp-resnet56-cifar10.yaml --set search.budget=200 --output runs/r56
   prunesearch resume runs/r56
   prunesearch report runs/r56
+  prunesearch finetune runs/r56 --pick knee --epochs 30 --distill kd
   prunesearch export runs/r56 --pick knee --out r56-knee.pt
 
 Data: data.root defaults to $PRUNESEARCH_DATA, else ~/.cache/prunesearch/data.
@@ -93,6 +94,21 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default=FORMATS[0], choices=FORMATS,
                         help="pt (torch.save of the module), torchscript, or onnx; each is "
                         "reloaded in its runtime and checked against PyTorch before it is kept")
+
+    finetune = sub.add_parser("finetune", help="fully fine-tune chosen front members",
+                              description="Fine-tune front members (cosine schedule, "
+                              "augmentation, optional distillation from the dense model) in "
+                              "parallel on Ray; writes finetuned.csv and finetuned/. Running it "
+                              "again resumes unfinished members from their last epoch.")
+    finetune.add_argument("run_dir")
+    finetune.add_argument("--pick", default="knee",
+                          help="'knee', 'best', 'fastest', 'smallest', 'front' (every member) "
+                          "or a candidate id from pareto.csv")
+    finetune.add_argument("--epochs", type=int, help="epochs (default: finetune.epochs)")
+    finetune.add_argument("--distill", choices=("none", "kd", "attention"),
+                          help="distillation from the dense model (default: finetune.distill)")
+    finetune.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
+                          "private local instance)")
     return parser
 
 
@@ -106,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit code."""
     args = _build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "report": _cmd_report,
-                "export": _cmd_export}
+                "export": _cmd_export, "finetune": _cmd_finetune}
     from prunesearch.cluster.runlog import sigterm_as_interrupt
 
     try:
@@ -370,6 +386,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"{info['latency_ms']:.3f} ms, {info['params']:.0f} params) to {out} "
           f"and {info['recipe_path']}")
     print(f"checked: {info['check'].describe()}")
+    print(f"weights: {info['weights']}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- finetune
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    run_dir = _existing_run_dir(args.run_dir)
+    from prunesearch.cluster.finetune import run_finetune
+    from prunesearch.cluster.rundir import lock_existing
+
+    with lock_existing(run_dir):
+        entries = run_finetune(run_dir, args.pick, epochs=args.epochs, distill=args.distill,
+                               address=args.address)
+    print(f"fine-tuned {len(entries)} member(s); wrote {run_dir / 'finetuned.csv'} and "
+          f"{run_dir / 'finetuned'}/")
     return 0
 
 

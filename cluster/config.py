@@ -17,6 +17,10 @@ from typing import Any
 import yaml
 
 from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.clad.settings import CLADSettings
+from prunesearch.methods.icpg.settings import ICPGSettings
+from prunesearch.methods.finetune import FinetuneSettings
+from prunesearch.methods.halp.settings import HALPSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
@@ -45,7 +49,8 @@ __all__ = [
 ]
 
 #: Top-level keys whose change alters a run (resume refuses to change them).
-SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune")
+SEARCH_KEYS = ("method", "seed", "data", "model", "hardware", "evaluator", "search", "tune", "clad", "icpg",
+               "halp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,17 +150,28 @@ class JobConfig:
     evaluator: EvaluatorSettings = setting(default_factory=EvaluatorSettings)
     search: SearchSettings = setting(default_factory=SearchSettings)
     cluster: ClusterSettings = setting(default_factory=ClusterSettings)
+    halp: HALPSettings = setting(default_factory=HALPSettings)
+    finetune: FinetuneSettings = setting(default_factory=FinetuneSettings)
     storage: str | None = setting(None, help="pyarrow filesystem URI the run directory is mirrored to")
     tune: TuneSettings = setting(default_factory=TuneSettings)
+    clad: CLADSettings = setting(default_factory=CLADSettings)
+    icpg: ICPGSettings = setting(default_factory=ICPGSettings)
 
     def __post_init__(self) -> None:
         from prunesearch.cluster.registry import METHODS
+        from prunesearch.methods.settings import image_dataset_names
 
         if self.method not in METHODS:
             close = difflib.get_close_matches(str(self.method), list(METHODS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"method: {self.method!r} is not allowed{hint}; choose one of: "
                               + ", ".join(METHODS))
+        names = image_dataset_names()
+        if METHODS[self.method].data_kind == "images" and self.data.name not in names:
+            close = difflib.get_close_matches(str(self.data.name), list(names), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"data.name: {self.data.name!r} is not allowed{hint}; choose one "
+                              f"of: " + ", ".join(names) + f" (method {self.method})")
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)
@@ -267,7 +283,10 @@ def _resolve_paths(config: JobConfig, base: Path) -> JobConfig:
     storage = config.storage
     if storage and "://" not in storage:
         storage = "file://" + absolute(storage)
-    return dataclasses.replace(config, data=data, model=model, storage=storage)
+    clad = config.clad
+    if clad.latency_table:
+        clad = dataclasses.replace(clad, latency_table=absolute(clad.latency_table))
+    return dataclasses.replace(config, data=data, model=model, storage=storage, clad=clad)
 
 
 def config_to_dict(config: JobConfig) -> dict[str, Any]:

@@ -64,7 +64,13 @@ from prunesearch.cluster.report import (
 )
 from prunesearch.cluster.resume_rule import diff_search_keys
 from prunesearch.cluster.retime import TABLE_WARN_ERROR, retime_front, table_warning
-from prunesearch.cluster.run_store import ModelStore, record_table, search_summary, write_meta
+from prunesearch.cluster.run_store import (
+    ModelStore,
+    record_table,
+    save_model,
+    search_summary,
+    write_meta,
+)
 from prunesearch.cluster.runlog import RunLog, sigterm_as_interrupt
 from prunesearch.cluster.search_setup import (
     PREPARE_PAUSE_ENV,
@@ -87,6 +93,7 @@ __all__ = [
     "diff_search_keys",
     "plan_batch",
     "run_search",
+    "save_model",
 ]
 
 # Old names, kept so that code importing them from here (cluster/tune_runner.py, the fine-tune

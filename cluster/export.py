@@ -75,8 +75,10 @@ def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
 
 def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") -> dict[str, Any]:
     """Rebuild the picked member and save it in ``format`` (checked on reload, see
-    :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path`` and
-    ``check`` (the :class:`~prunesearch.methods.export_formats.ExportCheck`)."""
+    :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path``, ``check``
+    (the :class:`~prunesearch.methods.export_formats.ExportCheck`) and ``weights``
+    (``fine-tuned`` when ``prunesearch finetune`` left weights for it in ``finetuned/``, else
+    ``search``)."""
     import torch
 
     from prunesearch.methods.export_formats import export_network
@@ -92,7 +94,15 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
     if not recipe or not info.get("weights"):
         raise UsageError(f"candidate {row['id']} was evaluated without a network (synthetic "
                          "evaluator?): nothing to export")
-    state = torch.load(run_dir / "models" / info["weights"], map_location="cpu", weights_only=True)
+    from prunesearch.cluster.finetune import finetuned_weights
+
+    # The final fine-tune's weights when there are some (same recipe, same architecture).
+    tuned = finetuned_weights(run_dir, row["id"])
+    if tuned is not None:
+        state, source = tuned[1], "fine-tuned"
+    else:
+        state, source = torch.load(run_dir / "models" / info["weights"], map_location="cpu",
+                                   weights_only=True), "search"
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)
@@ -100,5 +110,6 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
                            input_shape=recipe.get("input_shape") or (3, 32, 32),
                            batch_size=int((info.get("hardware") or {}).get("batch_size") or 1))
     recipe_path = out.with_name(out.name + ".recipe.json")
-    atomic_write_json(recipe_path, {"candidate": row, "recipe": recipe}, default=str)
-    return {**row, "recipe_path": str(recipe_path), "check": check}
+    atomic_write_json(recipe_path, {"candidate": row, "recipe": recipe, "weights": source},
+                      default=str)
+    return {**row, "recipe_path": str(recipe_path), "check": check, "weights": source}

@@ -60,6 +60,8 @@ class MethodEntry:
             ``driver.log`` (documentation, and what ``report`` re-renders).
         checker: Import path of ``checker(config) -> None``, raising a ``PrunesearchError``
             for bad input (unknown names, missing data) before anything is created or started.
+        data_kind: ``images``: ``data.name`` must be in the image-dataset registry (checked
+            when the config is loaded); ``graphs``: the method checks its own dataset names.
     """
 
     name: str
@@ -71,8 +73,11 @@ class MethodEntry:
     trial_method: str | None = None
     produces: tuple[str, ...] = ()
     checker: str | None = None
+    data_kind: str = "images"
 
     def __post_init__(self) -> None:
+        if self.data_kind not in ("images", "graphs"):
+            raise ValueError(f"method {self.name!r}: data_kind must be images or graphs")
         if self.kind not in RUNNER_KINDS:
             raise ValueError(f"method {self.name!r}: kind must be one of {RUNNER_KINDS}, "
                              f"got {self.kind!r}")
@@ -158,3 +163,35 @@ for _name, _help in _SEARCHES.items():
         produces=_SEARCH_FILES,
     ))
 del _name, _help
+
+
+# Trial-based methods: one Tune trial per point of ``tune.space`` (cluster/tune_runner.py).
+_TRIAL_FILES = ("tune/", "results.csv", "trials.json", "pareto.csv", "pareto.png")
+register_method(MethodEntry(
+    name="clad", kind="trials",
+    help="CLAD: learned per-layer filter criteria with attention distillation (Tune trials)",
+    runner="prunesearch.cluster.tune_runner:run_trials",
+    reporter="prunesearch.cluster.tune_runner:report_trials",
+    checker="prunesearch.cluster.tune_runner:check_trial_inputs",
+    trial_method="prunesearch.methods.clad:CLAD_METHOD",
+    section="clad", produces=_TRIAL_FILES,
+))
+register_method(MethodEntry(
+    name="icpg", kind="trials", data_kind="graphs",
+    help="ICPG: inductive co-pruning of GNN edges (AutoMasker) and weights (Tune trials)",
+    runner="prunesearch.cluster.tune_runner:run_trials",
+    reporter="prunesearch.cluster.tune_runner:report_trials",
+    checker="prunesearch.cluster.tune_runner:check_trial_inputs",
+    trial_method="prunesearch.methods.icpg:ICPG_METHOD",
+    section="icpg", produces=("tune/", "results.csv", "trials.json"),
+))
+
+# One pruned network per latency target (cluster/halp_runner.py).
+register_method(MethodEntry(
+    name="halp", kind="targets",
+    help="HALP baseline: latency-constrained knapsack pruning, one network per latency target",
+    runner="prunesearch.cluster.halp_runner:run_halp",
+    reporter="prunesearch.cluster.report:write_report",
+    checker="prunesearch.cluster.preflight:check_image_task",
+    section="halp", produces=_SEARCH_FILES,
+))

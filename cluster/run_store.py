@@ -36,9 +36,11 @@ __all__ = [
     "TABLE_FILE",
     "ModelStore",
     "check_latency_table",
+    "load_weights",
     "read_measured",
     "read_meta",
     "record_table",
+    "save_model",
     "search_summary",
     "table_sha256",
     "write_measured",
@@ -114,6 +116,40 @@ def search_summary(meta: Mapping[str, Any], *, status: str, evaluations: int, fa
 
 
 # ------------------------------------------------------------------------------------ models
+def save_model(models_dir: Path, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    """Keep one candidate's network: ``models/<id>.pt`` (its weights) and ``models/<id>.json``
+    (genome, objectives, metrics, hardware and the recipe that rebuilds it), both atomically.
+    ``export`` and ``finetune`` read them back."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    cid = int(record["id"])
+    weights = result.get("weights")
+    if weights:
+        import torch
+
+        buffer = io.BytesIO()
+        # Copies: arrays from the object store are read-only, which torch warns about.
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
+        atomic_write_bytes(models_dir / f"{cid}.pt", buffer.getvalue())
+    info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
+            "objectives": record["objectives"], "metrics": record["metrics"],
+            "hardware": record["hardware"], "recipe": result.get("recipe"),
+            "weights": f"{cid}.pt" if weights else None}
+    atomic_write_text(models_dir / f"{cid}.json", json.dumps(to_jsonable(info), indent=1) + "\n")
+
+
+def load_weights(models_dir: Path, cid: int) -> dict[str, np.ndarray] | None:
+    """The saved weights of candidate ``cid`` as numpy arrays (tensors only: data, never
+    code); ``None`` if none were saved."""
+    path = Path(models_dir) / f"{cid}.pt"
+    if not path.exists():
+        return None
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.numpy() for k, v in state.items()}
+
+
 class ModelStore:
     """``models/``: ``ID.pt`` (fine-tuned weights) and ``ID.json`` (genome, figures, recipe)
     of each current front member."""
@@ -123,22 +159,7 @@ class ModelStore:
 
     def save(self, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """Keep the weights and recipe of a journaled (or about to be journaled) record."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        cid = int(record["id"])
-        weights = result.get("weights")
-        if weights:
-            import torch
-
-            buffer = io.BytesIO()
-            # Copies: arrays from the object store are read-only, which torch warns about.
-            torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
-            atomic_write_bytes(self.models_dir / f"{cid}.pt", buffer.getvalue())
-        info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
-                "objectives": record["objectives"], "metrics": record["metrics"],
-                "hardware": record["hardware"], "recipe": result.get("recipe"),
-                "weights": f"{cid}.pt" if weights else None}
-        atomic_write_text(self.models_dir / f"{cid}.json",
-                          json.dumps(to_jsonable(info), indent=1) + "\n")
+        save_model(self.models_dir, record, result)
 
     def prune(self, keep: Iterable[int]) -> None:
         """Delete the files of every candidate not in ``keep`` (those that left the front)."""
@@ -151,15 +172,8 @@ class ModelStore:
                 path.unlink(missing_ok=True)
 
     def load_weights(self, cid: int) -> dict[str, np.ndarray] | None:
-        """The saved weights of candidate ``cid`` as numpy arrays (tensors only: data, never
-        code); ``None`` if none were saved."""
-        path = self.models_dir / f"{cid}.pt"
-        if not path.exists():
-            return None
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.numpy() for k, v in state.items()}
+        """See :func:`load_weights`."""
+        return load_weights(self.models_dir, cid)
 
 
 # ---------------------------------------------------------------------------- measured.json

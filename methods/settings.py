@@ -15,7 +15,8 @@ from prunesearch.search.settings import setting
 
 # Choices are read from the registries when a config is validated (the registries are the only
 # lists of their names; importing them here would import torch with the settings).
-def _dataset_names() -> tuple[str, ...]:
+def image_dataset_names() -> tuple[str, ...]:
+    """Names of the image-dataset registry (``methods.data.DATASETS``)."""
     from prunesearch.methods.data import DATASETS
 
     return tuple(DATASETS)
@@ -77,8 +78,10 @@ def default_data_root() -> str:
 class DataSettings:
     """The ``data`` section."""
 
-    name: str = setting("digits", choices=_dataset_names,
-                        help="dataset name from the dataset registry")
+    # Which registry a name comes from depends on the method (image datasets for searches,
+    # CLAD and HALP; graph datasets, any TU folder by name, for ICPG): the job config checks
+    # it against the method's registry (cluster/config.py, JobConfig.__post_init__).
+    name: str = setting("digits", help="dataset name from the method's dataset registry")
     root: str = setting(default_factory=default_data_root,
                         help="data root (default: $PRUNESEARCH_DATA or ~/.cache/prunesearch/data)")
     val_size: int = setting(

@@ -42,7 +42,9 @@ __all__ = [
     "RECIPE_FORMAT",
     "PrunedNetwork",
     "apply_genome",
+    "channel_producers",
     "load_pruned",
+    "make_recipe",
     "load_recipe",
     "prune_to_kept",
     "rank_channels",
@@ -141,11 +143,13 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
                  importance: str = "l1",
                  grads: Mapping[nn.Parameter, torch.Tensor] | None = None,
                  example_inputs: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], torch.Tensor] | None = None,
-                 base_checkpoint: str | None = None) -> PrunedNetwork:
+                 base_checkpoint: str | None = None,
+                 scores: Mapping[str, torch.Tensor] | None = None) -> PrunedNetwork:
     """Prune ``model`` to the widths ``genome`` encodes.
 
     Inside every group the channels with the highest ``importance`` are kept (ties: lower index
-    first). ``model`` itself is not modified.
+    first), or the highest ``scores`` when a method ranks the channels itself (CLAD's learned
+    criterion). ``model`` itself is not modified.
 
     Args:
         model: Base network (a model of a registered family).
@@ -155,16 +159,35 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         grads: Parameter -> gradient for ``taylor``.
         example_inputs: ``(images, labels)`` batch for ``taylor`` when ``grads`` is not given.
         base_checkpoint: Path of the base weights, recorded in the recipe.
+        scores: Group name -> one score per channel (higher = keep), for every group of
+            ``space``; replaces the ``importance`` ranking, and ``importance`` is then only the
+            label recorded in the recipe (e.g. ``"clad-learned"``).
 
     Returns:
         The pruned module (same train/eval mode as ``model``) and its recipe.
     """
     channels = space.channels(genome)
-    scores = rank_channels(model, space, importance=importance, grads=grads,
-                           example_inputs=example_inputs)
+    if scores is None:
+        scores = rank_channels(model, space, importance=importance, grads=grads,
+                               example_inputs=example_inputs)
+    else:
+        scores = _check_scores(scores, space)
     kept = {g.name: keep_top(scores[g.name], c) for g, c in zip(space.groups, channels)}
     module = prune_to_kept(model, kept, input_shape=space.input_shape)
-    recipe = {
+    recipe = make_recipe(model, space, genome, kept, importance=importance,
+                         base_checkpoint=base_checkpoint)
+    return PrunedNetwork(module=module, recipe=recipe)
+
+
+def make_recipe(model: nn.Module, space: GenomeSpace, genome: Sequence[int],
+                kept: Mapping[str, Sequence[int]], *, importance: str,
+                base_checkpoint: str | None = None) -> dict[str, Any]:
+    """The replayable recipe of keeping ``kept[group]`` channels of ``model`` (the base).
+
+    ``importance`` only records how the channels were chosen (methods that choose channels
+    themselves, such as HALP, name their own criterion).
+    """
+    return {
         "format": RECIPE_FORMAT,
         "model": space.model_name,
         "base_arch": arch_config(model, space.model_name),
@@ -175,10 +198,35 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
         "input_shape": list(space.input_shape),
         "groups": space.names,
         "genome": [int(v) for v in space.validate(genome)],
-        "channels": [int(c) for c in channels],
-        "kept": kept,
+        "channels": [int(c) for c in space.channels(genome)],
+        "kept": {name: [int(i) for i in idx] for name, idx in kept.items()},
     }
-    return PrunedNetwork(module=module, recipe=recipe)
+
+
+def channel_producers(model: nn.Module, space: GenomeSpace) -> dict[str, list[Producer]]:
+    """Group name -> the convs and BNs writing that group's channels (genome order)."""
+    producers = _producers(model, space)
+    if list(producers) != space.names:
+        raise ValueError(f"the model's groups {list(producers)} do not match the genome space "
+                         f"{space.names} (was the space built for another model?)")
+    return producers
+
+
+def _check_scores(scores: Mapping[str, torch.Tensor], space: GenomeSpace
+                  ) -> dict[str, torch.Tensor]:
+    missing = [g.name for g in space.groups if g.name not in scores]
+    if missing:
+        raise ValueError(f"scores must cover every group of the space; missing {missing}")
+    out = {}
+    for g in space.groups:
+        values = torch.as_tensor(scores[g.name]).detach().to("cpu", torch.float64).flatten()
+        if values.numel() != g.full_width:
+            raise ValueError(f"scores of group '{g.name}' hold {values.numel()} values, "
+                             f"expected {g.full_width}")
+        if not torch.isfinite(values).all():
+            raise ValueError(f"scores of group '{g.name}' are not all finite")
+        out[g.name] = values
+    return out
 
 
 def _check_recipe(recipe: Mapping[str, Any]) -> None:
