@@ -27,7 +27,9 @@ At the end every front member is re-timed end to end on an idle device
 (:mod:`~prunesearch.cluster.retime`) and the report (``pareto.csv``, ``pareto.png``,
 ``summary.json``) is written.
 
-The names other modules and old checkpoints know under this module (``connect_ray``,
+Why this module is a little over 400 lines: the loop and its per-candidate and per-generation
+steps are one job; every other job lives in the modules named above. The names other modules
+and old checkpoints know under this module (``connect_ray``,
 ``_RunLog``, ``BatchPlan``, ``_State``, ``_Pending``, ...) are re-exported here.
 """
 
