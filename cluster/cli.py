@@ -10,10 +10,8 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", help="Ray cluster to join")
     resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override cluster.* keys (search-defining keys are refused)")
+    resume.add_argument("--retime-table", action="store_true",
+                        help="build the latency table again (when latency_table.json is missing "
+                        "or changed; without this flag such a resume is refused)")
 
     report = sub.add_parser("report", help="re-render pareto.csv, pareto.png, summary.json and "
                             "report.html; print the front",
@@ -122,8 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "report": _cmd_report,
                 "export": _cmd_export, "finetune": _cmd_finetune}
+    from prunesearch.cluster.runlog import sigterm_as_interrupt
+
     try:
-        with _sigterm_as_interrupt():
+        # SIGTERM (``kill``, ``ray job stop``, a scheduler) is handled like Ctrl-C at every
+        # moment of a command, task preparation included: state saved, exit 130, resumable.
+        with sigterm_as_interrupt():
             return handlers[args.command](args)
     except KeyboardInterrupt:
         print("prunesearch: interrupted; resume with 'prunesearch resume RUN_DIR'", file=sys.stderr)
@@ -133,24 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"prunesearch: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         raise
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, ``ray job stop``, a scheduler) is handled like Ctrl-C at every
-    moment of a command, task preparation included: state saved, exit 130, resumable."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_bad_input(exc: BaseException) -> bool:
@@ -215,10 +202,12 @@ def _mark_interrupted(run_dir: Path, method: str) -> None:
         atomic_write_text(path, json.dumps({"method": method, "status": "interrupted"}) + "\n")
 
 
-def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool) -> int:
+def _run(config: Any, run_dir: Path, *, address: str | None, resume: bool,
+         retime_table: bool = False) -> int:
     from prunesearch.cluster.registry import method_entry
 
-    summary = method_entry(config.method).run(config, run_dir, address=address, resume=resume)
+    summary = method_entry(config.method).run(config, run_dir, address=address, resume=resume,
+                                              retime_table=retime_table)
     status = summary.get("status")
     if summary.get("headline"):
         print(f"{status}: {summary['headline']}; results in {run_dir}")
@@ -292,7 +281,7 @@ def _read_saved_config(saved_path: Path) -> dict[str, Any]:
 
 def _resume_locked(args: argparse.Namespace, run_dir: Path, saved_path: Path) -> int:
     from prunesearch.cluster.config import config_to_dict, dump_config, load_config
-    from prunesearch.cluster.driver import diff_search_keys
+    from prunesearch.cluster.resume_rule import RELOCATABLE_KEYS, refused_resume_keys
     from prunesearch.search.settings import ConfigError
 
     saved_raw = _read_saved_config(saved_path)
@@ -305,7 +294,7 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, saved_path: Path) ->
     _preflight(config, address=args.address)
     before, after = config_to_dict(saved), config_to_dict(config)
     changed = before != after
-    refused = [k for k in diff_search_keys(before, after) if k not in RELOCATABLE_KEYS]
+    refused = refused_resume_keys(before, after)
     if refused:
         raise UsageError("resume refuses to change keys that alter the search: "
                          + ", ".join(refused) + " (only cluster.*, storage and the paths "
@@ -320,11 +309,8 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, saved_path: Path) ->
             print(f"{run_dir} is already complete ({summary.get('evaluations')} evaluations); "
                   "nothing to resume")
             return 0
-    return _run(config, run_dir, address=args.address, resume=True)
-
-
-#: Paths that may move between machines when a run is resumed elsewhere (same files, new place).
-RELOCATABLE_KEYS = ("data.root", "model.checkpoint")
+    return _run(config, run_dir, address=args.address, resume=True,
+                retime_table=args.retime_table)
 
 
 # ---------------------------------------------------------------------------------- report

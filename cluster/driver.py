@@ -1,57 +1,62 @@
-"""The generational search driver: pymoo ask/tell on the driver, evaluations on Ray actors.
+"""The generational search driver: the loop. pymoo ask/tell here, evaluations on Ray actors.
 
 Per generation:
 
 1. ``ask`` one batch from the algorithm. Genomes the journal already holds are answered from it
    (never evaluated or journaled twice, also when a batch repeats a genome); new genomes get
-   global, increasing candidate ids in batch order; the last batch is truncated to the budget.
-2. The algorithm (RNG included) and the asked batch are checkpointed atomically to
-   ``state/driver.pkl`` *before* anything is evaluated.
+   global, increasing candidate ids in batch order; the last batch is truncated to the budget
+   (:mod:`~prunesearch.cluster.batch_plan`).
+2. The algorithm (RNG included) and the asked batch are checkpointed atomically, sealed, to
+   ``state/driver.pkl`` *before* anything is evaluated (:mod:`~prunesearch.cluster.checkpoint`).
 3. New candidates are spread over the evaluator pool; each result is journaled (append, flush,
    fsync) as it arrives; weights of results that reach the current Pareto front are saved under
-   ``models/`` before their journal line.
+   ``models/`` before their journal line (:mod:`~prunesearch.cluster.run_store`).
 4. Once the whole batch is in, it is told back in candidate-id order (arrival order never
    changes a decision; failed candidates are infeasible and dominated). The next batch is asked
    and checkpointed, then models that left the front are deleted, a progress line is printed,
    metrics are published and the run directory is mirrored to ``storage``.
 
-Resuming loads the checkpoint, reads the journal back (dropping a torn last line) and finishes
-the checkpointed batch: candidates already journaled are answered from the journal, the rest
-(in flight when the driver died) are evaluated again. With a deterministic evaluator a resumed
-search ends with exactly the front of an uninterrupted one.
+Resuming verifies the checkpoint's seal and the latency table's hash before anything is built,
+reads the journal back (dropping a torn last line) and finishes the checkpointed batch:
+candidates already journaled are answered from the journal, the rest (in flight when the driver
+died) are evaluated again. With a deterministic evaluator a resumed search ends with exactly the
+front of an uninterrupted one. A run interrupted while its task was being prepared (no
+checkpoint, nothing journaled) starts its search afresh on resume.
 
-At the end every front member is re-timed end to end on an idle device and the report
-(``pareto.csv``, ``pareto.png``, ``summary.json``) is written.
+At the end every front member is re-timed end to end on an idle device
+(:mod:`~prunesearch.cluster.retime`) and the report (``pareto.csv``, ``pareto.png``,
+``summary.json``) is written.
+
+Why this module is a little over 400 lines: the loop and its per-candidate and per-generation
+steps are one job; every other job lives in the modules named above. The names other modules
+and old checkpoints know under this module (``connect_ray``,
+``_RunLog``, ``BatchPlan``, ``_State``, ``_Pending``, ...) are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import json
-import math
-import os
-import pickle
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prunesearch.cluster.actors import EvaluatorPool, PoolJob
-from prunesearch.cluster.config import SEARCH_KEYS, JobConfig
-from prunesearch.cluster.journal import (
-    OBJECTIVE_NAMES,
-    Journal,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_journal,
-    to_jsonable,
+from prunesearch.cluster.archive import Archive
+from prunesearch.cluster.batch_plan import BatchPlan, plan_batch, tell_batch
+from prunesearch.cluster.checkpoint import (
+    CHECKPOINT_PAUSE_ENV,
+    STATE_FILE,
+    DriverState,
+    PendingBatch,
+    load_state,
+    save_state,
 )
+from prunesearch.cluster.config import JobConfig
+from prunesearch.cluster.connect import check_cluster_device, cluster_address, connect_ray
+from prunesearch.cluster.journal import OBJECTIVE_NAMES, Journal, journal_record
 from prunesearch.cluster.report import (
     front_hypervolume,
     objectives_of,
@@ -59,15 +64,31 @@ from prunesearch.cluster.report import (
     write_report,
     write_summary,
 )
+from prunesearch.cluster.resume_rule import diff_search_keys
+from prunesearch.cluster.retime import TABLE_WARN_ERROR, retime_front, table_warning
+from prunesearch.cluster.run_store import (
+    ModelStore,
+    record_table,
+    save_model,
+    search_summary,
+    write_meta,
+)
+from prunesearch.cluster.runlog import RunLog, sigterm_as_interrupt
+from prunesearch.cluster.search_setup import (
+    PREPARE_PAUSE_ENV,
+    new_state,
+    prepare_task,
+    resume_point,
+)
 from prunesearch.cluster.storage import mirror_run, mirror_uri
 from prunesearch.methods.errors import RunStateError
-from prunesearch.methods.task import build_task, candidate_seed, failed_result
-from prunesearch.search import GenomeProblem, make_algorithm
-from prunesearch.search.base import mark_failed
+from prunesearch.methods.task import candidate_seed, failed_result
 
 __all__ = [
     "CHECKPOINT_PAUSE_ENV",
+    "PREPARE_PAUSE_ENV",
     "STATE_FILE",
+    "TABLE_WARN_ERROR",
     "BatchPlan",
     "candidate_seed",
     "connect_ray",
@@ -77,256 +98,21 @@ __all__ = [
     "save_model",
 ]
 
-#: The checkpoint: algorithm + asked batch + driver bookkeeping (pickle, atomic).
-STATE_FILE = "state/driver.pkl"
-#: Test hook: seconds to sleep between writing the checkpoint's temp file and replacing the
-#: checkpoint with it (lets a test SIGKILL the driver mid-checkpoint). Unset in normal use.
-CHECKPOINT_PAUSE_ENV = "PRUNESEARCH_TEST_CHECKPOINT_PAUSE_S"
-_STATE_VERSION = 1
+# Old names, kept so that code importing them from here (cluster/tune_runner.py, the fine-tune
+# runner) and pickles naming them still resolve.
+_RunLog = RunLog
+_State = DriverState
+_Pending = PendingBatch
+_sigterm_as_interrupt = sigterm_as_interrupt
+
 #: Generations in a row whose whole batch was already evaluated before the search gives up
 #: (the algorithm has converged onto known genomes; more asks would spin without evaluating).
 _MAX_IDLE_GENERATIONS = 25
 
 
-# ------------------------------------------------------------------------------------- Ray
-def connect_ray(address: str | None, config: JobConfig) -> bool:
-    """Connect this process to Ray.
-
-    Joins the cluster named by ``address`` or ``RAY_ADDRESS``; otherwise starts a private local
-    instance (``address="local"``: a bare ``ray.init()`` would silently join any head left
-    running on the machine) that declares the custom ``evaluator`` resource for the pool.
-    An already connected process is left as it is. Ray's token authentication stays as
-    configured (on by default).
-
-    Args:
-        address: a Ray address (``ray://...``, ``host:port``, ``auto``) or ``None``.
-        config: the job config (``cluster`` section: pool size, dashboard, object store).
-
-    Returns:
-        True if this call started a local Ray instance.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address != "local":
-        ray.init(address=address, log_to_driver=True)
-        return False
-    cluster = config.cluster
-    kwargs: dict[str, Any] = {
-        "address": "local",
-        "include_dashboard": bool(cluster.dashboard),
-        "log_to_driver": True,
-    }
-    units = cluster.num_evaluators * cluster.evaluator_resource
-    if units > 0:
-        kwargs["resources"] = {"evaluator": float(units)}
-    if cluster.object_store_mb:
-        kwargs["object_store_memory"] = int(cluster.object_store_mb) * 1024 * 1024
-    ray.init(**kwargs)
-    return True
-
-
-def diff_search_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Dotted config keys, under the search-defining sections, whose values differ.
-
-    Args:
-        saved: the resolved config of the run (``config_to_dict`` / ``config.yaml``).
-        new: the config the run would be resumed with.
-
-    Returns:
-        Sorted keys such as ``["search.budget", "seed"]``; empty when resuming is allowed.
-    """
-    changed: list[str] = []
-
-    def walk(a: Any, b: Any, prefix: str) -> None:
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            for key in sorted(set(a) | set(b), key=str):
-                walk(a.get(key), b.get(key), f"{prefix}.{key}")
-        elif _plain(a) != _plain(b):
-            changed.append(prefix)
-
-    for key in SEARCH_KEYS:
-        walk(saved.get(key), new.get(key), key)
-    return sorted(changed)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-# ------------------------------------------------------------------------------ batch plan
-@dataclasses.dataclass(frozen=True)
-class BatchPlan:
-    """How one asked batch is answered.
-
-    Attributes:
-        keep: indices of the asked individuals that are told back (the tail beyond the budget
-            is dropped).
-        ids: for each kept individual, the candidate id that answers it (an earlier candidate
-            for a known genome, a new id otherwise).
-        new: (candidate id, genome) of the genomes to evaluate, in id order.
-    """
-
-    keep: tuple[int, ...]
-    ids: tuple[int, ...]
-    new: tuple[tuple[int, tuple[int, ...]], ...]
-
-
-def plan_batch(genomes: Sequence[Sequence[int]], known: Mapping[tuple[int, ...], int], *,
-               next_id: int, remaining: int) -> BatchPlan:
-    """Assign candidate ids to an asked batch, answering known genomes from the archive.
-
-    Args:
-        genomes: the batch in asked order.
-        known: genome -> candidate id of every journaled candidate.
-        next_id: the first unused candidate id.
-        remaining: evaluations left in the budget; new genomes beyond it are dropped.
-
-    Returns:
-        The plan; a genome repeated inside the batch is evaluated once and answers both.
-    """
-    if remaining < 0:
-        raise ValueError(f"remaining must be >= 0, got {remaining!r}")
-    keep: list[int] = []
-    ids: list[int] = []
-    new: list[tuple[int, tuple[int, ...]]] = []
-    fresh: dict[tuple[int, ...], int] = {}
-    for index, genome in enumerate(genomes):
-        key = tuple(int(g) for g in genome)
-        if key in known:
-            cid = known[key]
-        elif key in fresh:
-            cid = fresh[key]
-        elif len(new) < remaining:
-            cid = next_id + len(new)
-            fresh[key] = cid
-            new.append((cid, key))
-        else:
-            continue
-        keep.append(index)
-        ids.append(cid)
-    return BatchPlan(keep=tuple(keep), ids=tuple(ids), new=tuple(new))
-
-
-# --------------------------------------------------------------------------------- logging
-class _RunLog:
-    """Prints a line and appends it, time-stamped, to ``driver.log``."""
-
-    def __init__(self, path: Path, sink: Callable[[str], None]) -> None:
-        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
-        self._sink = sink
-
-    def __call__(self, line: str) -> None:
-        self._sink(line)
-        if not self._handle.closed:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self._handle.write(f"{stamp} {line}\n")
-            self._handle.flush()
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (``ray job stop``, a scheduler's kill) into KeyboardInterrupt, so the
-    driver records the run as interrupted with its state saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-class _ProblemRef:
-    """Pickles the algorithm without its problem (which holds the task and its weights); the
-    resumed driver plugs in the problem it rebuilt from the config."""
-
-    _TOKEN = "prunesearch-problem"
-
-    @classmethod
-    def dumps(cls, state: Any, problem: Any) -> bytes:
-        buffer = io.BytesIO()
-        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.persistent_id = lambda obj: cls._TOKEN if obj is problem else None  # type: ignore[method-assign]
-        pickler.dump(state)
-        return buffer.getvalue()
-
-    @classmethod
-    def loads(cls, data: bytes, problem: Any) -> Any:
-        unpickler = pickle.Unpickler(io.BytesIO(data))
-
-        def load(pid: Any) -> Any:
-            if pid != cls._TOKEN:
-                raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-            return problem
-
-        unpickler.persistent_load = load  # type: ignore[method-assign]
-        return unpickler.load()
-
-
-def _checkpoint_pause(tmp: Path) -> None:
-    pause = os.environ.get(CHECKPOINT_PAUSE_ENV)
-    if pause:
-        time.sleep(float(pause))
-
-
-@dataclasses.dataclass
-class _Pending:
-    """The batch asked and checkpointed but not yet told."""
-
-    generation: int
-    pop: Any
-    plan: BatchPlan
-
-
-@dataclasses.dataclass
-class _State:
-    algorithm: Any
-    pending: _Pending | None
-    next_id: int = 0
-    generation: int = 0  # completed (told) generations
-    wall_s: float = 0.0
-    idle_generations: int = 0
-    finished: bool = False
-
-
-# ---------------------------------------------------------------------------------- models
-def save_model(models_dir: Path, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-    """Keep one candidate's network: ``models/<id>.pt`` (its weights) and ``models/<id>.json``
-    (genome, objectives, metrics, hardware and the recipe that rebuilds it), both atomically.
-    ``export`` and ``finetune`` read them back."""
-    models_dir = Path(models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    cid = int(record["id"])
-    weights = result.get("weights")
-    if weights:
-        import torch
-
-        buffer = io.BytesIO()
-        # Copies: arrays from the object store are read-only, which torch warns about.
-        torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, buffer)
-        atomic_write_bytes(models_dir / f"{cid}.pt", buffer.getvalue())
-    info = {"id": cid, "genome": record["genome"], "channels": record["channels"],
-            "objectives": record["objectives"], "metrics": record["metrics"],
-            "hardware": record["hardware"], "recipe": result.get("recipe"),
-            "weights": f"{cid}.pt" if weights else None}
-    atomic_write_text(models_dir / f"{cid}.json", json.dumps(to_jsonable(info), indent=1) + "\n")
-
-
-# ---------------------------------------------------------------------------------- driver
 def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
-               resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+               resume: bool = False, retime_table: bool = False,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) a generational search and write its run directory.
 
     The caller (the CLI) creates ``run_dir`` and writes ``config.yaml``; this writes
@@ -338,27 +124,39 @@ def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
         run_dir: the run directory.
         address: Ray cluster to join (default ``RAY_ADDRESS``, else a private local instance).
         resume: continue the search checkpointed in ``run_dir``.
+        retime_table: on resume, build the latency table again instead of refusing a missing
+            or changed ``latency_table.json`` (recorded in ``meta.json`` and the summary).
         log: receives progress lines (also appended to ``driver.log``).
 
     Returns:
         The summary dict (as written to ``summary.json``); ``status`` is ``complete``, or
         ``interrupted`` after KeyboardInterrupt/SIGTERM (state saved, resumable).
+        A KeyboardInterrupt while the task is prepared propagates (nothing is checkpointed
+        yet; resuming starts the search afresh).
 
     Raises:
-        ValueError: ``resume`` is False but ``run_dir`` already holds a search, or the
-            checkpoint does not match the journal.
+        RunStateError: ``resume`` is False but ``run_dir`` already holds a search; or, on
+            resume, the checkpoint is unreadable, not sealed with this user's key, or does not
+            match the journal, or the latency table is missing or changed.
+        UsageError: bad input found while building the task, or a CUDA device on a joined
+            cluster without GPUs.
     """
     import ray
 
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_log = _RunLog(run_dir / "driver.log", log)
+    run_log = RunLog(run_dir / "driver.log", log)
     was_connected = ray.is_initialized()
     try:
-        # The task (base model, latency table, dense objectives) is built before Ray starts:
-        # bad input fails in seconds with nothing started, and the table is timed while no
-        # evaluator runs on this device.
-        driver = _Driver(config, run_dir, resume=resume, log=run_log)
+        if was_connected or cluster_address(address):
+            # Joining a cluster starts nothing, and only the cluster knows whether it has the
+            # device: ask it before the task is built for that device.
+            connect_ray(address, config)
+            check_cluster_device(config)
+        # Otherwise the task (base model, latency table, dense objectives) is built before Ray
+        # starts: bad input fails in seconds with nothing started, and the table is timed while
+        # no evaluator runs on this device.
+        driver = _Driver(config, run_dir, resume=resume, retime_table=retime_table, log=run_log)
         connect_ray(address, config)
         return driver.run()
     finally:
@@ -368,7 +166,7 @@ def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
 
 
 class _Driver:
-    def __init__(self, config: JobConfig, run_dir: Path, *, resume: bool,
+    def __init__(self, config: JobConfig, run_dir: Path, *, resume: bool, retime_table: bool,
                  log: Callable[[str], None]) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -376,68 +174,48 @@ class _Driver:
         self.session_start = time.perf_counter()
         self.state_path = run_dir / STATE_FILE
         self.journal_path = run_dir / "journal.jsonl"
-        self.models_dir = run_dir / "models"
+        self.models = ModelStore(run_dir / "models")
+        self.models_dir = self.models.models_dir
         self.budget = int(config.search.budget)
-        records = read_journal(self.journal_path, log=log) if resume else []
-        if not resume and (self.state_path.exists() or _non_empty(self.journal_path)):
-            raise RunStateError(f"run directory '{run_dir}' already holds a search; resume it "
-                             "instead (run_search(..., resume=True) / prunesearch resume)")
-        started = time.perf_counter()
-        if config.evaluator.kind == "synthetic":
-            log("preparing the synthetic task ...")
-        else:
-            log(f"preparing the {config.model.name} task: base model, data, latency table "
-                "(timed once, then cached), dense objectives ...")
-        self.task = build_task(config, run_dir)
-        self.dense = {k: float(v) for k, v in self.task.dense_objectives().items()}
-        log(f"task ready in {time.perf_counter() - started:.0f}s: {len(self.task.lower)} genes; "
-            f"dense error {self.dense['error']:.4f}, latency {self.dense['latency_ms']:.3f} ms, "
-            f"memory {self.dense['memory_mb']:.2f} MB")
-        # No hv_ref here on purpose: HAMP's internal indicator (operator credit, move ranking)
-        # then normalises by the archive's ideal and nadir, which has signal even before any
-        # candidate enters the reported reference box (dense error + margin); see METHODS.md.
-        self.problem = GenomeProblem(
-            self.task.lower, self.task.upper, n_obj=3,
-            cheap_objectives=self.task.cheap_objectives, cheap_fn=self.task.evaluate_cheap,
-        )
-        # Failed candidates are told twice the reference point on every axis: infeasible and
-        # dominated by every useful result, yet finite and on the scale of the real objectives
-        # (a huge penalty would squash indicator-based selections that normalise by range).
-        hv_inc = float(config.search.hv_max_error_increase)
-        self.failed_F = 2.0 * np.array([self.dense["error"] + hv_inc, self.dense["latency_ms"],
-                                        self.dense["memory_mb"]])
-        self.hardware = {"device": config.hardware.device, "runtime": config.hardware.runtime,
-                         "dtype": config.hardware.dtype, "batch_size": config.hardware.batch_size}
 
-        meta = self._read_meta()
-        self.run_name = meta.get("run_name") or run_dir.name
+        point = resume_point(run_dir, resume=resume, retime_table=retime_table, log=log)
+        records, self.meta = point.records, point.meta
+        prepared = prepare_task(config, run_dir, retimed=point.retimed, log=log)
+        self.task, self.dense, self.problem = prepared.task, prepared.dense, prepared.problem
+        self.failed_F, self.hardware = prepared.failed_F, prepared.hardware
+        self.run_name = self.meta.get("run_name") or run_dir.name
         self.storage_uri = mirror_uri(config.storage, self.run_name) if config.storage else None
-        self._write_meta()
+        self.meta.update({
+            "run_name": self.run_name,
+            "method": config.method,
+            "budget": self.budget,
+            "dense": self.dense,
+            "hv_max_error_increase": float(config.search.hv_max_error_increase),
+            "storage_uri": self.storage_uri,
+            "hardware": self.hardware,
+            "objectives": list(OBJECTIVE_NAMES),
+        })
+        record_table(run_dir, self.meta, retimed=point.retimed, evaluations=len(records))
+        write_meta(run_dir, self.meta)
 
-        self.by_id: dict[int, dict[str, Any]] = {}
-        self.known: dict[tuple[int, ...], int] = {}
-        self.front: dict[int, np.ndarray] = {}
+        self.archive = Archive()
+        # The loop's views of the archive (shared dicts, not copies).
+        self.by_id, self.known, self.front = (self.archive.by_id, self.archive.known,
+                                              self.archive.front)
         for record in records:
-            self._remember(record)
-        self.state = self._load_state() if resume else None
-        if self.state is None:
-            if records:
-                raise RunStateError(f"'{run_dir}' has {len(records)} journaled candidates but no "
-                                 f"checkpoint ({STATE_FILE}): cannot resume")
-            algorithm = make_algorithm(config.method, config.search)
-            from pymoo.termination.max_eval import MaximumFunctionCallTermination
-
-            # pymoo's own counter does not move in a hand-driven ask/tell loop: the driver counts
-            # journaled evaluations itself; the search layer's algorithms also read this
-            # termination to cut their batches to the budget.
-            algorithm.setup(self.problem, termination=MaximumFunctionCallTermination(self.budget),
-                            seed=int(config.seed), verbose=False)
-            self.state = _State(algorithm=algorithm, pending=None)
+            self.archive.add(record)
+        if point.state_blob is None:
+            self.state = new_state(config, self.problem)
+            if resume:
+                log(f"resuming {self.run_name}: nothing was checkpointed yet (interrupted while "
+                    "the task was prepared); starting the search")
         else:
+            self.state = load_state(point.state_blob, self.problem, source=str(self.state_path))
             stray = [cid for cid in self.by_id if cid >= self.state.next_id]
             if stray:
-                raise RunStateError(f"journal holds candidates {stray[:5]} newer than the checkpoint "
-                                 f"(next id {self.state.next_id}): journal and state do not match")
+                raise RunStateError(f"journal holds candidates {stray[:5]} newer than the "
+                                    f"checkpoint (next id {self.state.next_id}): journal and "
+                                    "state do not match")
             log(f"resuming {self.run_name}: {len(records)} journaled, generation "
                 f"{self.state.generation}, "
                 + (f"{len(self._unanswered())} candidates to (re-)submit"
@@ -450,35 +228,11 @@ class _Driver:
     # ------------------------------------------------------------------ bookkeeping
     @property
     def evaluations(self) -> int:
-        return len(self.by_id)
+        return self.archive.evaluations
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.by_id.values() if r["status"] != "ok")
-
-    def _remember(self, record: dict[str, Any]) -> bool:
-        """Add a journaled record to the archive; return True if it joined the front."""
-        cid = int(record["id"])
-        if cid in self.by_id:
-            raise RunStateError(f"journal holds candidate {cid} twice")
-        self.by_id[cid] = record
-        self.known[tuple(int(g) for g in record["genome"])] = cid
-        f = objectives_of(record)
-        if f is None:
-            return False
-        return self._front_add(cid, f)
-
-    def _front_add(self, cid: int, f: np.ndarray) -> bool:
-        for other in self.front.values():
-            if np.all(other <= f) and np.any(other < f):
-                return False
-        for other_id in [i for i, g in self.front.items() if np.all(f <= g) and np.any(f < g)]:
-            del self.front[other_id]
-        self.front[cid] = f
-        return True
-
-    def _dominated_by_front(self, f: np.ndarray) -> bool:
-        return any(np.all(g <= f) and np.any(g < f) for g in self.front.values())
+        return self.archive.failed
 
     def _unanswered(self) -> list[tuple[int, tuple[int, ...]]]:
         pending = self.state.pending if self.state else None
@@ -486,47 +240,19 @@ class _Driver:
             return []
         return [(cid, g) for cid, g in pending.plan.new if cid not in self.by_id]
 
-    def _read_meta(self) -> dict[str, Any]:
-        path = self.run_dir / "state" / "meta.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _write_meta(self) -> None:
-        meta = {
-            "run_name": self.run_name,
-            "method": self.config.method,
-            "budget": self.budget,
-            "dense": self.dense,
-            "hv_max_error_increase": float(self.config.search.hv_max_error_increase),
-            "storage_uri": self.storage_uri,
-            "hardware": self.hardware,
-            "objectives": list(OBJECTIVE_NAMES),
-        }
-        atomic_write_text(self.run_dir / "state" / "meta.json", json.dumps(meta, indent=2) + "\n")
-
     def _wall_s(self) -> float:
         return self.state.wall_s + (time.perf_counter() - self.session_start)
 
-    # ------------------------------------------------------------------ checkpoints
     def _save_state(self) -> None:
-        state = dataclasses.replace(self.state, wall_s=self._wall_s())
-        data = _ProblemRef.dumps({"version": _STATE_VERSION, "state": state}, self.problem)
-        atomic_write_bytes(self.state_path, data, before_replace=_checkpoint_pause)
-
-    def _load_state(self) -> _State | None:
-        if not self.state_path.exists():
-            return None
-        saved = _ProblemRef.loads(self.state_path.read_bytes(), self.problem)
-        if saved.get("version") != _STATE_VERSION:
-            raise RunStateError(f"{self.state_path} has state version {saved.get('version')!r}; "
-                             f"this prunesearch reads version {_STATE_VERSION}")
-        return saved["state"]
+        save_state(self.state_path, dataclasses.replace(self.state, wall_s=self._wall_s()),
+                   self.problem)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
         status = "failed"
         error: BaseException | None = None
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 self._start_metrics()
                 if self.state.pending is None and not self.state.finished:
                     self._ask()
@@ -611,7 +337,8 @@ class _Driver:
             state.finished = True
             self._save_state()
             return
-        state.pending = _Pending(generation=state.generation, pop=pop[list(plan.keep)], plan=plan)
+        state.pending = PendingBatch(generation=state.generation, pop=pop[list(plan.keep)],
+                                     plan=plan)
         state.next_id += len(plan.new)
         self._save_state()
 
@@ -628,104 +355,37 @@ class _Driver:
                 jobs, lambda job, result: self._on_result(job, result, pending.generation),
                 failed_result=failed_result,
             )
-        self._tell(pending)
+        tell_batch(state.algorithm, pending.pop, pending.plan.ids, self.by_id, self.failed_F)
         state.generation = pending.generation + 1
         new = self.evaluations - evals_before
         state.idle_generations = 0 if pending.plan.new else state.idle_generations + 1
         self._ask()
-        self._prune_models()
+        self.models.prune(self.front)
         gen_s = time.perf_counter() - gen_start
         hv = self._progress(new, gen_s)
         # Built from memory: re-reading the journal every generation would cost O(n^2).
-        summary = {
-            "method": self.config.method, "status": "running", "evaluations": self.evaluations,
-            "failed": self.failed, "hypervolume": hv, "wall_s": round(self._wall_s(), 3),
-            "generations": state.generation, "front_size": len(self.front),
-            "budget": self.budget, "dense": self.dense, "run_name": self.run_name,
-        }
-        if self.storage_uri:
-            summary["storage_uri"] = self.storage_uri
+        summary = search_summary(self.meta, status="running", evaluations=self.evaluations,
+                                 failed=self.failed, hypervolume=hv, wall_s=self._wall_s(),
+                                 generations=state.generation, front_size=len(self.front))
         write_summary(self.run_dir, summary)
         self._mirror()
 
     def _on_result(self, job: PoolJob, result: Mapping[str, Any], generation: int) -> None:
-        genome = [int(g) for g in job.genome]
-        objectives = dict(result.get("objectives") or {})
-        status = result.get("status", "failed")
-        reason = result.get("reason")
-        values = [objectives.get(k) for k in OBJECTIVE_NAMES]
-        if status == "ok" and any(v is None or not math.isfinite(float(v)) for v in values):
-            status, reason = "failed", f"non-finite objectives {values}"
-        if status != "ok":
-            status = "failed"
-            reason = reason or "evaluator reported failure without a reason"
-        metrics = {k: v for k, v in self.task.cheap_metrics(genome).items()}
-        metrics.update(result.get("metrics") or {})
-        record = {
-            "id": job.candidate_id,
-            "generation": generation,
-            "genome": genome,
-            "channels": [int(c) for c in self.task.channels(genome)],
-            "status": status,
-            "reason": reason,
-            "objectives": {k: objectives.get(k) for k in OBJECTIVE_NAMES},
-            "metrics": metrics,
-            "hardware": self.hardware,
-            "attempt": job.attempt,
-            "wall_s": float(result.get("wall_s") or 0.0),
-        }
-        if status == "ok":
-            f = np.asarray(values, dtype=float)
-            # Weights are written before the journal line: a journaled front member always has
-            # its model, also after a crash (a model of a result that then never got journaled
-            # is overwritten when the candidate is evaluated again).
-            if not self._dominated_by_front(f):
-                self._save_model(record, result)
+        record = journal_record(
+            candidate_id=job.candidate_id, generation=generation, genome=job.genome,
+            result=result, channels=self.task.channels(job.genome),
+            cheap_metrics=self.task.cheap_metrics([int(g) for g in job.genome]),
+            hardware=self.hardware, attempt=job.attempt)
+        # Weights are written before the journal line: a journaled front member always has its
+        # model, also after a crash (a model of a result that then never got journaled is
+        # overwritten when the candidate is evaluated again).
+        f = objectives_of(record)
+        if f is not None and not self.archive.dominated(f):
+            self.models.save(record, result)
         if self.journal is None:
             self.journal = Journal(self.journal_path)
-        stored = self.journal.append(record)
-        self._remember(stored)
+        self.archive.add(self.journal.append(record))
         self.session_evals += 1
-
-    def _tell(self, pending: _Pending) -> None:
-        F = np.empty((len(pending.plan.ids), 3))
-        failed = np.zeros(len(pending.plan.ids), dtype=bool)
-        for row, cid in enumerate(pending.plan.ids):
-            f = objectives_of(self.by_id[cid])
-            if f is None:
-                F[row], failed[row] = self.failed_F, True
-            else:
-                F[row] = f
-        pop = pending.pop
-        empty = np.zeros((len(pop), 0))
-        pop.set("F", F, "G", empty, "H", empty)
-        for ind in pop:
-            ind.CV = np.array([0.0])
-            ind.evaluated.update({"F", "G", "H"})
-        # The search layer's convention: failed candidates are infeasible, archived (never
-        # proposed again) and never selected.
-        mark_failed(pop, failed)
-        self.state.algorithm.tell(infills=pop)
-
-    # ------------------------------------------------------------------ models
-    def _save_model(self, record: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        save_model(self.models_dir, record, result)
-
-    def _prune_models(self) -> None:
-        if not self.models_dir.exists():
-            return
-        for path in self.models_dir.iterdir():
-            stem = path.name.split(".", 1)[0]
-            if stem.isdigit() and int(stem) not in self.front:
-                path.unlink(missing_ok=True)
-
-    def _load_weights(self, cid: int) -> dict[str, np.ndarray] | None:
-        path = self.models_dir / f"{cid}.pt"
-        if not path.exists():
-            return None
-        import torch
-
-        return {k: v.numpy() for k, v in torch.load(path, map_location="cpu").items()}
 
     # ------------------------------------------------------------------ end of run
     def _measured_all(self) -> bool:
@@ -733,45 +393,19 @@ class _Driver:
 
     def _measure_front(self) -> None:
         """Re-time every front member end to end while no evaluation runs (the pool is idle)."""
-        measured = {str(k): v for k, v in read_measured(self.run_dir).items()}
-        todo = sorted(cid for cid in self.front if str(cid) not in measured)
-        if not todo:
-            return
         on_actor = self.pool is not None and self.pool.can_measure()
-        where = "an evaluator actor" if on_actor else "the driver"
-        self.log(f"re-timing {len(todo)} front members end to end on {where}")
-        for cid in todo:
-            genome = self.by_id[cid]["genome"]
-            weights = self._load_weights(cid)
-            timing = (self.pool.measure(genome, weights) if on_actor
-                      else self.task.measure(genome, weights))
-            measured[str(cid)] = {k: float(v) for k, v in dict(timing).items()}
-            atomic_write_text(self.run_dir / "state" / "measured.json",
-                              json.dumps(measured, indent=1) + "\n")
-        self._check_table(measured)
+        measured = retime_front(
+            self.run_dir, list(self.front), self.by_id, models=self.models,
+            measure=self.pool.measure if on_actor else self.task.measure,
+            where="an evaluator actor" if on_actor else "the driver", log=self.log)
+        if measured is not None:
+            self._check_table(measured)
 
     def _check_table(self, measured: Mapping[str, Mapping[str, float]]) -> None:
-        """Warn when the search-time latency objective disagrees with end-to-end timing.
-
-        The table is calibrated once, at start-up; if the device was busy then (or is now),
-        every table latency is off by the same factor and the user should know before trusting
-        absolute figures (the ranking usually survives).
-        """
-        errors = []
-        for key, timing in measured.items():
-            record = self.by_id.get(int(key))
-            table_ms = (record or {}).get("objectives", {}).get("latency_ms")
-            real_ms = timing.get("latency_ms_measured")
-            if table_ms and real_ms:
-                errors.append(abs(table_ms - real_ms) / real_ms)
-        if errors and float(np.median(errors)) > TABLE_WARN_ERROR:
-            self.log(f"warning: the latency table is off by a median {np.median(errors):.0%} "
-                     "against end-to-end timings of the front (latency_ms vs "
-                     "latency_ms_measured in pareto.csv); the device was probably busy while "
-                     "the table was built or calibrated. Trust latency_ms_measured; for the "
-                     "next run keep the device idle during start-up (and delete "
-                     "$PRUNESEARCH_CACHE/latency, default ~/.cache/prunesearch/latency, to "
-                     "re-time the cached entries).")
+        """Warn when the search-time latency objective disagrees with end-to-end timing."""
+        warning = table_warning(self.by_id, measured)
+        if warning is not None:
+            self.log(warning)
 
     # ------------------------------------------------------------------ reporting
     def _progress(self, new: int, gen_s: float) -> float | None:
@@ -801,11 +435,3 @@ class _Driver:
             mirror_run(self.run_dir, self.storage_uri, log=self.log)
         except Exception as exc:  # noqa: BLE001 - the local run dir stays authoritative
             self.log(f"storage: mirroring to {self.storage_uri} failed: {type(exc).__name__}: {exc}")
-
-
-#: Median relative table error against end-to-end timings above which the driver warns.
-TABLE_WARN_ERROR = 0.20
-
-
-def _non_empty(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0

@@ -34,7 +34,6 @@ from prunesearch.cluster.driver import (
 from prunesearch.cluster.journal import (
     OBJECTIVE_NAMES,
     Journal,
-    atomic_write_text,
     read_journal,
     to_jsonable,
 )
@@ -47,6 +46,7 @@ from prunesearch.cluster.report import (
     write_pareto_png,
     write_summary,
 )
+from prunesearch.cluster.run_store import load_weights, write_measured, write_meta
 from prunesearch.methods.errors import RunStateError, UsageError
 
 __all__ = ["resolve_targets", "run_halp"]
@@ -182,7 +182,7 @@ class _HALPRunner:
                 "hv_max_error_increase": float(self.config.search.hv_max_error_increase),
                 "storage_uri": None, "hardware": self.hardware,
                 "objectives": list(OBJECTIVE_NAMES), "targets_ms": self.targets}
-        atomic_write_text(self.run_dir / "state" / "meta.json", json.dumps(meta, indent=2) + "\n")
+        write_meta(self.run_dir, meta)
 
     def _wall_s(self) -> float:
         return self.previous_wall_s + time.perf_counter() - self.session_start
@@ -273,19 +273,15 @@ class _HALPRunner:
 
     def _measure(self) -> None:
         """Re-time every finished network end to end, one at a time, on the idle device."""
-        import torch
-
         measured = {str(k): v for k, v in read_measured(self.run_dir).items()}
         for index in sorted(self.records):
             record = self.records[index]
             if record["status"] != "ok" or str(index) in measured:
                 continue
-            path = self.run_dir / "models" / f"{index}.pt"
-            weights = {k: v.numpy() for k, v in torch.load(path, map_location="cpu").items()}
+            weights = load_weights(self.run_dir / "models", index)
             timing = self.task.measure(record["genome"], weights)
             measured[str(index)] = {k: float(v) for k, v in dict(timing).items()}
-            atomic_write_text(self.run_dir / "state" / "measured.json",
-                              json.dumps(measured, indent=1) + "\n")
+            write_measured(self.run_dir, measured)
             self.log(f"target {index}: measured {timing['latency_ms_measured']:.4f} ms end to "
                      f"end (table {record['objectives']['latency_ms']:.4f} ms)")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "Journal",
     "atomic_write_bytes",
     "atomic_write_text",
+    "journal_record",
     "read_journal",
     "to_jsonable",
 ]
@@ -65,6 +66,42 @@ def to_jsonable(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+def journal_record(*, candidate_id: int, generation: int, genome: Sequence[int],
+                   result: Mapping[str, Any], channels: Sequence[int],
+                   cheap_metrics: Mapping[str, Any], hardware: Mapping[str, Any],
+                   attempt: int) -> dict[str, Any]:
+    """The journal line of one evaluated candidate (its final attempt).
+
+    An ``ok`` result with a missing or non-finite objective is recorded as ``failed`` (the
+    search must never be told NaN); a failure always carries a reason. The evaluator's metrics
+    are laid over the task's analytic ones (``macs``, ``params``).
+    """
+    objectives = dict(result.get("objectives") or {})
+    status = result.get("status", "failed")
+    reason = result.get("reason")
+    values = [objectives.get(k) for k in OBJECTIVE_NAMES]
+    if status == "ok" and any(v is None or not math.isfinite(float(v)) for v in values):
+        status, reason = "failed", f"non-finite objectives {values}"
+    if status != "ok":
+        status = "failed"
+        reason = reason or "evaluator reported failure without a reason"
+    metrics = dict(cheap_metrics)
+    metrics.update(result.get("metrics") or {})
+    return {
+        "id": int(candidate_id),
+        "generation": int(generation),
+        "genome": [int(g) for g in genome],
+        "channels": [int(c) for c in channels],
+        "status": status,
+        "reason": reason,
+        "objectives": {k: objectives.get(k) for k in OBJECTIVE_NAMES},
+        "metrics": metrics,
+        "hardware": dict(hardware),
+        "attempt": attempt,
+        "wall_s": float(result.get("wall_s") or 0.0),
+    }
 
 
 class Journal:

@@ -54,3 +54,8 @@ def check_image_task(config: Any) -> None:
     model_info(config.model.name)
     if config.model.checkpoint and not Path(config.model.checkpoint).is_file():
         raise UsageError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
+    # Split sizes vs the dataset and granularity vs the model's widths: found here, before a
+    # directory exists, rather than while the task is built (after the first progress line).
+    from prunesearch.methods.input_checks import check_inputs
+
+    check_inputs(config)

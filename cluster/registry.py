@@ -17,8 +17,9 @@ Runner kinds:
 ``targets``
     One pruned network per latency target (HALP).
 
-A runner is called as ``runner(config, run_dir, *, address, resume)`` and returns the summary
-dict it wrote to ``summary.json`` (``status`` is ``complete``, ``failed`` or ``interrupted``).
+A runner is called as ``runner(config, run_dir, *, address, resume)`` (plus
+``retime_table=True`` when the user asked to re-time the latency table and the runner accepts
+that keyword) and returns the summary dict it wrote to ``summary.json`` (``status`` is ``complete``, ``failed`` or ``interrupted``).
 A reporter is called as ``reporter(run_dir)`` and returns the summary.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from typing import Any
 
 from prunesearch.methods.errors import lookup
@@ -87,9 +89,18 @@ class MethodEntry:
                 raise ValueError(f"method {self.name!r}: {label} must be 'module:attribute', "
                                  f"got {path!r}")
 
-    def run(self, config: Any, run_dir: Any, *, address: str | None, resume: bool) -> dict:
-        """Call the runner."""
-        return resolve(self.runner)(config, run_dir, address=address, resume=resume)
+    def run(self, config: Any, run_dir: Any, *, address: str | None, resume: bool,
+            retime_table: bool = False) -> dict:
+        """Call the runner.
+
+        ``retime_table`` (``prunesearch resume --retime-table``) reaches runners that keep a
+        latency table and accept the keyword; the others have nothing to re-time.
+        """
+        runner = resolve(self.runner)
+        kwargs: dict[str, Any] = {"address": address, "resume": resume}
+        if retime_table and "retime_table" in inspect.signature(runner).parameters:
+            kwargs["retime_table"] = True
+        return runner(config, run_dir, **kwargs)
 
     def report(self, run_dir: Any) -> dict:
         """Call the reporter."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.journal import OBJECTIVE_NAMES, atomic_write_text, read_journal
+from prunesearch.cluster.run_store import read_measured, read_meta, search_summary
 from prunesearch.methods.io import atomic_path
 from prunesearch.search.indicators import non_dominated, normalized_hypervolume
 
@@ -72,20 +73,6 @@ def front_hypervolume(front: Sequence[Mapping[str, Any]], dense: Mapping[str, fl
         return 0.0
     F = np.stack([objectives_of(r) for r in front])
     return float(normalized_hypervolume(F, dense, max_error_increase))
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """``state/meta.json`` (method, dense objectives, hypervolume settings); ``{}`` if absent."""
-    path = Path(run_dir) / "state" / "meta.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def read_measured(run_dir: Path) -> dict[int, dict[str, float]]:
-    """End-to-end measurements of front members by candidate id (``state/measured.json``)."""
-    path = Path(run_dir) / "state" / "measured.json"
-    if not path.exists():
-        return {}
-    return {int(k): v for k, v in json.loads(path.read_text()).items()}
 
 
 def _number(value: Any) -> Any:
@@ -198,25 +185,18 @@ def write_report(run_dir: Path, *, status: str | None = None, wall_s: float | No
             previous = json.loads((run_dir / "summary.json").read_text())
         except ValueError:
             previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
     front = front_records(records)
     dense = meta.get("dense")
     hv = front_hypervolume(front, dense, float(meta.get("hv_max_error_increase", 0.10)))
-    summary: dict[str, Any] = {
-        "method": meta.get("method", previous.get("method")),
-        "status": status or previous.get("status", "running"),
-        "evaluations": len(records),
-        "failed": sum(1 for r in records if r.get("status") != "ok"),
-        "hypervolume": hv,
-        "wall_s": round(float(wall_s if wall_s is not None else previous.get("wall_s", 0.0)), 3),
-        "generations": int(generations if generations is not None
-                           else previous.get("generations", 0)),
-        "front_size": len(front),
-        "budget": meta.get("budget", previous.get("budget")),
-        "dense": dense,
-        "run_name": meta.get("run_name", previous.get("run_name")),
-    }
-    if meta.get("storage_uri"):
-        summary["storage_uri"] = meta["storage_uri"]
+    summary = search_summary(
+        meta, status=status or previous.get("status", "running"), evaluations=len(records),
+        failed=sum(1 for r in records if r.get("status") != "ok"), hypervolume=hv,
+        wall_s=float(wall_s if wall_s is not None else previous.get("wall_s", 0.0)),
+        generations=int(generations if generations is not None
+                        else previous.get("generations", 0)),
+        front_size=len(front), previous=previous)
     if extra:
         summary.update(extra)
     if plots:

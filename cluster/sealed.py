@@ -45,19 +45,32 @@ def _key() -> bytes:
     path = Path(os.environ.get(KEY_FILE_ENV) or "~/.config/prunesearch/checkpoint.key")
     path = path.expanduser()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode() + b"\n")
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+        _create_key_file(path)
     try:
         return bytes.fromhex(path.read_text().strip())
     except ValueError:
         raise RunStateError(f"checkpoint key file {path} is damaged (expected 64 hex "
                             "digits)") from None
+
+
+def _create_key_file(path: Path) -> None:
+    """Create the key file with its content in one step: written to a private temp file, then
+    hard-linked into place, which fails if another process got there first (its key wins, and
+    nobody ever reads a half-written key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_hex(32).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def seal(data: bytes) -> bytes:

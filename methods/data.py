@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from prunesearch.methods.errors import DataNotFoundError, lookup
+from prunesearch.methods.errors import ConfigError, DataNotFoundError, lookup
 from prunesearch.methods.io import atomic_write, cache_root
 from prunesearch.methods.settings import DataSettings
 
@@ -42,6 +42,7 @@ __all__ = [
     "ImageTensorDataset",
     "augment_batch",
     "cache_root",
+    "check_val_size",
     "dataset_info",
     "load_dataset",
 ]
@@ -167,13 +168,26 @@ class DatasetInfo:
     num_classes: int
     input_shape: tuple[int, int, int]
     loader: Callable[[DataSettings, int], DataBundle]
+    #: Images in the training split before ``val`` is carved from it, where known without
+    #: loading (lets a too large ``data.val_size`` be refused before anything starts).
+    train_size: int | None = None
+
+
+def check_val_size(settings: DataSettings, n_train: int) -> None:
+    """Refuse a ``data.val_size`` that leaves no training images.
+
+    Raises:
+        ConfigError: ``val_size`` is not smaller than ``n_train``.
+    """
+    if settings.val_size >= n_train:
+        raise ConfigError(f"data.val_size: {settings.val_size} must be smaller than the "
+                          f"{n_train} training images of '{settings.name}' (the validation split "
+                          "is carved from them)")
 
 
 def _split_indices(n_train: int, settings: DataSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, val) index sets, each sorted (sequential file access)."""
-    if settings.val_size >= n_train:
-        raise ValueError(f"data.val_size={settings.val_size} must be smaller than the "
-                         f"{n_train} training images of '{settings.name}'")
+    check_val_size(settings, n_train)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     perm = rng.permutation(n_train)
     val = perm[: settings.val_size]
@@ -192,6 +206,14 @@ def _test_indices(n_test: int, settings: DataSettings, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- digits
 
+#: Images in scikit-learn's bundled digits set (``load_digits``).
+_DIGITS_IMAGES = 1797
+
+
+def _digits_test_size(n_images: int) -> int:
+    return n_images // 5
+
+
 def _load_digits(settings: DataSettings, seed: int) -> DataBundle:
     from sklearn.datasets import load_digits
 
@@ -201,7 +223,7 @@ def _load_digits(settings: DataSettings, seed: int) -> DataBundle:
     # The library has no test split: hold out a fixed 20%, the same for every run seed, so test
     # figures of different runs are comparable.
     order = np.random.default_rng(20240601).permutation(len(labels))
-    n_test = len(labels) // 5
+    n_test = _digits_test_size(len(labels))
     test_pool, train_pool = np.sort(order[:n_test]), np.sort(order[n_test:])
     train_idx, val_idx = _split_indices(len(train_pool), settings, seed)
     train_idx, val_idx = train_pool[train_idx], train_pool[val_idx]
@@ -333,8 +355,9 @@ def _torchvision_cifar(root: Path, download: bool):  # -> tuple[CIFAR10, CIFAR10
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, (1, 8, 8), _load_digits),
-    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), _load_cifar10),
+    "digits": DatasetInfo("digits", 10, (1, 8, 8), _load_digits,
+                          train_size=_DIGITS_IMAGES - _digits_test_size(_DIGITS_IMAGES)),
+    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), _load_cifar10, train_size=50_000),
 }
 
 

@@ -27,7 +27,6 @@ candidate evaluated twice, anywhere, with one CPU thread gives the same error.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,14 +34,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from prunesearch.methods.cost.latency import measure_latency
-from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
-from prunesearch.methods.cost.table import LatencyTable, TableKey
+# The training pieces and the table builders live beside their kin; they are re-exported here
+# for callers that know them under this module (tests, bench/evaluator.py).
+from prunesearch.methods.cost.calibration import (
+    GenomeSpecs,
+    build_latency_table,
+    calibration_genomes,
+    cost_model,
+    end_to_end,
+    saved_or_built_table,
+    table_key,
+    time_genomes,
+)
+from prunesearch.methods.cost.model import CostModel
+from prunesearch.methods.cost.table import LatencyTable
 from prunesearch.methods.io import atomic_write_text
-from prunesearch.methods.task import candidate_seed, failed_result
+from prunesearch.methods.models.training import evaluate_error, finetune, recalibrate_bn
+from prunesearch.methods.task import TABLE_FILE, candidate_seed, failed_result
 
 __all__ = [
     "CandidateEvaluator",
@@ -59,31 +69,14 @@ __all__ = [
     "time_genomes",
 ]
 
-TABLE_FILE = "latency_table.json"
 DENSE_FILE = "dense_objectives.json"
 
 
-# ---------------------------------------------------------------------------------------------
-# Adapters to the pruning package (one place that knows its call signatures).
-# ---------------------------------------------------------------------------------------------
 def _space_for(model: nn.Module, model_name: str, granularity: int,
                input_shape: Sequence[int]) -> Any:
     from prunesearch.methods.pruning import genome_space
 
     return genome_space(model, model_name, granularity, input_shape=input_shape)
-
-
-class GenomeSpecs:
-    """Picklable ``genome -> list[LayerSpec]`` of a genome space at one batch size."""
-
-    def __init__(self, space: Any, batch_size: int) -> None:
-        self.space = space
-        self.batch_size = int(batch_size)
-
-    def __call__(self, genome: Sequence[int]) -> list[Any]:
-        from prunesearch.methods.pruning.specs import layer_specs
-
-        return layer_specs(self.space, self.space.channels(genome), batch=self.batch_size)
 
 
 def _apply(model: nn.Module, space: Any, genome: Sequence[int], importance: str,
@@ -93,128 +86,6 @@ def _apply(model: nn.Module, space: Any, genome: Sequence[int], importance: str,
 
     return apply_genome(model, space, genome, importance=importance,
                         example_inputs=example_inputs, base_checkpoint=base_checkpoint)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training pieces (plain functions, usable outside the evaluator).
-# ---------------------------------------------------------------------------------------------
-def recalibrate_bn(module: nn.Module, batches: Sequence[torch.Tensor] | Any) -> int:
-    """Re-estimate every BatchNorm's running statistics from ``batches`` (inputs only).
-
-    Statistics are reset and accumulated as a cumulative average over the batches (momentum
-    None), with no gradient step: after pruning, the surviving channels' statistics shift
-    because their inputs lost channels, and this alone recovers much of the accuracy.
-
-    Returns:
-        The number of batches used (0 leaves the module untouched).
-    """
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    batches = list(batches)
-    if not bns or not batches:
-        return 0
-    momenta = [bn.momentum for bn in bns]
-    was_training = module.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    module.train()
-    with torch.no_grad():
-        for x in batches:
-            module(x)
-    for bn, momentum in zip(bns, momenta):
-        bn.momentum = momentum
-    module.train(was_training)
-    return len(batches)
-
-
-def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum: float,
-             weight_decay: float, batch_size: int, augment: bool,
-             generator: torch.Generator, device: torch.device) -> float:
-    """A few SGD steps on ``dataset`` (an ``ImageTensorDataset``), in place.
-
-    Batches are drawn in a shuffled order from ``generator`` (epochs restart as needed).
-
-    Returns:
-        The mean loss of the last (up to) 10 steps (NaN when ``steps`` is 0).
-
-    Raises:
-        FloatingPointError: the loss became NaN or infinite (diverged).
-    """
-    from prunesearch.methods.data import augment_batch
-
-    if steps <= 0:
-        return float("nan")
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
-    module.train()
-    losses: list[float] = []
-    done = 0
-    while done < steps:
-        for x, y in dataset.batches(batch_size, shuffle=True, generator=generator, drop_last=True):
-            if augment:
-                x = augment_batch(x, generator=generator)
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(module(x), y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"fine-tuning loss is {value} at step {done + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(value)
-            done += 1
-            if done >= steps:
-                break
-        if not losses and done == 0:
-            raise ValueError(f"the training set ({len(dataset)} images) is smaller than one "
-                             f"batch of {batch_size}")
-    return float(np.mean(losses[-10:]))
-
-
-def evaluate_error(module: nn.Module, dataset: Any, *, batch_size: int = 500,
-                   max_batches: int | None = None, device: torch.device | None = None) -> float:
-    """Top-1 error of ``module`` on ``dataset`` (eval mode, no gradients).
-
-    Raises:
-        FloatingPointError: the network's outputs are not finite.
-    """
-    device = device or torch.device("cpu")
-    module.eval()
-    correct = total = 0
-    with torch.inference_mode():
-        for i, (x, y) in enumerate(dataset.batches(batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            logits = module(x.to(device))
-            if not torch.isfinite(logits).all():
-                raise FloatingPointError("the network's outputs are not finite")
-            correct += int((logits.argmax(1).cpu() == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise ValueError("the validation set is empty")
-    return 1.0 - correct / total
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration genomes.
-# ---------------------------------------------------------------------------------------------
-def calibration_genomes(lower: Sequence[int], upper: Sequence[int], count: int,
-                        seed: int) -> list[tuple[int, ...]]:
-    """The dense genome plus ``count`` seeded random genomes spread over network sizes.
-
-    Genome ``k`` keeps about ``r_k`` of every group (``r_k`` evenly spaced over 0.3..0.9) with
-    per-gene jitter of +-0.2, so the calibration fit covers small and large networks rather
-    than clustering at half width as uniform genomes would.
-    """
-    lo = np.asarray(lower, dtype=np.int64)
-    hi = np.asarray(upper, dtype=np.int64)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    genomes = [tuple(int(v) for v in hi)]
-    ratios = np.linspace(0.3, 0.9, count) if count > 1 else np.array([0.6] * count)
-    for r in ratios:
-        u = rng.uniform(r - 0.2, r + 0.2, size=hi.size)
-        genomes.append(tuple(int(v) for v in np.clip(np.rint(u * hi), lo, hi)))
-    return genomes
 
 
 def _checkpoint_path(config: Any) -> str | None:
@@ -235,84 +106,6 @@ def _load_numpy_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None
     # np.array copies: arrays from Ray's object store are read-only views.
     state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
     module.load_state_dict(state, strict=True)
-
-
-def table_key(hardware: Any) -> TableKey:
-    """The latency-table key of a ``hardware`` section on this machine."""
-    return TableKey.current(device=hardware.device, runtime=hardware.runtime,
-                            dtype=hardware.dtype, batch_size=hardware.batch_size,
-                            threads=hardware.threads)
-
-
-def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[int]],
-                 hardware: Any, *, rounds: int = 3) -> list[float]:
-    """End-to-end median latency (ms) of each genome's pruned network, in interleaved rounds.
-
-    Every round times every network with ``hardware.repeats // rounds`` runs; the result is the
-    median of a network's round medians, so a burst of background load spoils one round of
-    every network rather than every round of one.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds} must be >= 1")
-    modules = [_apply(base_model, space, space.validate(g), "l1").module.eval() for g in genomes]
-    per_round = max(3, hardware.repeats // rounds)
-    results: list[list[float]] = [[] for _ in modules]
-    for _ in range(rounds):
-        for i, module in enumerate(modules):
-            results[i].append(measure_latency(
-                module, space.input_shape, device=hardware.device, runtime=hardware.runtime,
-                dtype=hardware.dtype, batch_size=hardware.batch_size, threads=hardware.threads,
-                warmup=hardware.warmup, repeats=per_round).median_ms)
-    return [float(np.median(r)) for r in results]
-
-
-def build_latency_table(*, base_model: nn.Module, space: Any,
-                        cost: CostModel | PerGenomeCostModel, hardware: Any, seed: int,
-                        cache_dir: str | Path | None = None,
-                        allow_timing: bool = True) -> LatencyTable:
-    """Build, time and calibrate the latency table on this machine's ``hardware.device``.
-
-    Call it only while nothing else runs on the device. Raw entries are merged from the disk
-    cache, every reachable layer shape that is missing (``cost.specs``) is timed in isolation,
-    then the dense network and ``hardware.calibration_genomes`` random pruned networks
-    (:func:`calibration_genomes`) are timed end to end (:func:`time_genomes`) and the
-    calibration (``hardware.calibration``) fitted. ``cost`` is bound to the finished table.
-    """
-    table = LatencyTable(key=table_key(hardware), calibration=hardware.calibration,
-                         device=hardware.device if allow_timing else None,
-                         warmup=hardware.table_warmup, repeats=hardware.table_repeats)
-    table.merge_cache(cache_dir)
-    if table.measure_missing(cost.specs):
-        try:
-            table.write_cache(cache_dir)
-        except OSError:
-            pass  # a read-only home is no reason to fail a run
-    cost.bind(table)
-    if hardware.calibration != "none" and allow_timing:
-        genomes = calibration_genomes(space.lower(), space.upper(),
-                                      hardware.calibration_genomes, seed)
-        raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
-        table.calibrate(raw, time_genomes(base_model, space, genomes, hardware))
-        cost.bind(table)
-    return table
-
-
-def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
-    """The exact vectorised cost model of a genome space; the per-genome one (memoised, new
-    shapes timed on first sight) for torchvision models and spaces that do not factorise."""
-    from prunesearch.methods.families import family_entry
-
-    spec_fn = GenomeSpecs(space, batch_size)
-    if not family_entry(space.family).exact_cost:
-        # Specs of torchvision models come from tracing a pruned copy (~1 s each): enumerating
-        # every gene pair's combinations would take hours (ResNet-18 at granularity 64: 6 min).
-        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
-                                  dtype=dtype)
-    try:
-        return CostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(), dtype=dtype)
-    except NotFactorisable:
-        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
-                                  dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +144,7 @@ class PruningTask:
         self.input_shape = tuple(info.input_shape)
         self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
                                 self.input_shape)
+        self.space.check_searchable(config.model.name)
         self.lower = np.asarray(self.space.lower(), dtype=np.int64)
         self.upper = np.asarray(self.space.upper(), dtype=np.int64)
         self.group_names = list(self.space.names)
@@ -358,24 +152,10 @@ class PruningTask:
         self._dense: dict[str, float] | None = None
         self._cache_dir = cache_dir
         if table is None:
-            saved = self.run_dir / TABLE_FILE if self.run_dir is not None else None
-            if saved is not None and saved.is_file():
-                table = LatencyTable.load(
-                    saved, device=self.hardware.device if allow_timing else None)
-                missing = table.missing(self.cost.specs)
-                if missing:
-                    if not allow_timing or table.key != table_key(self.hardware):
-                        where = ("timing is not allowed here" if not allow_timing else
-                                 f"it was measured under {table.key.slug()}, not here")
-                        raise ValueError(
-                            f"{saved} lacks {len(missing)} layer shapes of this genome space "
-                            f"and {where}; delete it to rebuild the table")
-                    table.measure_missing(self.cost.specs)
-                    table.save(saved)
-            else:
-                table = self.build_table(allow_timing=allow_timing)
-                if self.run_dir is not None:
-                    table.save(self.run_dir / TABLE_FILE)
+            table = saved_or_built_table(
+                self.run_dir / TABLE_FILE if self.run_dir is not None else None,
+                cost=self.cost, hardware=self.hardware, allow_timing=allow_timing,
+                build=lambda: self.build_table(allow_timing=allow_timing))
         self.table = table
         self.cost.bind(table)
 
@@ -453,18 +233,7 @@ class PruningTask:
     def measure(self, genome: Sequence[int],
                 weights: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Re-time the pruned network end to end on an idle device (median, p90, peak memory)."""
-        return _end_to_end(self.pruned_module(genome, weights), self.input_shape, self.hardware)
-
-
-def _end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[str, float]:
-    result = measure_latency(module, input_shape, device=hw.device, runtime=hw.runtime,
-                             dtype=hw.dtype, batch_size=hw.batch_size, threads=hw.threads,
-                             warmup=hw.warmup, repeats=hw.repeats,
-                             measure_memory=torch.device(hw.device).type == "cuda")
-    out = {"latency_ms_measured": result.median_ms, "latency_ms_p90": result.p90_ms}
-    if result.peak_memory_mb is not None:
-        out["peak_memory_mb"] = result.peak_memory_mb
-    return out
+        return end_to_end(self.pruned_module(genome, weights), self.input_shape, self.hardware)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,7 +311,7 @@ class CandidateEvaluator:
         input_shape = dataset_info(self.data_settings.name).input_shape
         previous = torch.get_num_threads()
         try:
-            return _end_to_end(module.eval(), input_shape, self.hardware)
+            return end_to_end(module.eval(), input_shape, self.hardware)
         finally:
             torch.set_num_threads(previous)
 

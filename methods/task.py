@@ -26,8 +26,11 @@ import numpy as np
 
 from prunesearch.methods.errors import lookup
 
-__all__ = ["TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task", "candidate_seed",
-           "failed_result", "make_evaluator"]
+__all__ = ["TABLE_FILE", "TASKS", "Evaluator", "SearchTask", "TaskEntry", "build_task",
+           "candidate_seed", "failed_result", "make_evaluator"]
+
+#: The latency table a task predicts with, in its run directory (a resumed run reuses it).
+TABLE_FILE = "latency_table.json"
 
 
 @runtime_checkable

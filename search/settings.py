@@ -242,7 +242,8 @@ class LocalSearchSettings:
 class SearchSettings:
     """The ``search`` section: budget and algorithm settings for generational searches."""
 
-    budget: int = setting(400, min=1, help="number of real evaluations")
+    # The maximum keeps every count the search derives from the budget an exact int64/float.
+    budget: int = setting(400, min=1, max=10**9, help="number of real evaluations")
     pop_size: int = setting(50, min=4, help="population size (offspring per generation)")
     portfolio: tuple[str, ...] = setting(
         ("nsga2", "sms-emoa", "spea2", "ibea"),

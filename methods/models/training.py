@@ -1,16 +1,20 @@
-"""Plain training and evaluation loops for base models (no Ray, no pymoo)."""
+"""Plain training and evaluation loops (no Ray, no pymoo): training a base model, and the
+pieces every candidate evaluation uses (BN recalibration, a short fine-tune, validation error)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prunesearch.methods.data import DataBundle, ImageTensorDataset, augment_batch
 
-__all__ = ["accuracy", "train_base_model"]
+__all__ = ["accuracy", "evaluate_error", "finetune", "recalibrate_bn", "train_base_model"]
 
 
 def train_base_model(model: nn.Module, bundle: DataBundle, *, epochs: int, seed: int,
@@ -62,3 +66,100 @@ def accuracy(model: nn.Module, dataset: ImageTensorDataset, *, batch_size: int =
         seen += len(y)
     model.train(was_training)
     return correct / max(seen, 1)
+
+
+def recalibrate_bn(module: nn.Module, batches: Sequence[torch.Tensor] | Any) -> int:
+    """Re-estimate every BatchNorm's running statistics from ``batches`` (inputs only).
+
+    Statistics are reset and accumulated as a cumulative average over the batches (momentum
+    None), with no gradient step: after pruning, the surviving channels' statistics shift
+    because their inputs lost channels, and this alone recovers much of the accuracy.
+
+    Returns:
+        The number of batches used (0 leaves the module untouched).
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batches = list(batches)
+    if not bns or not batches:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    was_training = module.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    with torch.no_grad():
+        for x in batches:
+            module(x)
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    module.train(was_training)
+    return len(batches)
+
+
+def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum: float,
+             weight_decay: float, batch_size: int, augment: bool,
+             generator: torch.Generator, device: torch.device) -> float:
+    """A few SGD steps on ``dataset`` (an ``ImageTensorDataset``), in place.
+
+    Batches are drawn in a shuffled order from ``generator`` (epochs restart as needed).
+
+    Returns:
+        The mean loss of the last (up to) 10 steps (NaN when ``steps`` is 0).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (diverged).
+    """
+    from prunesearch.methods.data import augment_batch
+
+    if steps <= 0:
+        return float("nan")
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum,
+                                weight_decay=weight_decay)
+    module.train()
+    losses: list[float] = []
+    done = 0
+    while done < steps:
+        for x, y in dataset.batches(batch_size, shuffle=True, generator=generator, drop_last=True):
+            if augment:
+                x = augment_batch(x, generator=generator)
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(module(x), y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"fine-tuning loss is {value} at step {done + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(value)
+            done += 1
+            if done >= steps:
+                break
+        if not losses and done == 0:
+            raise ValueError(f"the training set ({len(dataset)} images) is smaller than one "
+                             f"batch of {batch_size}")
+    return float(np.mean(losses[-10:]))
+
+
+def evaluate_error(module: nn.Module, dataset: Any, *, batch_size: int = 500,
+                   max_batches: int | None = None, device: torch.device | None = None) -> float:
+    """Top-1 error of ``module`` on ``dataset`` (eval mode, no gradients).
+
+    Raises:
+        FloatingPointError: the network's outputs are not finite.
+    """
+    device = device or torch.device("cpu")
+    module.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for i, (x, y) in enumerate(dataset.batches(batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = module(x.to(device))
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError("the network's outputs are not finite")
+            correct += int((logits.argmax(1).cpu() == y).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise ValueError("the validation set is empty")
+    return 1.0 - correct / total

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from prunesearch.methods.errors import UsageError
+
 __all__ = ["GROUP_KINDS", "GenomeSpace", "Group", "check_kept", "genome_space"]
 
 #: Group kinds of the built-in families (descriptive: a family's specs and surgery never depend
@@ -127,6 +129,19 @@ class GenomeSpace:
                                  f"[1, {hi}] (full width {group.full_width}, granularity "
                                  f"{self.granularity})")
         return out
+
+    def check_searchable(self, model_name: str) -> None:
+        """Refuse a space with nothing to search (every group can only keep its full width).
+
+        Raises:
+            UsageError: ``hardware.granularity`` is at least every prunable group's width.
+        """
+        if all(hi <= lo for lo, hi in zip(self.lower(), self.upper())):
+            widest = max(self.full_widths)
+            raise UsageError(f"hardware.granularity {self.granularity} leaves nothing to "
+                             f"search: no prunable group of {model_name} is wider than {widest} "
+                             "channels, so every group keeps its full width; use a granularity "
+                             f"below {widest} (e.g. 4, 8 or 16)")
 
     def channels(self, genome: Sequence[int]) -> list[int]:
         """Kept channels per group: ``min(granules * granularity, full_width)``."""

@@ -9,14 +9,22 @@ subprocess tests in ``test_cli_errors.py`` cover the same path end to end.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from prunesearch.cluster.cli import main
-from prunesearch.cluster.rundir import RunDirLock
+from prunesearch.cluster.rundir import LOCK_NAME, RunDirLock
+from prunesearch.cluster.sealed import KEY_ENV, seal
+
+# The real digits task (no download): refused in the CLI's preflight, before anything exists.
+DIGITS = ["--set", "evaluator.kind=finetune", "--set", "data.name=digits", "--set",
+          "model.name=digits-cnn"]
 
 SYNTHETIC = {"method": "random", "seed": 0, "evaluator": {"kind": "synthetic"},
              "search": {"budget": 8, "pop_size": 4}, "cluster": {"num_evaluators": 1}}
@@ -60,7 +68,29 @@ def prior(local_ray, tmp_path_factory) -> dict[str, Path]:
     no_front.mkdir()
     (no_front / "config.yaml").write_text(yaml.safe_dump(SYNTHETIC))
     (no_front / "journal.jsonl").write_text("")
+    files["address"] = ray_address()
+    files["garbage_state_run"] = _resumable_copy(run_dir, root / "garbage-state-run")
+    (files["garbage_state_run"] / "state" / "driver.pkl").write_bytes(b"\x80\x05garbage")
+    files["no_table_run"] = _resumable_copy(run_dir, root / "no-table-run")
+    # As if the run had timed a latency table at its start and the file was deleted since.
+    meta_path = files["no_table_run"] / "state" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "latency_table_sha256": "0" * 64}))
     return files
+
+
+def ray_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _resumable_copy(run_dir: Path, target: Path) -> Path:
+    """A copy of a complete run that says it was interrupted (so resume goes on into it)."""
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(LOCK_NAME))
+    summary = json.loads((target / "summary.json").read_text())
+    (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    return target
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
@@ -133,6 +163,19 @@ CASES = [
     ("export synthetic member", ["export", "{run}", "--out", "{root}/m.pt"],
      "synthetic evaluator"),
     ("unknown command option", ["run", "{job}", "--budget", "3"], "unrecognized arguments"),
+    ("granularity leaves nothing to search", ["run", "{job}", "-o", "{new}", *DIGITS, "--set",
+                                              "hardware.granularity=1000"],
+     "leaves nothing to search"),
+    ("val_size beyond the dataset", ["run", "{job}", "-o", "{new}", *DIGITS, "--set",
+                                     "data.val_size=100000"], "smaller than the 1438 training"),
+    ("budget not representable", ["run", "{job}", "-o", "{new}", "--set",
+                                  "search.budget=100000000000000000000"], "above the maximum"),
+    ("cuda on a cluster without GPUs", ["run", "{job}", "-o", "{new}", "--address", "{address}",
+                                        "--set", "hardware.device=cuda"], "no GPU resources"),
+    ("resume garbage state file", ["resume", "{garbage_state_run}"],
+     "not a sealed prunesearch checkpoint"),
+    ("resume with a deleted latency table", ["resume", "{no_table_run}"],
+     "is missing: resuming with other latencies"),
 ]
 
 
@@ -155,6 +198,39 @@ def test_bad_input_is_exit_2_one_line_and_changes_nothing(prior, tmp_path, capsy
     assert not new.exists(), f"{name}: a refused run created its directory"
     assert _tree_digest(prior["run"]) == before, f"{name}: the prior run directory changed"
     assert not list(prior["root"].glob("*.tmp")), f"{name}: a temp file was left behind"
+
+
+class _WritesAFile:
+    """Unpickling this writes a file: what a crafted checkpoint would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (self.target, "pwned"))
+
+
+def test_a_crafted_checkpoint_never_runs_on_resume(prior, tmp_path, capsys, monkeypatch) -> None:
+    marker = tmp_path / "marker"
+    crafted = pickle.dumps(_WritesAFile(marker))
+    run_dir = _resumable_copy(prior["run"], tmp_path / "crafted")
+    state = run_dir / "state" / "driver.pkl"
+    # Unsealed, as an older prunesearch or an attacker would write it.
+    state.write_bytes(crafted)
+    assert main(["resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a sealed prunesearch checkpoint" in err[0]
+    assert not marker.exists()
+    # Sealed, but with another user's key.
+    with monkeypatch.context() as patch:
+        patch.setenv(KEY_ENV, os.urandom(32).hex())
+        state.write_bytes(seal(crafted))
+    assert main(["resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not sealed with this user's checkpoint key" in err[0]
+    assert not marker.exists()
+    # Left as it was: still resumable once the owner's state is back.
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
 
 
 def test_a_live_run_directory_is_refused_naming_its_holder(prior, capsys) -> None:

@@ -93,3 +93,48 @@ def test_export_refuses_an_id_off_the_front(quick_run, tmp_path):
     proc = _cli("export", str(quick_run), "--pick", "999999", "--out", str(tmp_path / "x.pt"))
     assert proc.returncode == 2
     assert "not on the front" in proc.stderr
+
+
+def _interrupted_copy(run_dir: Path, target: Path) -> Path:
+    """A copy of the finished quickstart run whose summary says it was interrupted, so that
+    ``resume`` goes on into it (its checkpoint says the search is finished)."""
+    import shutil
+
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
+    summary = json.loads((target / "summary.json").read_text())
+    (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    return target
+
+
+def test_a_deleted_or_changed_latency_table_is_refused_on_resume_unless_retimed(quick_run,
+                                                                                tmp_path):
+    import hashlib
+
+    deleted = _interrupted_copy(quick_run, tmp_path / "deleted")
+    (deleted / "latency_table.json").unlink()
+    changed = _interrupted_copy(quick_run, tmp_path / "changed")
+    table = json.loads((changed / "latency_table.json").read_text())
+    first = next(iter(table["entries"]))
+    table["entries"][first] *= 2.0  # a hand-edited (or tampered) latency
+    (changed / "latency_table.json").write_text(json.dumps(table))
+    journal = (quick_run / "journal.jsonl").read_text()
+    for run_dir, what, reason in ((deleted, "is missing", "missing"),
+                                  (changed, "was changed", "changed")):
+        refused = _cli("resume", str(run_dir))
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert len(lines) == 1 and what in lines[0] and "--retime-table" in lines[0], lines
+        assert refused.stdout == ""
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+        accepted = _cli("resume", str(run_dir), "--retime-table")
+        assert accepted.returncode == 0, accepted.stderr[-3000:]
+        assert "re-timing the latency table" in accepted.stdout
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "complete"
+        assert summary["latency_table"]["retimed"][-1]["reason"] == reason
+        digest = hashlib.sha256((run_dir / "latency_table.json").read_bytes()).hexdigest()
+        assert summary["latency_table"]["sha256"] == digest
+        meta = json.loads((run_dir / "state" / "meta.json").read_text())
+        assert meta["latency_table_sha256"] == digest
+        assert (run_dir / "journal.jsonl").read_text() == journal  # nothing re-evaluated

@@ -23,7 +23,12 @@ import pytest
 import yaml
 
 from prunesearch.cluster.config import dump_config, load_config
-from prunesearch.cluster.driver import CHECKPOINT_PAUSE_ENV, STATE_FILE, run_search
+from prunesearch.cluster.driver import (
+    CHECKPOINT_PAUSE_ENV,
+    PREPARE_PAUSE_ENV,
+    STATE_FILE,
+    run_search,
+)
 from prunesearch.cluster.journal import read_journal
 from prunesearch.cluster.storage import fetch_run, mirror_run
 
@@ -80,9 +85,12 @@ def _assert_same_as_reference(run_dir: Path, reference: dict) -> None:
 
 
 def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log = open(cwd / f"driver-{time.monotonic_ns()}.out", "w")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "prunesearch", *args], cwd=cwd,
+    path = cwd / f"driver-{time.monotonic_ns()}.out"
+    log = open(path, "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "prunesearch", *args], cwd=cwd,
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc.output_path = path  # type: ignore[attr-defined]
+    return proc
 
 
 def _lines(run_dir: Path) -> int:
@@ -180,6 +188,59 @@ def test_sigkill_mid_checkpoint_then_sigterm_then_resume(ray_address, reference,
     _resume_in_process(run_dir)
     _assert_same_as_reference(run_dir, reference)
     assert not temp.exists()
+
+
+def _wait_for(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"driver exited (rc {proc.returncode}) too early"
+        assert time.monotonic() < deadline, "the awaited moment did not come in time"
+        time.sleep(0.02)
+
+
+def _output(proc: subprocess.Popen) -> str:
+    return proc.output_path.read_text()
+
+
+def test_sigterm_while_the_task_is_prepared_then_resume(ray_address, reference,
+                                                        tmp_path: Path) -> None:
+    """SIGTERM before anything is checkpointed: exit 130, status interrupted, and
+    ``prunesearch resume`` starts the search and ends with the uninterrupted front."""
+    run_dir = tmp_path / "run"
+    job = _write_config(tmp_path)
+    proc = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address],
+                  tmp_path, env={PREPARE_PAUSE_ENV: "60"})
+    log = run_dir / "driver.log"
+    _wait_for(proc, lambda: log.exists() and "preparing" in log.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, _output(proc)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / STATE_FILE).exists() and _lines(run_dir) == 0
+
+    proc = _start(["resume", str(run_dir), "--address", ray_address], tmp_path)
+    assert proc.wait(timeout=300) == 0, _output(proc)
+    assert "starting the search" in _output(proc)
+    _assert_same_as_reference(run_dir, reference)
+
+
+def test_a_second_run_on_a_live_directory_is_refused_and_the_first_is_intact(
+        ray_address, reference, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    job = _write_config(tmp_path)
+    first = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address],
+                   tmp_path)
+    _wait_for(first, lambda: _lines(run_dir) >= 1)
+    for args in (["run", str(job), "--output", str(run_dir), "--overwrite"],
+                 ["resume", str(run_dir)]):
+        second = subprocess.run([sys.executable, "-m", "prunesearch", *args, "--address",
+                                 ray_address], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2, second.stderr
+        assert len(lines) == 1 and f"in use by process {first.pid}" in lines[0], second.stderr
+    assert first.wait(timeout=300) == 0, _output(first)
+    _assert_same_as_reference(run_dir, reference)
+    assert not list(tmp_path.glob(".run.replaced-*"))
 
 
 def test_mirror_copies_new_files_and_drops_models_that_left_the_front(tmp_path: Path) -> None:

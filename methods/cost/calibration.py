@@ -1,0 +1,192 @@
+"""Building the latency table of a genome space on this machine, and calibrating it.
+
+The table (:mod:`~prunesearch.methods.cost.table`) holds the time of every layer shape the
+search can produce, timed in isolation; the cost model (:mod:`~prunesearch.methods.cost.model`)
+sums it for any genome. Isolated layer times miss what a whole network costs (launches, cache
+effects between layers), so the sum is calibrated against end-to-end timings of the dense
+network and a few seeded random pruned ones spread over network sizes
+(:func:`calibration_genomes`). Everything here times the device: call it only while nothing
+else runs there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunesearch.methods.cost.latency import measure_latency
+from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
+from prunesearch.methods.cost.table import LatencyTable, TableKey
+from prunesearch.methods.errors import RunStateError
+
+__all__ = [
+    "GenomeSpecs",
+    "build_latency_table",
+    "calibration_genomes",
+    "cost_model",
+    "end_to_end",
+    "saved_or_built_table",
+    "table_key",
+    "time_genomes",
+]
+
+
+class GenomeSpecs:
+    """Picklable ``genome -> list[LayerSpec]`` of a genome space at one batch size."""
+
+    def __init__(self, space: Any, batch_size: int) -> None:
+        self.space = space
+        self.batch_size = int(batch_size)
+
+    def __call__(self, genome: Sequence[int]) -> list[Any]:
+        from prunesearch.methods.pruning.specs import layer_specs
+
+        return layer_specs(self.space, self.space.channels(genome), batch=self.batch_size)
+
+
+def calibration_genomes(lower: Sequence[int], upper: Sequence[int], count: int,
+                        seed: int) -> list[tuple[int, ...]]:
+    """The dense genome plus ``count`` seeded random genomes spread over network sizes.
+
+    Genome ``k`` keeps about ``r_k`` of every group (``r_k`` evenly spaced over 0.3..0.9) with
+    per-gene jitter of +-0.2, so the calibration fit covers small and large networks rather
+    than clustering at half width as uniform genomes would.
+    """
+    lo = np.asarray(lower, dtype=np.int64)
+    hi = np.asarray(upper, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    genomes = [tuple(int(v) for v in hi)]
+    ratios = np.linspace(0.3, 0.9, count) if count > 1 else np.array([0.6] * count)
+    for r in ratios:
+        u = rng.uniform(r - 0.2, r + 0.2, size=hi.size)
+        genomes.append(tuple(int(v) for v in np.clip(np.rint(u * hi), lo, hi)))
+    return genomes
+
+
+def table_key(hardware: Any) -> TableKey:
+    """The latency-table key of a ``hardware`` section on this machine."""
+    return TableKey.current(device=hardware.device, runtime=hardware.runtime,
+                            dtype=hardware.dtype, batch_size=hardware.batch_size,
+                            threads=hardware.threads)
+
+
+def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[int]],
+                 hardware: Any, *, rounds: int = 3) -> list[float]:
+    """End-to-end median latency (ms) of each genome's pruned network, in interleaved rounds.
+
+    Every round times every network with ``hardware.repeats // rounds`` runs; the result is the
+    median of a network's round medians, so a burst of background load spoils one round of
+    every network rather than every round of one.
+    """
+    from prunesearch.methods.pruning import apply_genome
+
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    modules = [apply_genome(base_model, space, space.validate(g), importance="l1").module.eval() for g in genomes]
+    per_round = max(3, hardware.repeats // rounds)
+    results: list[list[float]] = [[] for _ in modules]
+    for _ in range(rounds):
+        for i, module in enumerate(modules):
+            results[i].append(measure_latency(
+                module, space.input_shape, device=hardware.device, runtime=hardware.runtime,
+                dtype=hardware.dtype, batch_size=hardware.batch_size, threads=hardware.threads,
+                warmup=hardware.warmup, repeats=per_round).median_ms)
+    return [float(np.median(r)) for r in results]
+
+
+def build_latency_table(*, base_model: nn.Module, space: Any,
+                        cost: CostModel | PerGenomeCostModel, hardware: Any, seed: int,
+                        cache_dir: str | Path | None = None,
+                        allow_timing: bool = True) -> LatencyTable:
+    """Build, time and calibrate the latency table on this machine's ``hardware.device``.
+
+    Call it only while nothing else runs on the device. Raw entries are merged from the disk
+    cache, every reachable layer shape that is missing (``cost.specs``) is timed in isolation,
+    then the dense network and ``hardware.calibration_genomes`` random pruned networks
+    (:func:`calibration_genomes`) are timed end to end (:func:`time_genomes`) and the
+    calibration (``hardware.calibration``) fitted. ``cost`` is bound to the finished table.
+    """
+    table = LatencyTable(key=table_key(hardware), calibration=hardware.calibration,
+                         device=hardware.device if allow_timing else None,
+                         warmup=hardware.table_warmup, repeats=hardware.table_repeats)
+    table.merge_cache(cache_dir)
+    if table.measure_missing(cost.specs):
+        try:
+            table.write_cache(cache_dir)
+        except OSError:
+            pass  # a read-only home is no reason to fail a run
+    cost.bind(table)
+    if hardware.calibration != "none" and allow_timing:
+        genomes = calibration_genomes(space.lower(), space.upper(),
+                                      hardware.calibration_genomes, seed)
+        raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
+        table.calibrate(raw, time_genomes(base_model, space, genomes, hardware))
+        cost.bind(table)
+    return table
+
+
+def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenomeCostModel:
+    """The exact vectorised cost model of a genome space; the per-genome one (memoised, new
+    shapes timed on first sight) for torchvision models and spaces that do not factorise."""
+    from prunesearch.methods.families import family_entry
+
+    spec_fn = GenomeSpecs(space, batch_size)
+    if not family_entry(space.family).exact_cost:
+        # Specs of torchvision models come from tracing a pruned copy (~1 s each): enumerating
+        # every gene pair's combinations would take hours (ResNet-18 at granularity 64: 6 min).
+        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
+                                  dtype=dtype)
+    try:
+        return CostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(), dtype=dtype)
+    except NotFactorisable:
+        return PerGenomeCostModel(spec_fn=spec_fn, lower=space.lower(), upper=space.upper(),
+                                  dtype=dtype)
+
+
+def end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[str, float]:
+    """Time ``module`` end to end under ``hw`` (a ``hardware`` section): median and p90
+    latency, and peak memory where the device reports it (CUDA)."""
+    result = measure_latency(module, input_shape, device=hw.device, runtime=hw.runtime,
+                             dtype=hw.dtype, batch_size=hw.batch_size, threads=hw.threads,
+                             warmup=hw.warmup, repeats=hw.repeats,
+                             measure_memory=torch.device(hw.device).type == "cuda")
+    out = {"latency_ms_measured": result.median_ms, "latency_ms_p90": result.p90_ms}
+    if result.peak_memory_mb is not None:
+        out["peak_memory_mb"] = result.peak_memory_mb
+    return out
+
+
+def saved_or_built_table(saved: Path | None, *, cost: CostModel | PerGenomeCostModel,
+                         hardware: Any, allow_timing: bool,
+                         build: Callable[[], LatencyTable]) -> LatencyTable:
+    """The run's saved table (so a resumed run predicts the same latencies), else a new one.
+
+    A saved table that lacks shapes of the genome space is completed by timing them, but only
+    where it was measured (same key) and timing is allowed; otherwise the run cannot go on with
+    it. A new table (``build()``) is saved to ``saved``.
+
+    Raises:
+        RunStateError: the saved table lacks shapes that cannot be timed here.
+    """
+    if saved is None or not saved.is_file():
+        table = build()
+        if saved is not None:
+            table.save(saved)
+        return table
+    table = LatencyTable.load(saved, device=hardware.device if allow_timing else None)
+    missing = table.missing(cost.specs)
+    if missing:
+        if not allow_timing or table.key != table_key(hardware):
+            where = ("timing is not allowed here" if not allow_timing else
+                     f"it was measured under {table.key.slug()}, not here")
+            raise RunStateError(f"{saved} lacks {len(missing)} layer shapes of this genome "
+                                f"space and {where}; rebuild it with 'prunesearch resume RUN_DIR "
+                                "--retime-table'")
+        table.measure_missing(cost.specs)
+        table.save(saved)
+    return table

@@ -1,0 +1,35 @@
+"""Input checks of the real pruning task, run before a run directory is created.
+
+Everything here is cheap (no training, no data loading, no timing), so the CLI can refuse bad
+input with one line before it creates or deletes anything; :class:`~prunesearch.methods.evaluator.
+PruningTask` makes the same checks again while it is built, for callers that skip this one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check_inputs"]
+
+
+def check_inputs(config: Any) -> None:
+    """Find the bad input a ``PruningTask`` would meet.
+
+    Checks ``data.val_size`` against the dataset's training images (where known statically)
+    and ``hardware.granularity`` against the widths of an untrained copy of the model.
+
+    Raises:
+        ConfigError: ``data.val_size`` leaves no training images.
+        UsageError: the granularity leaves nothing to search.
+    """
+    from prunesearch.methods.data import check_val_size, dataset_info
+    from prunesearch.methods.models import build_model
+    from prunesearch.methods.pruning import genome_space
+
+    info = dataset_info(config.data.name)
+    if info.train_size is not None:
+        check_val_size(config.data, info.train_size)
+    model = build_model(config.model.name, info.num_classes)
+    space = genome_space(model, config.model.name, config.hardware.granularity,
+                         input_shape=info.input_shape)
+    space.check_searchable(config.model.name)
