@@ -2,6 +2,9 @@
 
 Exit codes: 0 success, 2 bad input (one line on stderr, nothing lost), 1 a failed run,
 130 interrupted (state saved; ``prunesearch resume`` continues).
+
+Why one module of ~410 lines: argparse definitions plus one small handler per command; the
+work each command does lives in the runner modules it calls.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ from the run directory's files alone and shows what that run has:
 
 The selection operator per generation is read from ``driver.log`` rather than from
 ``state/driver.pkl``: reading a report must run nothing, and unpickling would.
+
+Why one module of ~670 lines: it is one page, most of it HTML/SVG rendering of sections that
+each read one file of the run directory; nothing else imports its parts.
 """
 
 from __future__ import annotations

@@ -29,8 +29,6 @@ checkpoint. Checkpoints hold data only (``torch.save`` of the trial's state, loa
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import itertools
 import json
 import math
@@ -39,14 +37,21 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from prunesearch.cluster.config import JobConfig, config_to_dict, load_config
-from prunesearch.cluster.journal import atomic_write_text
-from prunesearch.cluster.registry import method_entry, resolve
+from prunesearch.cluster.tune_progress import progress_callback
+from prunesearch.cluster.tune_report import (
+    EXPERIMENT_NAME,
+    jsonable,
+    metrics_and_modes,
+    report_trials,
+    trial_method_of,
+)
 from prunesearch.methods.errors import PrunesearchError, RunStateError, UsageError
+from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.trial import TrialMethod
 
 __all__ = [
@@ -58,22 +63,8 @@ __all__ = [
     "trial_method_of",
 ]
 
-#: The Tune experiment's folder under ``RUN_DIR/tune/``.
-EXPERIMENT_NAME = "experiment"
 _STATE_FILE = "state.pt"
 _FINAL_FILE = "final.json"
-_OBJECTIVES = ("error", "latency_ms", "memory_mb")
-
-
-def trial_method_of(config: JobConfig) -> TrialMethod:
-    """The :class:`TrialMethod` of ``config.method`` (a ``trials`` entry of the registry)."""
-    entry = method_entry(config.method)
-    if entry.kind != "trials" or not entry.trial_method:
-        raise UsageError(f"method '{config.method}' does not run as Tune trials")
-    spec = resolve(entry.trial_method)
-    if not isinstance(spec, TrialMethod):
-        raise TypeError(f"{entry.trial_method} is a {type(spec).__name__}, not a TrialMethod")
-    return spec
 
 
 def _space(config: JobConfig, spec: TrialMethod) -> dict[str, Any]:
@@ -161,21 +152,11 @@ def _run_one_trial(params: dict[str, Any], *, base: dict[str, Any], spec: TrialM
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trial.state_dict(), Path(folder) / _STATE_FILE)
             if final is not None:
-                final = _jsonable(final)
+                final = jsonable(final)
                 (Path(folder) / _FINAL_FILE).write_text(json.dumps(final))
                 metrics["final"] = json.dumps(final)
             metrics["done"] = bool(trial.done)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
 
 
 # ------------------------------------------------------------------------------ the runner
@@ -195,12 +176,6 @@ def _param_space(space: Mapping[str, Any], search: str) -> dict[str, Any]:
     return out
 
 
-def _metrics_and_modes(config: JobConfig, spec: TrialMethod) -> tuple[list[str], list[str]]:
-    if config.tune.metrics:
-        return list(config.tune.metrics), list(config.tune.modes)
-    return [spec.metric], [spec.mode]
-
-
 @contextlib.contextmanager
 def _sigterm_as_sigint() -> Iterator[None]:
     """SIGTERM (``ray job stop``, a scheduler) stops the experiment the way Ctrl-C does: Tune
@@ -214,80 +189,6 @@ def _sigterm_as_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _callback(run_name: str, log_path: Path, metric: str, mode: str) -> Any:
-    """A Tune callback for progress lines and dashboard metrics. Tune pickles it with the
-    experiment (and restores it on resume), so it holds plain data only."""
-    from ray.tune import Callback
-
-    class _Progress(Callback):
-        def __init__(self) -> None:
-            self.run_name, self.log_path, self.metric, self.mode = (run_name, str(log_path),
-                                                                    metric, mode)
-            self.best: float | None = None
-            self.running: set[str] = set()
-            self.done: set[str] = set()
-            self.failed: set[str] = set()
-            self._metrics: Any = None
-
-        def __getstate__(self) -> dict[str, Any]:
-            return {**self.__dict__, "_metrics": None}
-
-        def _log(self, line: str) -> None:
-            print(line, flush=True)
-            with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-
-        def _publish(self) -> None:
-            if self._metrics is None:
-                try:
-                    from prunesearch.cluster.metrics import TrialMetrics
-
-                    self._metrics = TrialMetrics(self.run_name)
-                except Exception as exc:  # noqa: BLE001 - metrics are optional
-                    self._metrics = False
-                    self._log(f"metrics disabled: {type(exc).__name__}: {exc}")
-            if self._metrics:
-                self._metrics.update(running=len(self.running), done=len(self.done),
-                                     failed=len(self.failed), best=self.best,
-                                     metric=self.metric)
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.running.add(trial.trial_id)
-            self._publish()
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            self.running.add(trial.trial_id)
-            value = result.get(self.metric)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                better = (self.best is None or (value > self.best if self.mode == "max"
-                                                else value < self.best))
-                self.best = float(value) if better else self.best
-            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in result.items()
-                              if k in (self.metric, "round", "epoch", "phase", "val_acc",
-                                       "test_acc"))
-            self._log(f"trial {trial.trial_id} step {result.get('step')}: {shown}")
-            self._publish()
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
-                              **info: Any) -> None:
-            self.running.discard(trial.trial_id)
-            self.done.add(trial.trial_id)
-            self._log(f"trial {trial.trial_id} complete ({len(self.done)} of {len(trials)} "
-                      "done)")
-            self._publish()
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any,
-                           **info: Any) -> None:
-            self.running.discard(trial.trial_id)
-            self.failed.add(trial.trial_id)
-            self._log(f"trial {trial.trial_id} failed after its retries")
-            self._publish()
-
-    return _Progress()
 
 
 def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
@@ -312,7 +213,7 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
     run_dir = Path(run_dir).expanduser().resolve()
     spec = trial_method_of(config)
     space = _space(config, spec)
-    metrics, modes = _metrics_and_modes(config, spec)
+    metrics, modes = metrics_and_modes(config, spec)
     storage = run_dir / "tune"
     experiment = storage / EXPERIMENT_NAME
     if resume and not tune.Tuner.can_restore(str(experiment)):
@@ -341,7 +242,7 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
                                  threads=max(1, int(resources.cpu)) if resources.cpu else 1),
             {"cpu": resources.cpu, "gpu": resources.gpu},
         )
-        progress = _callback(run_dir.name, run_dir / "driver.log", metrics[0], modes[0])
+        progress = progress_callback(run_dir.name, run_dir / "driver.log", metrics[0], modes[0])
         if resume:
             run_log(f"resuming the Tune experiment in {experiment}")
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable,
@@ -432,7 +333,7 @@ def _trial_outcomes(grid: Any) -> list[dict[str, Any]]:
                 final = json.loads(metrics["final"])
         outcomes.append({
             "trial_id": trial_id,
-            "params": _jsonable(dict(result.config or {})),
+            "params": jsonable(dict(result.config or {})),
             "status": status,
             "error": _one_line(result.error) if result.error is not None else None,
             "steps": metrics.get("step"),
@@ -453,144 +354,3 @@ def _previous_wall(run_dir: Path) -> float:
     return 0.0
 
 
-# ------------------------------------------------------------------------------ the report
-def _read_rows(experiment: Path) -> list[dict[str, Any]]:
-    """Every reported row of every trial, from the trials' ``result.json`` files."""
-    rows: dict[tuple[str, Any], dict[str, Any]] = {}
-    for path in sorted(experiment.glob("*/result.json")):
-        for line in path.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a killed trial
-            row = {"trial_id": result.get("trial_id") or path.parent.name}
-            for key, value in (result.get("config") or {}).items():
-                row[key] = value
-            for key, value in result.items():
-                if key in ("config", "trial_id", "final", "done") or key in _TUNE_KEYS:
-                    continue
-                if isinstance(value, (int, float, str, bool)) or value is None:
-                    row[key] = value
-            rows[(row["trial_id"], result.get("step", result.get("training_iteration")))] = row
-    return list(rows.values())
-
-
-#: Bookkeeping Tune adds to every result; not written to results.csv.
-_TUNE_KEYS = frozenset({
-    "timestamp", "checkpoint_dir_name", "should_checkpoint", "training_iteration", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-    "iterations_since_restore", "experiment_tag",
-})
-
-
-def _write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: (str(r["trial_id"]), _num(r.get("step")))):
-        writer.writerow(row)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else -1.0
-
-
-def _final_records(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Final networks as journal-like records (``pareto.csv``/``pareto.png`` read these)."""
-    records = []
-    for index, trial in enumerate(trials):
-        final = trial.get("final")
-        if not final or any(not isinstance(final.get(k), (int, float)) for k in _OBJECTIVES):
-            continue
-        records.append({
-            "id": index,
-            "trial_id": trial["trial_id"],
-            "status": "ok",
-            "genome": list(final.get("genome") or []),
-            "objectives": {k: float(final[k]) for k in _OBJECTIVES},
-            "metrics": {"macs": final.get("macs"), "flops": final.get("macs"),
-                        "params": final.get("params")},
-            "latency_ms_measured": final.get("latency_ms_measured"),
-        })
-    return records
-
-
-def report_trials(run_dir: Path, *, status: str | None = None, wall_s: float | None = None,
-                  config: JobConfig | None = None) -> dict[str, Any]:
-    """Write ``results.csv``, ``summary.json`` and (pruning methods) ``pareto.csv``/``.png``
-    from the run directory alone (``prunesearch report`` calls it with the run directory)."""
-    from prunesearch.cluster.report import front_records, write_pareto_csv, write_pareto_png
-    from prunesearch.cluster.report import write_summary
-
-    run_dir = Path(run_dir)
-    if config is None:
-        import yaml
-
-        config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    spec = trial_method_of(config)
-    metrics, modes = _metrics_and_modes(config, spec)
-    previous: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        previous = json.loads((run_dir / "summary.json").read_text())
-    rows = _read_rows(run_dir / "tune" / EXPERIMENT_NAME)
-    if rows:
-        _write_results_csv(run_dir / "results.csv", rows)
-    trials: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError, ValueError):
-        trials = json.loads((run_dir / "trials.json").read_text())
-    best = _best_trial(trials, rows, metrics[0], modes[0])
-    counts = {s: sum(1 for t in trials if t["status"] == s)
-              for s in ("complete", "failed", "unfinished")}
-    summary: dict[str, Any] = {
-        "method": config.method,
-        "status": status or previous.get("status", "running"),
-        "wall_s": round(float(wall_s if wall_s is not None else previous.get("wall_s", 0.0)), 3),
-        "trials": {"total": len(trials) or len({r["trial_id"] for r in rows}), **counts},
-        "metric": metrics[0],
-        "mode": modes[0],
-        "best_trial": best,
-        "run_name": run_dir.name,
-    }
-    if spec.summarize is not None and rows:
-        summary["method_summary"] = _jsonable(spec.summarize(rows))
-    if spec.pruning:
-        records = _final_records(trials)
-        front = front_records(records)
-        measured = {r["id"]: {"latency_ms_measured": r["latency_ms_measured"]} for r in records
-                    if r.get("latency_ms_measured") is not None}
-        write_pareto_csv(run_dir / "pareto.csv", front, measured)
-        write_pareto_png(run_dir / "pareto.png", records, front,
-                         title=f"{config.method}: final networks of {len(records)} trials")
-        summary["front_size"] = len(front)
-    best_text = ""
-    if best is not None and isinstance(best.get(metrics[0]), (int, float)):
-        best_text = f", best {metrics[0]} {best[metrics[0]]:.4f} (trial {best['trial_id']})"
-    summary["headline"] = (f"{summary['trials']['total']} trials ({counts['complete']} complete, "
-                           f"{counts['failed']} failed){best_text}")
-    write_summary(run_dir, summary)
-    return summary
-
-
-def _best_trial(trials: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
-                metric: str, mode: str) -> dict[str, Any] | None:
-    """The complete trial whose last reported ``metric`` is best, with its last row."""
-    last: dict[str, Mapping[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: _num(r.get("step"))):
-        last[str(row["trial_id"])] = row
-    complete = {t["trial_id"] for t in trials if t["status"] == "complete"} or set(last)
-    candidates = [(row[metric], tid) for tid, row in last.items()
-                  if tid in complete and isinstance(row.get(metric), (int, float))
-                  and math.isfinite(row[metric])]
-    if not candidates:
-        return None
-    value, tid = (max if mode == "max" else min)(candidates)
-    final = next((t.get("final") for t in trials if t["trial_id"] == tid), None)
-    best = {"trial_id": tid, metric: value, **{k: v for k, v in last[tid].items()
-                                               if k != "trial_id"}}
-    if final:
-        best["final"] = final
-    return best

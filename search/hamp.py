@@ -4,6 +4,9 @@ Our reading of Hong, Li, Liu, Yang and Tang, "Multi-objective evolutionary optim
 hardware-aware neural network pruning" (Fundamental Research 4(4), 2024), whose abstract fixes the
 structure (portfolio-based selection + surrogate-assisted local search) but not the details; the
 choices below are ours and are listed in docs/METHODS.md.
+
+Why one module of ~450 lines: it is the pymoo ``Algorithm`` subclass (ask/tell hooks and the
+state pickled for exact resume); selection, surrogate and local-search moves are separate.
 """
 
 from __future__ import annotations

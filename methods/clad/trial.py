@@ -19,6 +19,11 @@ One :class:`CLADTrial` is one point of the parameter space (``clad.rate``, ``cla
 table latency and the end-to-end latency in the config's runtime (the cost model and latency
 table of HAMP's evaluator). The state is data only; a restored trial continues bit for bit
 (same seed, same thread count).
+
+Why one module of ~600 lines: the trial's three phases share one state (network, learners,
+optimisers, RNGs) that ``state_dict``/``load_state_dict`` must capture whole for exact
+resume; split across modules, that state's invariants would be spread too. The learner, the
+criteria and the settings live in their own modules.
 """
 
 from __future__ import annotations

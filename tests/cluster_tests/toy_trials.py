@@ -85,7 +85,7 @@ if "toy" not in METHODS:
     register_method(MethodEntry(
         name="toy", kind="trials", help="toy trial method (tests)",
         runner="prunesearch.cluster.tune_runner:run_trials",
-        reporter="prunesearch.cluster.tune_runner:report_trials",
+        reporter="prunesearch.cluster.tune_report:report_trials",
         checker="prunesearch.cluster.tune_runner:check_trial_inputs",
         trial_method="toy_trials:TOY_METHOD",
     ))

@@ -1,0 +1,201 @@
+"""The report of a trial-based run: ``results.csv``, ``summary.json`` and, for pruning methods,
+``pareto.csv``/``pareto.png``, all derived from the run directory alone (the trials'
+``result.json`` files under ``tune/experiment/`` and ``trials.json``), so ``prunesearch report``
+re-renders them at any time. Also the helpers the runner and the report share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunesearch.cluster.config import JobConfig, load_config
+from prunesearch.cluster.registry import method_entry, resolve
+from prunesearch.methods.errors import UsageError
+from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.trial import TrialMethod
+
+__all__ = ["EXPERIMENT_NAME", "report_trials", "trial_method_of"]
+
+#: The Tune experiment's folder under ``RUN_DIR/tune/``.
+EXPERIMENT_NAME = "experiment"
+_OBJECTIVES = ("error", "latency_ms", "memory_mb")
+
+
+def trial_method_of(config: JobConfig) -> TrialMethod:
+    """The :class:`TrialMethod` of ``config.method`` (a ``trials`` entry of the registry)."""
+    entry = method_entry(config.method)
+    if entry.kind != "trials" or not entry.trial_method:
+        raise UsageError(f"method '{config.method}' does not run as Tune trials")
+    spec = resolve(entry.trial_method)
+    if not isinstance(spec, TrialMethod):
+        raise TypeError(f"{entry.trial_method} is a {type(spec).__name__}, not a TrialMethod")
+    return spec
+
+
+def metrics_and_modes(config: JobConfig, spec: TrialMethod) -> tuple[list[str], list[str]]:
+    if config.tune.metrics:
+        return list(config.tune.metrics), list(config.tune.modes)
+    return [spec.metric], [spec.mode]
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def _read_rows(experiment: Path) -> list[dict[str, Any]]:
+    """Every reported row of every trial, from the trials' ``result.json`` files."""
+    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    for path in sorted(experiment.glob("*/result.json")):
+        for line in path.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a killed trial
+            row = {"trial_id": result.get("trial_id") or path.parent.name}
+            for key, value in (result.get("config") or {}).items():
+                row[key] = value
+            for key, value in result.items():
+                if key in ("config", "trial_id", "final", "done") or key in _TUNE_KEYS:
+                    continue
+                if isinstance(value, (int, float, str, bool)) or value is None:
+                    row[key] = value
+            rows[(row["trial_id"], result.get("step", result.get("training_iteration")))] = row
+    return list(rows.values())
+
+
+#: Bookkeeping Tune adds to every result; not written to results.csv.
+_TUNE_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "training_iteration", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+    "iterations_since_restore", "experiment_tag",
+})
+
+
+def _write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: (str(r["trial_id"]), _num(r.get("step")))):
+        writer.writerow(row)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else -1.0
+
+
+def _final_records(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Final networks as journal-like records (``pareto.csv``/``pareto.png`` read these)."""
+    records = []
+    for index, trial in enumerate(trials):
+        final = trial.get("final")
+        if not final or any(not isinstance(final.get(k), (int, float)) for k in _OBJECTIVES):
+            continue
+        records.append({
+            "id": index,
+            "trial_id": trial["trial_id"],
+            "status": "ok",
+            "genome": list(final.get("genome") or []),
+            "objectives": {k: float(final[k]) for k in _OBJECTIVES},
+            "metrics": {"macs": final.get("macs"), "flops": final.get("macs"),
+                        "params": final.get("params")},
+            "latency_ms_measured": final.get("latency_ms_measured"),
+        })
+    return records
+
+
+def report_trials(run_dir: Path, *, status: str | None = None, wall_s: float | None = None,
+                  config: JobConfig | None = None) -> dict[str, Any]:
+    """Write ``results.csv``, ``summary.json`` and (pruning methods) ``pareto.csv``/``.png``
+    from the run directory alone (``prunesearch report`` calls it with the run directory)."""
+    from prunesearch.cluster.report import (
+        front_records,
+        write_pareto_csv,
+        write_pareto_png,
+        write_summary,
+    )
+
+    run_dir = Path(run_dir)
+    if config is None:
+        import yaml
+
+        config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    spec = trial_method_of(config)
+    metrics, modes = metrics_and_modes(config, spec)
+    previous: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads((run_dir / "summary.json").read_text())
+    rows = _read_rows(run_dir / "tune" / EXPERIMENT_NAME)
+    if rows:
+        _write_results_csv(run_dir / "results.csv", rows)
+    trials: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError, ValueError):
+        trials = json.loads((run_dir / "trials.json").read_text())
+    best = _best_trial(trials, rows, metrics[0], modes[0])
+    counts = {s: sum(1 for t in trials if t["status"] == s)
+              for s in ("complete", "failed", "unfinished")}
+    summary: dict[str, Any] = {
+        "method": config.method,
+        "status": status or previous.get("status", "running"),
+        "wall_s": round(float(wall_s if wall_s is not None else previous.get("wall_s", 0.0)), 3),
+        "trials": {"total": len(trials) or len({r["trial_id"] for r in rows}), **counts},
+        "metric": metrics[0],
+        "mode": modes[0],
+        "best_trial": best,
+        "run_name": run_dir.name,
+    }
+    if spec.summarize is not None and rows:
+        summary["method_summary"] = jsonable(spec.summarize(rows))
+    if spec.pruning:
+        records = _final_records(trials)
+        front = front_records(records)
+        measured = {r["id"]: {"latency_ms_measured": r["latency_ms_measured"]} for r in records
+                    if r.get("latency_ms_measured") is not None}
+        write_pareto_csv(run_dir / "pareto.csv", front, measured)
+        write_pareto_png(run_dir / "pareto.png", records, front,
+                         title=f"{config.method}: final networks of {len(records)} trials")
+        summary["front_size"] = len(front)
+    best_text = ""
+    if best is not None and isinstance(best.get(metrics[0]), (int, float)):
+        best_text = f", best {metrics[0]} {best[metrics[0]]:.4f} (trial {best['trial_id']})"
+    summary["headline"] = (f"{summary['trials']['total']} trials ({counts['complete']} complete, "
+                           f"{counts['failed']} failed){best_text}")
+    write_summary(run_dir, summary)
+    return summary
+
+
+def _best_trial(trials: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
+                metric: str, mode: str) -> dict[str, Any] | None:
+    """The complete trial whose last reported ``metric`` is best, with its last row."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: _num(r.get("step"))):
+        last[str(row["trial_id"])] = row
+    complete = {t["trial_id"] for t in trials if t["status"] == "complete"} or set(last)
+    candidates = [(row[metric], tid) for tid, row in last.items()
+                  if tid in complete and isinstance(row.get(metric), (int, float))
+                  and math.isfinite(row[metric])]
+    if not candidates:
+        return None
+    value, tid = (max if mode == "max" else min)(candidates)
+    final = next((t.get("final") for t in trials if t["trial_id"] == tid), None)
+    best = {"trial_id": tid, metric: value, **{k: v for k, v in last[tid].items()
+                                               if k != "trial_id"}}
+    if final:
+        best["final"] = final
+    return best
