@@ -41,7 +41,9 @@ from torch import nn
 from prunesearch.methods.cost.latency import measure_latency
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.table import LatencyTable, TableKey
+from prunesearch.methods.hooks import finetune_candidate, score_candidate
 from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.objects import adopt, objects_in
 from prunesearch.methods.task import candidate_seed, failed_result
 
 __all__ = [
@@ -129,7 +131,8 @@ def recalibrate_bn(module: nn.Module, batches: Sequence[torch.Tensor] | Any) -> 
 
 def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum: float,
              weight_decay: float, batch_size: int, augment: bool,
-             generator: torch.Generator, device: torch.device) -> float:
+             generator: torch.Generator, device: torch.device,
+             augment_ops: Sequence[str] = ("crop", "flip"), padding: int = 4) -> float:
     """A few SGD steps on ``dataset`` (an ``ImageTensorDataset``), in place.
 
     Batches are drawn in a shuffled order from ``generator`` (epochs restart as needed).
@@ -152,7 +155,7 @@ def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum
     while done < steps:
         for x, y in dataset.batches(batch_size, shuffle=True, generator=generator, drop_last=True):
             if augment:
-                x = augment_batch(x, generator=generator)
+                x = augment_batch(x, generator=generator, padding=padding, ops=augment_ops)
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(module(x), y)
             value = float(loss.detach())
@@ -347,7 +350,7 @@ class PruningTask:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.base_model = load_base_model(config.model, config.data, seed=self.seed).eval()
         self.base_checkpoint = _checkpoint_path(config)
-        info = dataset_info(config.data.name)
+        info = dataset_info(config.data)
         self.input_shape = tuple(info.input_shape)
         self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
                                 self.input_shape)
@@ -436,6 +439,7 @@ class PruningTask:
             "base_weights": _numpy_state(self.base_model),
             "base_checkpoint": self.base_checkpoint,
             "cost_model": self.cost,
+            "objects": objects_in(self.config),  # API objects named by the config (hooks.py)
         }
 
     def pruned_module(self, genome: Sequence[int],
@@ -489,6 +493,7 @@ class CandidateEvaluator:
         self.model_settings = payload["model"]
         self.hardware = payload["hardware"]
         self.settings = payload["evaluator"]
+        adopt(payload.get("objects"))  # before the cost model's or hooks' first use
         self.cost: CostModel = payload["cost_model"]
         self.device = torch.device(self.hardware.device)
         self._bundle: Any = None
@@ -510,10 +515,10 @@ class CandidateEvaluator:
         """The unpruned model with the payload's weights (built once)."""
         if self._base is None:
             from prunesearch.methods.data import dataset_info
-            from prunesearch.methods.models import build_model
+            from prunesearch.methods.models import build_base
 
-            info = dataset_info(self.data_settings.name)
-            model = build_model(self.model_settings.name, info.num_classes)
+            info = dataset_info(self.data_settings)
+            model = build_base(self.model_settings, info.num_classes)
             _load_numpy_state(model, self.payload["base_weights"])
             self._base = model.eval()
         return self._base
@@ -526,7 +531,7 @@ class CandidateEvaluator:
 
             self._space = _space_for(self.base_model, self.model_settings.name,
                                      self.hardware.granularity,
-                                     dataset_info(self.data_settings.name).input_shape)
+                                     dataset_info(self.data_settings).input_shape)
         return self._space
 
     def measure(self, genome: Sequence[int],
@@ -539,7 +544,7 @@ class CandidateEvaluator:
         module = _apply(self.base_model, self.space, self.space.validate(genome), "l1").module
         if weights is not None:
             _load_numpy_state(module, weights)
-        input_shape = dataset_info(self.data_settings.name).input_shape
+        input_shape = dataset_info(self.data_settings).input_shape
         previous = torch.get_num_threads()
         try:
             return _end_to_end(module.eval(), input_shape, self.hardware)
@@ -593,18 +598,15 @@ class CandidateEvaluator:
                     break
                 recal.append(x.to(self.device))
         recalibrate_bn(module, recal)
-        train_loss = finetune(
-            module, bundle.train, steps=s.finetune_steps, lr=s.lr, momentum=s.momentum,
-            weight_decay=s.weight_decay, batch_size=s.batch_size,
-            augment=s.augmentation and bundle.augmentable, generator=generator,
-            device=self.device)
-        error = evaluate_error(module, bundle.val, max_batches=s.val_batches, device=self.device)
+        train_loss = finetune_candidate(module, bundle, s, generator=generator,
+                                        device=self.device)
+        error, scores = score_candidate(module, bundle, s, device=self.device)
 
         cost = self.cost.evaluate(np.asarray(genome)[None, :])
         objectives = {"error": float(error), "latency_ms": float(cost["latency_ms"][0]),
                       "memory_mb": float(cost["memory_mb"][0])}
         metrics = {"macs": int(cost["macs"][0]), "params": int(cost["params"][0]),
-                   "val_acc": 1.0 - float(error), "train_loss": train_loss,
+                   **scores, "train_loss": train_loss,
                    "latency_table_raw_ms": float(cost["latency_raw_ms"][0])}
         return {
             "status": "ok",

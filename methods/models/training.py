@@ -39,7 +39,8 @@ def train_base_model(model: nn.Module, bundle: DataBundle, *, epochs: int, seed:
     for _ in range(epochs):
         for x, y in bundle.train.batches(batch_size, shuffle=True, generator=generator):
             if bundle.augmentable:
-                x = augment_batch(x, generator=generator)
+                x = augment_batch(x, generator=generator, padding=bundle.crop_padding,
+                                  ops=bundle.augment_ops)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
