@@ -130,7 +130,7 @@ class SearchResult:
                            weights_only=True)
         return load_pruned(info["recipe"], state)
 
-    def export(self, pick: str | int, path: str | Path, *, format: str = "pt") -> dict[str, Any]:  # noqa: A002
+    def export(self, pick: str | int, path: str | Path, *, format: str = "pt") -> dict[str, Any]:
         """Write the picked member as ``format`` (``pt``, ``torchscript``, ``onnx``), checked on
         reload, plus its recipe beside it; returns the row, the recipe path and the check."""
         from prunesearch.cluster.export import export_member

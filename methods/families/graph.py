@@ -86,6 +86,24 @@ class DependencyGraphFamily(ModelFamily):
 
     exact_cost = False
 
+    def model_name_of(self, model: Any) -> str:
+        # A network built here carries its name; one built by the caller is named by its class
+        # (rebuilding it then needs the base network: rebuild(base, recipe)).
+        return str(getattr(model, _NAME_ATTR, None) or type(model).__name__)
+
+    def build_from_arch(self, arch: Mapping[str, Any]) -> nn.Module:
+        name = str(arch["name"])
+        classes = int(arch["num_classes"])
+        if name in self.models:
+            model = self.models[name](classes)
+        elif name.startswith(("factory:", "object:")):
+            model = build_source(name, classes)
+        else:
+            raise ValueError(f"the base network '{name}' was built outside prunesearch: rebuild "
+                             "it with rebuild(base_model, recipe), or name it by model.factory")
+        return tag_model(model, name, num_classes=classes, classifier=arch.get("classifier"),
+                         ignore=arch.get("ignore") or ())
+
     def num_classes(self, model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         from prunesearch.methods.pruning.tp_groups import find_classifier, num_outputs
 
@@ -169,15 +187,3 @@ class CustomFamily(DependencyGraphFamily):
     def owns(self, model: Any) -> bool:
         return isinstance(model, nn.Module)
 
-    def model_name_of(self, model: Any) -> str:
-        return str(getattr(model, _NAME_ATTR, None) or type(model).__name__)
-
-    def build_from_arch(self, arch: Mapping[str, Any]) -> nn.Module:
-        name = str(arch["name"])
-        if not name.startswith(("factory:", "object:")):
-            raise ValueError(f"the base network '{name}' was pruned by hand: rebuild it with "
-                             "rebuild(base_model, recipe), or build it from model.factory")
-        model = build_source(name, int(arch["num_classes"]))
-        return tag_model(model, name, num_classes=int(arch["num_classes"]),
-                         classifier=arch.get("classifier"),
-                         ignore=arch.get("ignore") or ())

@@ -13,7 +13,7 @@ size: the dataset's shape is passed in (there is no default).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
@@ -68,10 +68,3 @@ class TorchvisionFamily(DependencyGraphFamily):
         if input_shape[0] != 3:
             raise ValueError(f"model '{model_name}' needs 3-channel images; got "
                              f"{input_shape[0]} channels")
-
-    def build_from_arch(self, arch: Mapping[str, Any]) -> nn.Module:
-        from prunesearch.methods.pruning.tp_groups import set_graph_options
-
-        model = self.models[arch["name"]](arch["num_classes"])
-        return set_graph_options(model, classifier=arch.get("classifier"),
-                                 ignore=arch.get("ignore") or ())

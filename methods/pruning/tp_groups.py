@@ -145,7 +145,7 @@ def find_classifier(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
     try:
         with torch.no_grad():
             out = _first_tensor(model(_example(model, input_shape)))
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported
+    except Exception as exc:
         raise ModelTraceError(f"{type(model).__name__} does not run on input "
                               f"{(1, *input_shape)}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
@@ -210,13 +210,13 @@ class PrunesearchChannelShuffle(torch.autograd.Function):
     group whose channels pass through it is kept at full width."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, groups: int) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, x: torch.Tensor, groups: int) -> torch.Tensor:
         ctx.groups = groups
         n, c, h, w = x.shape
         return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         n, c, h, w = grad.shape
         g = ctx.groups
         return grad.view(n, c // g, g, h, w).transpose(1, 2).reshape(n, c, h, w), None
@@ -255,7 +255,7 @@ def _graph(model: nn.Module, input_shape: Sequence[int]) -> tuple[tp.DependencyG
             raw, failed = _all_groups(graph, ignored)
     except ModelTraceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning's own errors name no layer
+    except Exception as exc:
         raise ModelTraceError(f"Torch-Pruning cannot trace {type(model).__name__}: "
                               f"{type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}; keep the "
