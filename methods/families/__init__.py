@@ -59,6 +59,8 @@ class ModelFamily:
     pretrained_cifar10: frozenset[str] = frozenset()
     exact_cost: bool = True
     default_input_shape: tuple[int, int, int] | None = None
+    #: Owns any network no other family owns (asked last, whenever it was registered).
+    catch_all: bool = False
 
     # ---------------------------------------------------------------- identification
     def owns(self, model: Any) -> bool:
@@ -177,8 +179,9 @@ def model_family(model_name: str) -> ModelFamily:
 
 
 def family_of(model: Any) -> ModelFamily:
-    """The family an ``nn.Module`` belongs to (the first registered family that owns it)."""
-    for family in FAMILIES.values():
+    """The family an ``nn.Module`` belongs to: the first registered family that owns it, a
+    catch-all family (``custom``) only when no other does."""
+    for family in sorted(FAMILIES.values(), key=lambda f: f.catch_all):
         if family.owns(model):
             return family
     raise TypeError(f"{type(model).__name__} belongs to no registered model family "

@@ -177,6 +177,7 @@ class CustomFamily(DependencyGraphFamily):
     """Any ``nn.Module`` no other family owns: ``model.factory`` networks, Python objects."""
 
     name = "custom"
+    catch_all = True
 
     def __init__(self) -> None:
         from prunesearch.methods.objects import registered
