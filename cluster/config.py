@@ -167,7 +167,8 @@ class JobConfig:
             raise ConfigError(f"method: {self.method!r} is not allowed{hint}; choose one of: "
                               + ", ".join(METHODS))
         names = image_dataset_names()
-        if METHODS[self.method].data_kind == "images" and self.data.name not in names:
+        if (METHODS[self.method].data_kind == "images" and self.data.factory is None
+                and self.data.name not in names):
             close = difflib.get_close_matches(str(self.data.name), list(names), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"data.name: {self.data.name!r} is not allowed{hint}; choose one "

@@ -49,9 +49,19 @@ def check_image_task(config: Any) -> None:
         return
     from prunesearch.methods.data import dataset_info
     from prunesearch.methods.models import model_info
+    from prunesearch.methods.objects import resolve
 
-    dataset_info(config.data.name)
-    model_info(config.model.name)
+    if config.data.factory is None:
+        dataset_info(config.data)  # an image folder is scanned: a missing one fails here
+    else:
+        resolve(config.data.factory, key="data.factory")
+    if config.model.factory is None:
+        model_info(config.model.name)
+    else:
+        resolve(config.model.factory, key="model.factory")
+    for key in ("finetune_fn", "score_fn"):
+        if getattr(config.evaluator, key):
+            resolve(getattr(config.evaluator, key), key=f"evaluator.{key}")
     if config.model.checkpoint and not Path(config.model.checkpoint).is_file():
         raise UsageError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
     # Split sizes vs the dataset and granularity vs the model's widths: found here, before a

@@ -34,6 +34,7 @@ from prunesearch.methods.io import atomic_write, cache_root
 from prunesearch.methods.settings import DataSettings
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -46,6 +47,9 @@ __all__ = [
     "dataset_info",
     "load_dataset",
 ]
+
+#: Fine-tuning augmentation ops (``data.augmentation``).
+AUGMENTATIONS = ("crop", "flip")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -146,7 +150,10 @@ class DataBundle:
         input_shape: ``(C, H, W)`` of one image.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
-        augmentable: Images are at least 32 px, so random crop + flip augmentation applies.
+        augmentable: Augmentation applies (images of at least 32 px for the built-in sets;
+            ``data.augmentation`` non-empty for image folders).
+        augment_ops: Which ops (:data:`AUGMENTATIONS`) augmentation applies.
+        crop_padding: Random-crop padding in pixels.
     """
 
     name: str
@@ -158,11 +165,18 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentable: bool
+    augment_ops: tuple[str, ...] = AUGMENTATIONS
+    crop_padding: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a registered dataset (known without loading it)."""
+    """Static facts about a registered dataset (known without loading it).
+
+    ``describe(settings) -> (num_classes, input_shape)``, when set, gives the facts of datasets
+    whose classes and image size come from the settings (``imagefolder``); ``num_classes`` and
+    ``input_shape`` are then what :func:`dataset_info` returns for those settings.
+    """
 
     name: str
     num_classes: int
@@ -171,6 +185,7 @@ class DatasetInfo:
     #: Images in the training split before ``val`` is carved from it, where known without
     #: loading (lets a too large ``data.val_size`` be refused before anything starts).
     train_size: int | None = None
+    describe: Callable[[DataSettings], tuple[int, tuple[int, int, int]]] | None = None
 
 
 def check_val_size(settings: DataSettings, n_train: int) -> None:
@@ -354,49 +369,92 @@ def _torchvision_cifar(root: Path, download: bool):  # -> tuple[CIFAR10, CIFAR10
         raise _cifar_missing(root, f" (torchvision: {reason})") from exc
 
 
+def _load_imagefolder(settings: DataSettings, seed: int) -> DataBundle:
+    from prunesearch.methods.data_imagefolder import load_imagefolder
+
+    return load_imagefolder(settings, seed)
+
+
+def _describe_imagefolder(settings: DataSettings) -> tuple[int, tuple[int, int, int]]:
+    from prunesearch.methods.data_imagefolder import describe_imagefolder
+
+    return describe_imagefolder(settings)
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 10, (1, 8, 8), _load_digits,
                           train_size=_DIGITS_IMAGES - _digits_test_size(_DIGITS_IMAGES)),
     "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), _load_cifar10, train_size=50_000),
+    "imagefolder": DatasetInfo("imagefolder", 0, (0, 0, 0), _load_imagefolder,
+                               describe=_describe_imagefolder),
 }
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Static facts (classes, input shape) of a registered dataset, without loading it.
+def dataset_info(name: str | DataSettings) -> DatasetInfo:
+    """Facts (classes, input shape) of a dataset, without loading its images.
+
+    Args:
+        name: A registered name, or a ``data`` section: then datasets whose facts depend on
+            the settings (``imagefolder``: its class folders and ``data.image_size``; a
+            ``data.factory``: its first training item) are described too.
 
     Raises:
         UnknownNameError: ``name`` is not registered (the message lists the valid names).
+        DataNotFoundError: an image folder is missing.
     """
+    if isinstance(name, DataSettings):
+        settings = name
+        if settings.factory is not None:
+            from prunesearch.methods.data_imagefolder import describe_factory, load_factory
+
+            classes, shape = describe_factory(settings)
+            return DatasetInfo(settings.source, classes, shape, load_factory)  # type: ignore[arg-type]
+        info = dataset_info(str(settings.name))
+        if info.describe is not None:
+            classes, shape = info.describe(settings)
+            return dataclasses.replace(info, num_classes=classes, input_shape=shape)
+        return info
     return lookup(DATASETS, name, key="data.name", kind="dataset", names=sorted(DATASETS))
 
 
 def load_dataset(settings: DataSettings, *, seed: int) -> DataBundle:
-    """Load the dataset ``settings.name`` and split it.
+    """Load the dataset ``settings`` name (or its ``factory``) and split it.
 
     ``val`` holds ``settings.val_size`` training images chosen by a permutation seeded with
     ``seed``; ``train`` the rest (or a seeded ``train_subset`` of it); ``test`` the test split (or
-    a seeded ``test_subset``). Same settings and seed, same splits.
+    a seeded ``test_subset``). Same settings and seed, same splits. Image folders with their own
+    ``val/`` use it (see :mod:`prunesearch.methods.data_imagefolder`).
 
     Raises:
         UnknownNameError: The dataset name is not registered.
         DataNotFoundError: The data root lacks the dataset (the message names the layout).
         ValueError: ``val_size`` is not smaller than the training set.
     """
-    return dataset_info(settings.name).loader(settings, seed)
+    if settings.factory is not None:
+        from prunesearch.methods.data_imagefolder import load_factory
+
+        return load_factory(settings, seed)
+    return dataset_info(str(settings.name)).loader(settings, seed)
 
 
 def augment_batch(images: torch.Tensor, *, generator: torch.Generator | None = None,
-                  padding: int = 4) -> torch.Tensor:
+                  padding: int = 4, ops: Sequence[str] = AUGMENTATIONS) -> torch.Tensor:
     """Random crop (zero padding ``padding``) and horizontal flip, per image, on a batch.
 
-    Works on normalised ``(N, C, H, W)`` batches; the padding value is 0 in normalised space
-    (the mean colour), a negligible difference from padding raw pixels with black.
+    Works on normalised ``(N, C, H, W)`` batches of any (also non-square) size; the padding
+    value is 0 in normalised space (the mean colour), a negligible difference from padding raw
+    pixels with black. ``ops`` picks the ops (:data:`AUGMENTATIONS`); random draws are made for
+    both whatever ``ops`` holds, so the generator advances the same way.
     """
+    if "crop" not in ops:
+        padding = 0
     n, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
+    if "flip" not in ops:
+        flip = torch.zeros_like(flip)
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
     cols = torch.where(flip.view(n, 1), cols.flip(1), cols)

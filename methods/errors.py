@@ -18,6 +18,7 @@ from prunesearch.search.errors import ConfigError, PrunesearchError
 __all__ = [
     "ConfigError",
     "DataNotFoundError",
+    "ModelTraceError",
     "PrunesearchError",
     "RunStateError",
     "UnknownNameError",
@@ -29,6 +30,12 @@ __all__ = [
 class DataNotFoundError(PrunesearchError, FileNotFoundError):
     """A dataset, pretrained weight file or checkpoint is missing; the message names the folder
     searched and the layout expected there."""
+
+
+class ModelTraceError(PrunesearchError, ValueError):
+    """A network cannot be traced or pruned along its dependency graph (it does not run on the
+    dataset's input shape, its classifier cannot be found, or Torch-Pruning cannot follow an
+    operation); the message names the network or layer and why."""
 
 
 class UnknownNameError(PrunesearchError, ValueError):

@@ -50,7 +50,9 @@ from prunesearch.methods.cost.calibration import (
 )
 from prunesearch.methods.cost.model import CostModel
 from prunesearch.methods.cost.table import LatencyTable
+from prunesearch.methods.hooks import finetune_candidate, score_candidate
 from prunesearch.methods.io import atomic_write_text
+from prunesearch.methods.objects import adopt, objects_in
 from prunesearch.methods.models.training import evaluate_error, finetune, recalibrate_bn
 from prunesearch.methods.task import TABLE_FILE, candidate_seed, failed_result
 
@@ -140,7 +142,7 @@ class PruningTask:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.base_model = load_base_model(config.model, config.data, seed=self.seed).eval()
         self.base_checkpoint = _checkpoint_path(config)
-        info = dataset_info(config.data.name)
+        info = dataset_info(config.data)
         self.input_shape = tuple(info.input_shape)
         self.space = _space_for(self.base_model, config.model.name, self.hardware.granularity,
                                 self.input_shape)
@@ -216,6 +218,7 @@ class PruningTask:
             "base_weights": _numpy_state(self.base_model),
             "base_checkpoint": self.base_checkpoint,
             "cost_model": self.cost,
+            "objects": objects_in(self.config),  # API objects named by the config (hooks.py)
         }
 
     def pruned_module(self, genome: Sequence[int],
@@ -258,6 +261,7 @@ class CandidateEvaluator:
         self.model_settings = payload["model"]
         self.hardware = payload["hardware"]
         self.settings = payload["evaluator"]
+        adopt(payload.get("objects"))  # before the cost model's or hooks' first use
         self.cost: CostModel = payload["cost_model"]
         self.device = torch.device(self.hardware.device)
         self._bundle: Any = None
@@ -279,10 +283,10 @@ class CandidateEvaluator:
         """The unpruned model with the payload's weights (built once)."""
         if self._base is None:
             from prunesearch.methods.data import dataset_info
-            from prunesearch.methods.models import build_model
+            from prunesearch.methods.models import build_base
 
-            info = dataset_info(self.data_settings.name)
-            model = build_model(self.model_settings.name, info.num_classes)
+            info = dataset_info(self.data_settings)
+            model = build_base(self.model_settings, info.num_classes)
             _load_numpy_state(model, self.payload["base_weights"])
             self._base = model.eval()
         return self._base
@@ -295,7 +299,7 @@ class CandidateEvaluator:
 
             self._space = _space_for(self.base_model, self.model_settings.name,
                                      self.hardware.granularity,
-                                     dataset_info(self.data_settings.name).input_shape)
+                                     dataset_info(self.data_settings).input_shape)
         return self._space
 
     def measure(self, genome: Sequence[int],
@@ -308,7 +312,7 @@ class CandidateEvaluator:
         module = _apply(self.base_model, self.space, self.space.validate(genome), "l1").module
         if weights is not None:
             _load_numpy_state(module, weights)
-        input_shape = dataset_info(self.data_settings.name).input_shape
+        input_shape = dataset_info(self.data_settings).input_shape
         previous = torch.get_num_threads()
         try:
             return end_to_end(module.eval(), input_shape, self.hardware)
@@ -362,18 +366,15 @@ class CandidateEvaluator:
                     break
                 recal.append(x.to(self.device))
         recalibrate_bn(module, recal)
-        train_loss = finetune(
-            module, bundle.train, steps=s.finetune_steps, lr=s.lr, momentum=s.momentum,
-            weight_decay=s.weight_decay, batch_size=s.batch_size,
-            augment=s.augmentation and bundle.augmentable, generator=generator,
-            device=self.device)
-        error = evaluate_error(module, bundle.val, max_batches=s.val_batches, device=self.device)
+        train_loss = finetune_candidate(module, bundle, s, generator=generator,
+                                        device=self.device)
+        error, scores = score_candidate(module, bundle, s, device=self.device)
 
         cost = self.cost.evaluate(np.asarray(genome)[None, :])
         objectives = {"error": float(error), "latency_ms": float(cost["latency_ms"][0]),
                       "memory_mb": float(cost["memory_mb"][0])}
         metrics = {"macs": int(cost["macs"][0]), "params": int(cost["params"][0]),
-                   "val_acc": 1.0 - float(error), "train_loss": train_loss,
+                   **scores, "train_loss": train_loss,
                    "latency_table_raw_ms": float(cost["latency_raw_ms"][0])}
         return {
             "status": "ok",

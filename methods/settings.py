@@ -74,14 +74,26 @@ def default_data_root() -> str:
     return str(Path("~/.cache/prunesearch/data").expanduser())
 
 
+def _augmentation_names() -> tuple[str, ...]:
+    from prunesearch.methods.data import AUGMENTATIONS
+
+    return tuple(AUGMENTATIONS)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-    """The ``data`` section."""
+    """The ``data`` section.
+
+    ``name`` (a registered dataset, ``imagefolder`` for ``path``'s class folders) and
+    ``factory`` (``"package.module:function"`` returning the splits) are alternatives: set one,
+    leave the other null (``name`` defaults to ``digits``).
+    """
 
     # Which registry a name comes from depends on the method (image datasets for searches,
     # CLAD and HALP; graph datasets, any TU folder by name, for ICPG): the job config checks
     # it against the method's registry (cluster/config.py, JobConfig.__post_init__).
-    name: str = setting("digits", help="dataset name from the method's dataset registry")
+    name: str | None = setting(None, help="dataset name from the method's dataset registry "
+                               "(default digits)")
     root: str = setting(default_factory=default_data_root,
                         help="data root (default: $PRUNESEARCH_DATA or ~/.cache/prunesearch/data)")
     val_size: int = setting(
@@ -92,20 +104,91 @@ class DataSettings:
     )
     test_subset: int | None = setting(None, min=1, help="use only this many test images")
     download: bool = setting(False, help="try the library's downloader when data is missing")
+    path: str | None = setting(
+        None, help="imagefolder: folder holding train/<class>/* (and val/, test/); absolute or "
+                   "relative to data.root"
+    )
+    image_size: tuple[int, ...] | None = setting(
+        None, min=1, help="imagefolder: [H, W] (or one int) images are resized to; null: the "
+                          "images' own (equal) size"
+    )
+    mean: tuple[float, ...] | None = setting(
+        None, help="imagefolder: per-channel mean of pixels in [0, 1] (null: ImageNet's)")
+    std: tuple[float, ...] | None = setting(
+        None, help="imagefolder: per-channel std of pixels in [0, 1] (null: ImageNet's)")
+    augmentation: tuple[str, ...] = setting(
+        ("crop", "flip"), choices=_augmentation_names,
+        help="fine-tuning augmentation ops (evaluator.augmentation switches them all off)")
+    crop_padding: int = setting(4, min=0, help="random-crop padding in pixels")
+    factory: str | None = setting(
+        None, help="'package.module:function' returning (train, val, test) datasets; "
+                   "data.name must then be null"
+    )
+
+    def __post_init__(self) -> None:
+        if self.factory is not None and self.name is not None:
+            raise ValueError(f"data.name {self.name!r} and data.factory {self.factory!r} are "
+                             "alternatives: set one and leave the other null")
+        if self.factory is None and self.name is None:
+            object.__setattr__(self, "name", "digits")
+        if self.image_size is not None:
+            if len(self.image_size) == 1:
+                object.__setattr__(self, "image_size", (self.image_size[0],) * 2)
+            elif len(self.image_size) != 2:
+                raise ValueError(f"data.image_size must be [H, W] or one int, got "
+                                 f"{list(self.image_size)}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data.mean and data.std go together: set both or neither")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ValueError(f"data.std values must be > 0, got {list(self.std)}")
+        if self.name == "imagefolder" and not self.path:
+            raise ValueError("data.name 'imagefolder' needs data.path (a folder with "
+                             "train/<class>/* images)")
+
+    @property
+    def source(self) -> str:
+        """What the data comes from: the dataset name, or ``factory:<path>``."""
+        return self.name if self.name is not None else f"factory:{self.factory}"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """The ``model`` section."""
+    """The ``model`` section.
 
-    name: str = setting("digits-cnn", choices=_model_names,
-                        help="model name from the model-family registry")
+    ``name`` (a registry model or ``torchvision:NAME``) and ``factory``
+    (``"package.module:function"`` called with ``num_classes=``, returning an ``nn.Module``) are
+    alternatives: set one, leave the other null (``name`` defaults to ``digits-cnn``).
+    """
+
+    name: str | None = setting(None, choices=_model_names,
+                               help="model name from the model-family registry, or "
+                                    "torchvision:NAME (default digits-cnn)")
     checkpoint: str | None = setting(
         None, help="path to base weights; default: pretrained file under data.root, or train once"
     )
     pretrain_epochs: int = setting(
         20, min=0, help="epochs to train the base model when no checkpoint/pretrained file exists"
     )
+    factory: str | None = setting(
+        None, help="'package.module:function' building the network (called with num_classes=); "
+                   "model.name must then be null"
+    )
+    classifier: str | None = setting(
+        None, help="module name of the classifier (default: found from the forward pass)")
+    ignore: tuple[str, ...] = setting(
+        (), help="module names whose output channels are never pruned (containers: all inside)")
+
+    def __post_init__(self) -> None:
+        if self.factory is not None and self.name is not None:
+            raise ValueError(f"model.name {self.name!r} and model.factory {self.factory!r} are "
+                             "alternatives: set one and leave the other null")
+        if self.factory is None and self.name is None:
+            object.__setattr__(self, "name", "digits-cnn")
+
+    @property
+    def source(self) -> str:
+        """The model's identity: its registry name, or ``factory:<path>``."""
+        return self.name if self.name is not None else f"factory:{self.factory}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +236,19 @@ class EvaluatorSettings:
         10, min=0, help="training batches used to re-estimate BN statistics after pruning"
     )
     val_batches: int | None = setting(None, min=1, help="limit validation batches (null: all)")
+    finetune_fn: str | None = setting(
+        None, help="'package.module:function' replacing the fine-tune: fn(model, data, *, "
+                   "steps, settings, generator, device) -> loss or None"
+    )
+    score_fn: str | None = setting(
+        None, help="'package.module:function' replacing top-1 accuracy: fn(model, data, *, "
+                   "settings, device) -> float (on data.val)"
+    )
+    score_name: str = setting("val_acc", help="name of the score in journals and pareto.csv")
+    score_direction: str = setting(
+        "maximize", choices=("maximize", "minimize"),
+        help="maximize: the search minimises 1 - score (scores in [0, 1]); minimize: the score"
+    )
     synthetic_sleep_s: float = setting(
         0.0, min=0.0, help="synthetic evaluator only: seconds each evaluation sleeps"
     )

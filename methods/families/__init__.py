@@ -10,7 +10,10 @@ them, of model names (``model.name`` is validated against :func:`model_names`).
 |----------------|----------------------|----------------------------------------|---------------|
 | `digits-cnn`   | :mod:`.digits_cnn`   | ``digits-cnn``                         | own surgery   |
 | `cifar-resnet` | :mod:`.cifar_resnet` | ``resnet20/32/44/56/110`` (option A)   | own surgery   |
-| `torchvision`  | :mod:`.torchvision`  | ``resnet18/50``, ``mobilenet_v2``      | Torch-Pruning |
+| `torchvision`  | :mod:`.torchvision`  | ``resnet18/50``, ``mobilenet_v2``,     | Torch-Pruning |
+|                |                      | ``torchvision:NAME`` (any classifier)  |               |
+| `custom`       | :mod:`.graph`        | ``model.factory``, a Python object,    | Torch-Pruning |
+|                |                      | any other ``nn.Module``                |               |
 
 Adding a family is one module defining a :class:`ModelFamily` subclass plus one
 ``register_family`` line at the bottom of this file. The input shape is never the family's
@@ -56,6 +59,8 @@ class ModelFamily:
     pretrained_cifar10: frozenset[str] = frozenset()
     exact_cost: bool = True
     default_input_shape: tuple[int, int, int] | None = None
+    #: Owns any network no other family owns (asked last, whenever it was registered).
+    catch_all: bool = False
 
     # ---------------------------------------------------------------- identification
     def owns(self, model: Any) -> bool:
@@ -77,9 +82,31 @@ class ModelFamily:
                              "(the dataset's)")
         return self.default_input_shape
 
+    def model_name_of(self, model: Any) -> str:
+        """The name recorded for ``model`` when a caller gives none (its builder's name)."""
+        tagged = getattr(model, "_prunesearch_model_name", None)
+        if tagged:
+            return str(tagged)
+        if len(self.models) != 1:
+            raise ValueError(f"model_name is required for the {self.name} family "
+                             f"({', '.join(list(self.models)[:6])}, ...)")
+        return next(iter(self.models))
+
+    def num_classes(self, model: Any, input_shape: tuple[int, int, int]) -> int:
+        """Classifier outputs of ``model``."""
+        from prunesearch.methods.models import _classifier
+
+        return int(_classifier(model).out_features)
+
+    def spec_base(self, model: Any) -> Any:
+        """What a genome space keeps to trace layer specs from (``None``: nothing)."""
+        return None
+
     # ---------------------------------------------------------------- genome space
-    def groups(self, model: Any, input_shape: tuple[int, int, int]) -> list[tuple[str, int, str]]:
-        """``(name, full_width, kind)`` of every prunable group, in genome order."""
+    def groups(self, model: Any, input_shape: tuple[int, int, int]
+               ) -> list[tuple[str, int, str] | tuple[str, int, str, int]]:
+        """``(name, full_width, kind[, multiple])`` of every prunable group, in genome order
+        (``multiple``: kept widths are multiples of it, default 1)."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- surgery
@@ -152,8 +179,9 @@ def model_family(model_name: str) -> ModelFamily:
 
 
 def family_of(model: Any) -> ModelFamily:
-    """The family an ``nn.Module`` belongs to (the first registered family that owns it)."""
-    for family in FAMILIES.values():
+    """The family an ``nn.Module`` belongs to: the first registered family that owns it, a
+    catch-all family (``custom``) only when no other does."""
+    for family in sorted(FAMILIES.values(), key=lambda f: f.catch_all):
         if family.owns(model):
             return family
     raise TypeError(f"{type(model).__name__} belongs to no registered model family "
@@ -163,8 +191,10 @@ def family_of(model: Any) -> ModelFamily:
 # The registry: one line per family.
 from prunesearch.methods.families.cifar_resnet import CifarResNetFamily  # noqa: E402
 from prunesearch.methods.families.digits_cnn import DigitsCNNFamily  # noqa: E402
+from prunesearch.methods.families.graph import CustomFamily  # noqa: E402
 from prunesearch.methods.families.torchvision import TorchvisionFamily  # noqa: E402
 
 register_family(DigitsCNNFamily())
 register_family(CifarResNetFamily())
 register_family(TorchvisionFamily())
+register_family(CustomFamily())  # last: it owns every nn.Module the others do not

@@ -1,39 +1,65 @@
-"""Torchvision models (ResNet-18/50, MobileNetV2), pruned along Torch-Pruning's dependency graph.
+"""Torchvision classifiers, pruned along Torch-Pruning's dependency graph.
 
-Every group Torch-Pruning finds (the classifier's outputs excluded) is one gene; layer specs come
-from tracing a pruned copy with ``torch.fx`` (slow, memoised per width vector), so the cost model
-is the per-genome one. These networks take any image size: the dataset's shape is passed in
-(there is no default).
+``resnet18``, ``resnet50`` and ``mobilenet_v2`` keep their short registry names; every
+classification model of ``torchvision.models`` is also available as ``torchvision:NAME``
+(``torchvision:densenet121``, ``torchvision:convnext_tiny``, ...). Weights are never
+downloaded: models are built with ``weights=None`` and get their weights from
+``model.checkpoint`` (a state dict) or are trained for ``model.pretrain_epochs``. GoogLeNet and
+Inception-v3 are built without their auxiliary classifiers (they run only in training mode, so a
+graph traced in eval mode cannot keep their inputs consistent). These networks take any image
+size: the dataset's shape is passed in (there is no default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from prunesearch.methods.families import ModelFamily
+from prunesearch.methods.families.graph import DependencyGraphFamily, LazyModels, tag_model
 
-__all__ = ["TorchvisionFamily"]
+__all__ = ["PREFIX", "TorchvisionFamily", "torchvision_classifiers"]
+
+PREFIX = "torchvision:"
+_LEGACY = ("resnet18", "resnet50", "mobilenet_v2")
+# Built without auxiliary heads (see the module docstring); init_weights silences the warning.
+_EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
+                 "inception_v3": {"aux_logits": False, "init_weights": True}}
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
+    """Names of torchvision's classification models (``torchvision.models`` proper)."""
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def _names() -> tuple[str, ...]:
+    return _LEGACY + tuple(PREFIX + n for n in torchvision_classifiers())
 
 
 def _builder(name: str) -> Callable[[int], nn.Module]:
+    arch = name.removeprefix(PREFIX)
+
     def build(num_classes: int) -> nn.Module:
         import torchvision
 
         # weights=None: random init, never a download (the machines may be offline).
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
+                                             **_EXTRA_KWARGS.get(arch, {}))
+        return tag_model(model, name, num_classes=num_classes)
 
     return build
 
 
-class TorchvisionFamily(ModelFamily):
-    """``resnet18``, ``resnet50``, ``mobilenet_v2`` (random init) on images of any size."""
+class TorchvisionFamily(DependencyGraphFamily):
+    """Torchvision classifiers (random init) on images of any size."""
 
     name = "torchvision"
-    models = {n: _builder(n) for n in ("resnet18", "resnet50", "mobilenet_v2")}
-    exact_cost = False
+    models = LazyModels(_names, _builder)
 
     def owns(self, model: Any) -> bool:
         return type(model).__module__.startswith("torchvision.")
@@ -42,37 +68,3 @@ class TorchvisionFamily(ModelFamily):
         if input_shape[0] != 3:
             raise ValueError(f"model '{model_name}' needs 3-channel images; got "
                              f"{input_shape[0]} channels")
-
-    def groups(self, model: nn.Module, input_shape: tuple[int, int, int]
-               ) -> list[tuple[str, int, str]]:
-        from prunesearch.methods.pruning.tp_groups import tp_groups
-
-        return [(name, width, "tp-group")
-                for name, width in tp_groups(model, input_shape=input_shape)]
-
-    def producers(self, model: nn.Module, input_shape: tuple[int, int, int]
-                  ) -> dict[str, list[Any]]:
-        from prunesearch.methods.pruning.tp_groups import tp_producers
-
-        return tp_producers(model, input_shape=input_shape)
-
-    def prune(self, model: nn.Module, kept: Mapping[str, Sequence[int]],
-              input_shape: tuple[int, int, int]) -> nn.Module:
-        from prunesearch.methods.pruning.tp_groups import tp_prune
-
-        return tp_prune(model, kept, input_shape=input_shape)
-
-    def layer_specs(self, space: Any, channels: tuple[int, ...], batch: int,
-                    hw: tuple[int, int]) -> Sequence[Any]:
-        from prunesearch.methods.pruning.specs import traced_specs
-
-        return traced_specs(space, channels, batch, hw)
-
-    def arch_config(self, model: nn.Module, model_name: str) -> dict[str, Any]:
-        from prunesearch.methods.models import _classifier
-
-        return {"family": self.name, "name": model_name,
-                "num_classes": int(_classifier(model).out_features)}
-
-    def build_from_arch(self, arch: Mapping[str, Any]) -> nn.Module:
-        return self.models[arch["name"]](arch["num_classes"])

@@ -40,6 +40,7 @@ __all__ = [
     "ModelInfo",
     "accuracy",
     "arch_config",
+    "build_base",
     "build_from_arch",
     "build_model",
     "load_base_model",
@@ -163,9 +164,62 @@ def _cache_key(model_settings: ModelSettings, data_settings: DataSettings, seed:
     desc = {"model": model_settings.name, "data": data_settings.name,
             "val_size": data_settings.val_size, "train_subset": data_settings.train_subset,
             "seed": seed, "epochs": model_settings.pretrain_epochs, "torch": torch.__version__}
+    if model_settings.factory or data_settings.factory or data_settings.path:
+        # A user's network or data: its identity is its import path / folder and image size.
+        desc.update(model_source=model_settings.source, data_source=data_settings.source,
+                    path=data_settings.path, image_size=data_settings.image_size,
+                    mean=data_settings.mean, std=data_settings.std)
     digest = hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
-    return (f"{model_settings.name}-{data_settings.name}-seed{seed}"
-            f"-e{model_settings.pretrain_epochs}-{digest}.pt")
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in
+                   f"{model_settings.source}-{data_settings.source}")[:80]
+    return f"{stem}-seed{seed}-e{model_settings.pretrain_epochs}-{digest}.pt"
+
+
+def build_base(model_settings: ModelSettings, num_classes: int) -> nn.Module:
+    """The (random-init) network a ``model`` section names, with ``num_classes`` outputs.
+
+    ``model.name`` builds from the registry (``torchvision:NAME`` included); ``model.factory``
+    imports ``package.module:function`` and calls it with ``num_classes=``. Networks pruned
+    along the dependency graph get ``model.classifier`` and ``model.ignore`` attached.
+
+    Raises:
+        ConfigError: the factory cannot be imported or does not return an ``nn.Module``, or
+            ``model.classifier``/``model.ignore`` are set for a family with its own surgery.
+        ModelTraceError: ``model.classifier``/``model.ignore`` name no module of the network.
+    """
+    from prunesearch.methods.errors import ConfigError
+    from prunesearch.methods.families import family_of
+    from prunesearch.methods.families.graph import (
+        DependencyGraphFamily,
+        build_source,
+        tag_model,
+    )
+
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    source = model_settings.source
+    if model_settings.factory is not None:
+        model = build_source(source, num_classes)
+    else:
+        model = model_info(source).build(num_classes)
+    if isinstance(family_of(model), DependencyGraphFamily):
+        return tag_model(model, source, num_classes=num_classes,
+                         classifier=model_settings.classifier, ignore=model_settings.ignore)
+    if model_settings.classifier or model_settings.ignore:
+        raise ConfigError(f"model.classifier and model.ignore apply to networks pruned along "
+                          f"the dependency graph, not to '{source}' (its own surgery)")
+    return model
+
+
+def _load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    from prunesearch.methods.errors import ConfigError
+
+    try:
+        model.load_state_dict(load_state_dict_file(path))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or str(exc).splitlines()[:1]
+        raise ConfigError(f"model.checkpoint '{path}' does not fit the network "
+                          f"({' '.join(first).strip()[:200]})") from None
 
 
 def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, *,
@@ -186,19 +240,22 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
         DataNotFoundError: ``model.checkpoint`` is missing, or the pretrained file of a
             ResNet-20/32/44/56 is not under ``data.root`` (the message names the path expected).
     """
-    from prunesearch.methods.families import family_entry
+    from prunesearch.methods.families import family_of
+    from prunesearch.methods.objects import is_object
 
-    info = model_info(model_settings.name)
-    data = dataset_info(data_settings.name)
-    model = info.build(data.num_classes)
+    data = dataset_info(data_settings)
+    info = model_info(model_settings.name) if model_settings.factory is None else None
+    model = build_base(model_settings, data.num_classes)
     try:
-        family_entry(info.family).check_input(info.name, data.input_shape)
+        family_of(model).check_input(model_settings.source, data.input_shape)
     except ValueError as exc:
         raise ValueError(f"{exc} (dataset '{data.name}')") from None
     if model_settings.checkpoint:
-        model.load_state_dict(load_state_dict_file(model_settings.checkpoint))
+        _load_checkpoint(model, model_settings.checkpoint)
         return model.eval()
-    if info.pretrained_cifar10 and data.name == "cifar10":
+    if is_object(model_settings.name):
+        return model.eval()  # a network given to the Python API comes with its own weights
+    if info is not None and info.pretrained_cifar10 and data.name == "cifar10":
         path = pretrained_path(info.name, data_settings.root)
         if path is None:
             folder = Path(data_settings.root).expanduser() / "weights" / "cifar10-resnet"
@@ -218,7 +275,7 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
             pass  # torn or incompatible cache entry: retrain and overwrite
     bundle = load_dataset(data_settings, seed=seed)
     torch.manual_seed(seed)
-    model = info.build(data.num_classes)  # same init for the same seed
+    model = build_base(model_settings, data.num_classes)  # same init for the same seed
     trainer = train_fn or train_base_model
     model = trainer(model, bundle, epochs=model_settings.pretrain_epochs, seed=seed)
     try:

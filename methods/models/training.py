@@ -43,7 +43,8 @@ def train_base_model(model: nn.Module, bundle: DataBundle, *, epochs: int, seed:
     for _ in range(epochs):
         for x, y in bundle.train.batches(batch_size, shuffle=True, generator=generator):
             if bundle.augmentable:
-                x = augment_batch(x, generator=generator)
+                x = augment_batch(x, generator=generator, padding=bundle.crop_padding,
+                                  ops=bundle.augment_ops)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,7 +100,8 @@ def recalibrate_bn(module: nn.Module, batches: Sequence[torch.Tensor] | Any) -> 
 
 def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum: float,
              weight_decay: float, batch_size: int, augment: bool,
-             generator: torch.Generator, device: torch.device) -> float:
+             generator: torch.Generator, device: torch.device,
+             augment_ops: Sequence[str] = ("crop", "flip"), padding: int = 4) -> float:
     """A few SGD steps on ``dataset`` (an ``ImageTensorDataset``), in place.
 
     Batches are drawn in a shuffled order from ``generator`` (epochs restart as needed).
@@ -122,7 +124,7 @@ def finetune(module: nn.Module, dataset: Any, *, steps: int, lr: float, momentum
     while done < steps:
         for x, y in dataset.batches(batch_size, shuffle=True, generator=generator, drop_last=True):
             if augment:
-                x = augment_batch(x, generator=generator)
+                x = augment_batch(x, generator=generator, padding=padding, ops=augment_ops)
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(module(x), y)
             value = float(loss.detach())

@@ -34,7 +34,7 @@ from prunesearch.methods.pruning.importance import (
     Producer,
     batch_gradients,
     group_scores,
-    keep_top,
+    keep_top_periodic,
 )
 from prunesearch.methods.pruning.space import GenomeSpace
 
@@ -172,7 +172,8 @@ def apply_genome(model: nn.Module, space: GenomeSpace, genome: Sequence[int], *,
                                example_inputs=example_inputs)
     else:
         scores = _check_scores(scores, space)
-    kept = {g.name: keep_top(scores[g.name], c) for g, c in zip(space.groups, channels)}
+    kept = {g.name: keep_top_periodic(scores[g.name], c, g.multiple)
+            for g, c in zip(space.groups, channels)}
     module = prune_to_kept(model, kept, input_shape=space.input_shape)
     recipe = make_recipe(model, space, genome, kept, importance=importance,
                          base_checkpoint=base_checkpoint)

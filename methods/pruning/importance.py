@@ -4,7 +4,8 @@ A group's score sums the criterion over the group's *producers*, the convs and B
 channels are the group's channels (for a residual stage: the stem or shortcut conv and every
 block's last conv/BN; for a depthwise pair: both convs):
 
-* ``l1``: L1 norm of each producing conv's output filter (Li et al., 2017), summed.
+* ``l1``: L1 norm of each producing conv's (or linear layer's) output filter (Li et al., 2017),
+  summed.
 * ``bn_scale``: ``|gamma|`` of each producing BN (Liu et al., 2017, network slimming), summed.
 * ``taylor``: first-order Taylor estimate of the loss change when a channel is removed from
   every producing BN at once, ``|sum over BNs (gamma * dL/dgamma + beta * dL/dbeta)|``
@@ -20,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["IMPORTANCES", "Producer", "batch_gradients", "group_scores", "keep_top"]
+__all__ = ["IMPORTANCES", "Producer", "batch_gradients", "group_scores", "keep_top",
+           "keep_top_periodic"]
 
 IMPORTANCES = ("l1", "bn_scale", "taylor")
+
+#: Normalisation layers whose per-channel scale ``bn_scale`` and ``taylor`` read (LayerNorm:
+#: ConvNeXt; GroupNorm: networks without BN).
+_NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 #: A producer of a group's channels: (module, index map). ``index[i]`` is the module's output
 #: channel that carries group channel ``i`` (identity for every network we prune).
@@ -79,11 +85,12 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
     score = torch.zeros(width, dtype=torch.float64)
     used = 0
     for module, index in producers:
-        if criterion == "l1" and isinstance(module, nn.Conv2d):
+        norm = isinstance(module, _NORMS) and getattr(module, "weight", None) is not None
+        if criterion == "l1" and isinstance(module, (nn.Conv2d, nn.Linear)):
             per_channel = module.weight.detach().abs().flatten(1).sum(1)
-        elif isinstance(module, nn.BatchNorm2d) and module.affine and criterion == "bn_scale":
+        elif norm and criterion == "bn_scale":
             per_channel = module.weight.detach().abs()
-        elif isinstance(module, nn.BatchNorm2d) and module.affine and criterion == "taylor":
+        elif norm and criterion == "taylor" and module.bias is not None:
             g_w = grads.get(module.weight)
             g_b = grads.get(module.bias)
             if g_w is None or g_b is None:
@@ -95,8 +102,26 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
         score += _take(per_channel.to(device="cpu", dtype=torch.float64), index)
         used += 1
     if used == 0:
+        if criterion != "l1":
+            # No normalisation layer writes these channels (e.g. a Linear hidden layer):
+            # fall back to the filters' L1 norm rather than refusing the group.
+            return group_scores(producers, width, "l1")
         raise ValueError(f"importance {criterion!r} found no conv/BN producing this group")
     return score.abs() if criterion == "taylor" else score
+
+
+def keep_top_periodic(scores: torch.Tensor, keep: int, multiple: int) -> list[int]:
+    """Like :func:`keep_top` for a group feeding a grouped conv with ``multiple`` groups: the
+    ``keep // multiple`` positions with the highest score summed over the ``multiple`` blocks,
+    the same positions in every block (what a grouped conv's weight layout allows)."""
+    if multiple <= 1:
+        return keep_top(scores, keep)
+    width = len(scores)
+    if width % multiple or keep % multiple:
+        raise ValueError(f"width {width} and keep {keep} must be multiples of {multiple}")
+    block = width // multiple
+    positions = keep_top(scores.view(multiple, block).sum(0), keep // multiple)
+    return [b * block + p for b in range(multiple) for p in positions]
 
 
 def keep_top(scores: torch.Tensor, keep: int) -> list[int]:

@@ -4,6 +4,10 @@ A genome holds one integer per prunable group: the number of channel *granules* 
 ``ceil(full_width / granularity)``. The kept width is ``min(granules * granularity,
 full_width)``, so the full width is always reachable even when it is not a multiple of the
 granularity.
+
+A group that feeds a grouped convolution (ResNeXt, RegNet) must keep a multiple of the conv's
+group count (:attr:`Group.multiple`): its granule is ``lcm(granularity, multiple)`` channels
+(:meth:`GenomeSpace.step`). Every other group (``multiple`` 1) uses the space's granularity.
 """
 
 from __future__ import annotations
@@ -35,13 +39,19 @@ class Group:
         kind: What the group is, e.g. ``block`` (inner width of a residual block), ``stage``
             (residual width shared by a stage), ``conv`` (one plain conv layer) or ``tp-group``
             (a Torch-Pruning group); see :data:`GROUP_KINDS`.
+        multiple: Kept widths are multiples of this (the group count of a grouped conv the
+            group feeds or is written by; 1 for every other group).
     """
 
     name: str
     full_width: int
     kind: str
+    multiple: int = 1
 
     def __post_init__(self) -> None:
+        if self.multiple < 1 or self.full_width % self.multiple:
+            raise ValueError(f"multiple of group '{self.name}' must be >= 1 and divide its "
+                             f"full width {self.full_width}, got {self.multiple}")
         if self.full_width < 1:
             raise ValueError(f"full_width of group '{self.name}' must be >= 1, "
                              f"got {self.full_width}")
@@ -63,6 +73,9 @@ class GenomeSpace:
             dataset's).
         family: Name of the model family (:mod:`prunesearch.methods.families`) whose surgery and
             layer specs apply; empty: the family that builds ``model_name``.
+        base: For families whose layer specs are traced from a pruned copy (dependency-graph
+            families): the network traced (its shapes matter, not its weights). Not part of the
+            space's identity (equality, hash).
     """
 
     model_name: str
@@ -71,6 +84,7 @@ class GenomeSpace:
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (3, 32, 32)
     family: str = ""
+    base: nn.Module | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -102,13 +116,20 @@ class GenomeSpace:
         """Unpruned width of every group."""
         return [g.full_width for g in self.groups]
 
+    def step(self, group: Group) -> int:
+        """Channels per granule of ``group``: the granularity, rounded up to a multiple of the
+        group's ``multiple`` (never more than its full width)."""
+        if group.multiple == 1:
+            return self.granularity
+        return min(math.lcm(self.granularity, group.multiple), group.full_width)
+
     def lower(self) -> tuple[int, ...]:
         """Smallest genome: one granule per group (a group is never pruned away)."""
         return tuple(1 for _ in self.groups)
 
     def upper(self) -> tuple[int, ...]:
-        """Largest genome: ``ceil(full_width / granularity)`` granules per group."""
-        return tuple(math.ceil(g.full_width / self.granularity) for g in self.groups)
+        """Largest genome: ``ceil(full_width / step)`` granules per group."""
+        return tuple(math.ceil(g.full_width / self.step(g)) for g in self.groups)
 
     def full_genome(self) -> tuple[int, ...]:
         """The genome of the unpruned network (same as :meth:`upper`)."""
@@ -144,22 +165,27 @@ class GenomeSpace:
                              f"below {widest} (e.g. 4, 8 or 16)")
 
     def channels(self, genome: Sequence[int]) -> list[int]:
-        """Kept channels per group: ``min(granules * granularity, full_width)``."""
+        """Kept channels per group: ``min(granules * step, full_width)`` (see :meth:`step`)."""
         genome = self.validate(genome)
-        return [min(v * self.granularity, g.full_width) for v, g in zip(genome, self.groups)]
+        return [self._width(v, g) for v, g in zip(genome, self.groups)]
+
+    def _width(self, granules: int, group: Group) -> int:
+        width = min(granules * self.step(group), group.full_width)
+        return width - width % group.multiple  # full widths are multiples; steps may overshoot
 
     def genome_for_channels(self, channels: Sequence[int]) -> tuple[int, ...]:
         """The genome whose kept widths are the smallest ones covering ``channels``."""
         if len(channels) != len(self.groups):
             raise ValueError(f"channels must hold {len(self.groups)} values, got {len(channels)}")
-        genome = tuple(max(1, math.ceil(int(c) / self.granularity)) for c in channels)
+        genome = tuple(max(1, math.ceil(int(c) / self.step(g)))
+                       for c, g in zip(channels, self.groups))
         return self.validate(genome)
 
     def uniform_genome(self, keep_ratio: float) -> tuple[int, ...]:
         """Keep about ``keep_ratio`` of every group (rounded to granules, at least one)."""
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-        return tuple(min(hi, max(1, round(keep_ratio * g.full_width / self.granularity)))
+        return tuple(min(hi, max(1, round(keep_ratio * g.full_width / self.step(g))))
                      for g, hi in zip(self.groups, self.upper()))
 
     def random_genome(self, rng: np.random.Generator) -> tuple[int, ...]:
@@ -190,21 +216,16 @@ def genome_space(model: nn.Module, model_name: str | None = None, granularity: i
         ValueError: ``input_shape`` is missing where required, or the model cannot take it.
     """
     from prunesearch.methods.families import family_of
-    from prunesearch.methods.models import _classifier
 
     family = family_of(model)
     if model_name is None:
-        if len(family.models) != 1:
-            raise ValueError(f"model_name is required for the {family.name} family "
-                             f"({', '.join(family.models)})")
-        model_name = next(iter(family.models))
+        model_name = family.model_name_of(model)
     shape = family.input_shape(model, input_shape)
     family.check_input(model_name, shape)
-    groups = [Group(name, width, kind) for name, width, kind in family.groups(model, shape)]
+    groups = [Group(*entry) for entry in family.groups(model, shape)]
     return GenomeSpace(model_name=model_name, groups=tuple(groups), granularity=granularity,
-                       num_classes=int(_classifier(model).out_features), input_shape=shape,
-                       family=family.name)
-
+                       num_classes=family.num_classes(model, shape), input_shape=shape,
+                       family=family.name, base=family.spec_base(model))
 
 def check_kept(kept: Mapping[str, Sequence[int]], widths: Mapping[str, int]) -> None:
     """Check kept channel indices against the groups' full widths (one rule for every surgery).

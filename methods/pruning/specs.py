@@ -61,19 +61,37 @@ def _random_base(model_name: str, num_classes: int) -> nn.Module:
     return build_model(model_name, num_classes).eval()
 
 
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+                nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish)
+_NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+_ELEMENTWISE_FNS = (nn.functional.relu, torch.relu, nn.functional.relu6, nn.functional.gelu,
+                    nn.functional.silu, nn.functional.hardswish, nn.functional.hardsigmoid,
+                    torch.sigmoid, nn.functional.sigmoid)
+_BINARY_FNS = (operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul)
+
+
 @functools.lru_cache(maxsize=512)
 def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                  hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
-    """Specs of a Torch-Pruning-pruned copy (first channels kept), traced with ``torch.fx`` at
-    input size ``hw`` (memoised)."""
+    """Specs of a Torch-Pruning-pruned copy (first channels kept) of the space's base, traced
+    with ``torch.fx`` at input size ``hw`` (memoised).
+
+    The cost model knows ten ops; the others are recorded as the nearest one: every activation
+    as ``relu`` and every normalisation as ``bn`` (elementwise, same shape), a multiply (squeeze-
+    excitation, layer scale) as ``add``, and a ``Linear`` applied to an ``(N, H, W, C)`` tensor
+    (ConvNeXt) as the 1x1 conv it is. Concatenation, reshapes and permutes are free.
+    """
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
 
     from prunesearch.methods.pruning.tp_groups import tp_prune
 
-    base = _random_base(space.model_name, space.num_classes)
-    # Shapes do not depend on which channels are kept: keep the first ones.
-    kept = {g.name: list(range(c)) for g, c in zip(space.groups, channels)}
+    base = space.base if space.base is not None else _random_base(space.model_name,
+                                                                  space.num_classes)
+    # Shapes do not depend on which channels are kept: keep the first ones (per block for
+    # groups feeding grouped convs).
+    kept = {g.name: _first_kept(g.full_width, c, g.multiple)
+            for g, c in zip(space.groups, channels)}
     pruned = tp_prune(base, kept, input_shape=space.input_shape).eval()
     graph = symbolic_trace(pruned)
     example = torch.zeros(batch, space.input_shape[0], *hw)
@@ -83,52 +101,88 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
     ops: list[LayerSpec] = []
 
     def shape(node) -> tuple[int, ...]:
-        return tuple(node.meta["tensor_meta"].shape)
+        meta = node.meta.get("tensor_meta")
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
 
     for node in graph.graph.nodes:
         if node.op not in ("call_module", "call_function", "call_method"):
             continue
         out = shape(node)
+        if not out:
+            continue  # tuples (chunk, split) and non-tensors: their consumers are recorded
         src = node.args[0] if node.args else None
-        inp = shape(src) if src is not None and hasattr(src, "meta") and "tensor_meta" in src.meta else out
+        inp = shape(src) if isinstance(src, torch.fx.Node) else ()
+        inp = inp or out
         in_hw = tuple(inp[2:4]) if len(inp) == 4 else (1, 1)
         out_hw = tuple(out[2:4]) if len(out) == 4 else (1, 1)
-        cin, cout = inp[1], out[1]
+        cin, cout = (inp[1] if len(inp) > 1 else 1), (out[1] if len(out) > 1 else 1)
         if node.op == "call_module":
             m = modules[node.target]
             if isinstance(m, nn.Conv2d):
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
-                                     m.kernel_size[0], m.stride[0], m.padding[0], m.groups,
+                                     m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
                                      m.bias is not None))
-            elif isinstance(m, nn.BatchNorm2d):
-                ops.append(LayerSpec("bn", batch, cin, cout, in_hw, out_hw))
-            elif isinstance(m, (nn.ReLU, nn.ReLU6)):
-                ops.append(LayerSpec("relu", batch, cin, cout, in_hw, out_hw))
-            elif isinstance(m, nn.MaxPool2d):
-                k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-                s = m.stride if isinstance(m.stride, int) else m.stride[0]
-                p = m.padding if isinstance(m.padding, int) else m.padding[0]
-                ops.append(LayerSpec("maxpool", batch, cin, cout, in_hw, out_hw, k, s, p))
-            elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
-                op = "gap" if out_hw == (1, 1) else "avgpool"
-                ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw))
+            elif isinstance(m, nn.Linear) and len(inp) > 2:
+                # Channels-last Linear on (N, H, W, C): a 1x1 conv over H x W positions.
+                tokens = tuple(inp[1:3]) if len(inp) == 4 else (int(inp[1]), 1)
+                ops.append(LayerSpec("conv", batch, m.in_features, m.out_features, tokens,
+                                     tokens, 1, 1, 0, 1, m.bias is not None))
             elif isinstance(m, nn.Linear):
                 ops.append(LayerSpec("linear", batch, m.in_features, m.out_features, (1, 1),
                                      (1, 1), bias=m.bias is not None))
-            # Dropout and other identity-at-inference modules cost nothing.
+            elif isinstance(m, _NORMS):
+                c, where = _channels_and_hw(out)
+                ops.append(LayerSpec("bn", batch, c, c, where, where))
+            elif isinstance(m, _ELEMENTWISE):
+                c, where = _channels_and_hw(out)
+                ops.append(LayerSpec("relu", batch, c, c, where, where))
+            elif isinstance(m, nn.MaxPool2d):
+                k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+                st = m.stride if isinstance(m.stride, int) else m.stride[0]
+                ops.append(LayerSpec("maxpool", batch, cin, cout, in_hw, out_hw, k, st,
+                                     _pad(m.padding)))
+            elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
+                op = "gap" if out_hw == (1, 1) else "avgpool"
+                ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw))
+            elif isinstance(m, nn.Flatten):
+                ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
+            # Dropout, Identity, Permute and other free-at-inference modules cost nothing.
         elif node.op == "call_function":
-            if node.target in (operator.add, operator.iadd, torch.add):
-                ops.append(LayerSpec("add", batch, cout, cout, out_hw, out_hw))
+            if node.target in _BINARY_FNS and len(out) >= 2:
+                c, where = _channels_and_hw(out)
+                ops.append(LayerSpec("add", batch, c, c, where, where))
             elif node.target is torch.flatten:
                 ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
-            elif node.target is nn.functional.adaptive_avg_pool2d:
+            elif node.target in (nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d):
                 ops.append(LayerSpec("gap" if out_hw == (1, 1) else "avgpool", batch, cin, cout,
                                      in_hw, out_hw))
-            elif node.target in (nn.functional.relu, torch.relu):
-                ops.append(LayerSpec("relu", batch, cin, cout, in_hw, out_hw))
-        elif node.op == "call_method" and node.target in ("flatten", "view", "reshape"):
+            elif node.target in _ELEMENTWISE_FNS:
+                c, where = _channels_and_hw(out)
+                ops.append(LayerSpec("relu", batch, c, c, where, where))
+        elif node.op == "call_method" and node.target in ("flatten", "view", "reshape") \
+                and len(out) == 2:
             ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
     return tuple(ops)
+
+
+def _pad(padding) -> int:
+    if isinstance(padding, str):
+        return 0  # 'same'/'valid': the shapes recorded carry the effect
+    return int(padding if isinstance(padding, int) else padding[0])
+
+
+def _channels_and_hw(shape: tuple[int, ...]) -> tuple[int, tuple[int, int]]:
+    """Channels and spatial size of an NCHW (or N, C) tensor for an elementwise op."""
+    if len(shape) == 4:
+        return int(shape[1]), (int(shape[2]), int(shape[3]))
+    return int(shape[-1]), (1, 1)
+
+
+def _first_kept(width: int, kept: int, multiple: int) -> list[int]:
+    if multiple <= 1:
+        return list(range(kept))
+    block, per = width // multiple, kept // multiple
+    return [b * block + p for b in range(multiple) for p in range(per)]
 
 
 def layer_specs(space: GenomeSpace, channels: Sequence[int], *, batch: int = 1,

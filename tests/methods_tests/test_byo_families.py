@@ -1,0 +1,148 @@
+"""One network per torchvision family of bench/torchvision_sweep.py through the public
+hand-pruning calls: genome_space -> uniform_genome(0.5) -> apply_genome(...).module runs, has the
+classes' outputs and fewer parameters and MACs; plus the refusals a user can act on.
+
+The networks are the families' own torchvision classes at reduced widths/depths where the class
+allows it (the same modules and code paths, seconds instead of minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_pruning as tp
+import torchvision.models as tvm
+from torch import nn
+
+from prunesearch.methods.errors import ModelTraceError, PrunesearchError
+from prunesearch.methods.pruning import apply_genome, genome_space, layer_specs, rebuild
+
+
+def _small(name: str) -> nn.Module:
+    from functools import partial
+
+    from torchvision.models import convnext, efficientnet, mobilenetv3, regnet
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    builders = {
+        "alexnet": lambda: tvm.alexnet(num_classes=10),
+        "convnext": lambda: tvm.ConvNeXt([convnext.CNBlockConfig(16, 32, 1),
+                                          convnext.CNBlockConfig(32, None, 1)], num_classes=10),
+        "densenet": lambda: tvm.DenseNet(growth_rate=8, block_config=(2, 2),
+                                         num_init_features=16, num_classes=10),
+        "efficientnet": lambda: tvm.EfficientNet(
+            efficientnet._efficientnet_conf("efficientnet_b0", width_mult=0.25,
+                                            depth_mult=0.25)[0], 0.2, num_classes=10),
+        "efficientnet_v2": lambda: tvm.EfficientNet(
+            [efficientnet.FusedMBConvConfig(1, 3, 1, 8, 8, 1),
+             efficientnet.MBConvConfig(4, 3, 2, 8, 16, 1)], 0.2, num_classes=10,
+            last_channel=64),
+        "googlenet": lambda: tvm.googlenet(num_classes=10, aux_logits=False, init_weights=True),
+        "mnasnet": lambda: tvm.mnasnet0_5(num_classes=10),
+        "mobilenet_v2": lambda: tvm.mobilenet_v2(num_classes=10, width_mult=0.25),
+        "mobilenet_v3": lambda: tvm.MobileNetV3(
+            *mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25),
+            num_classes=10),
+        "regnet": lambda: tvm.RegNet(regnet.BlockParams.from_init_params(
+            depth=3, w_0=16, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25), num_classes=10,
+            norm_layer=partial(nn.BatchNorm2d, eps=1e-5, momentum=0.1)),
+        "resnet": lambda: tvm.ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10),
+        "resnext": lambda: tvm.ResNet(Bottleneck, [1, 1, 1, 1], groups=8, width_per_group=4,
+                                      num_classes=10),
+        "shufflenet": lambda: tvm.ShuffleNetV2([2, 2, 2], [12, 24, 48, 96, 256],
+                                               num_classes=10),
+        "squeezenet": lambda: tvm.squeezenet1_1(num_classes=10),
+        "wide_resnet": lambda: tvm.ResNet(Bottleneck, [1, 1, 1, 1], width_per_group=128,
+                                          num_classes=10),
+    }
+    return builders[name]().eval()
+
+
+SIZES = {"alexnet": 64, "inception": 75}
+FAMILIES = ["alexnet", "convnext", "densenet", "efficientnet", "efficientnet_v2", "googlenet",
+            "mnasnet", "mobilenet_v2", "mobilenet_v3", "regnet", "resnet", "resnext",
+            "shufflenet", "squeezenet", "wide_resnet"]  # every VGG has > 100 M parameters
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_sweep_family_prunes_to_a_smaller_network_that_runs(family):
+    torch.manual_seed(0)
+    model = _small(family)
+    size = SIZES.get(family, 32)
+    shape = (3, size, size + 8)  # non-square: traces follow the data's shape
+    space = genome_space(model, input_shape=shape, granularity=4)
+    assert space.num_classes == 10 and len(space) >= 1
+    pruned = apply_genome(model, space, space.uniform_genome(0.5))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        out = pruned.module.eval()(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    macs, params = tp.utils.count_ops_and_params(model, x[:1])
+    macs_p, params_p = tp.utils.count_ops_and_params(pruned.module, x[:1])
+    assert macs_p < macs and params_p < params
+    pruned.module.train()(x).sum().backward()  # fine-tuning runs on the pruned network
+
+
+@pytest.mark.parametrize("family", ["resnext", "densenet"])
+def test_recipe_replays_and_traced_specs_follow_the_pruned_network(family):
+    model = _small(family)
+    space = genome_space(model, input_shape=(3, 32, 40), granularity=4)
+    pruned = apply_genome(model, space, space.uniform_genome(0.5))
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        assert torch.allclose(rebuild(model, pruned.recipe).eval()(x), pruned.module.eval()(x),
+                              atol=1e-5)
+    specs = layer_specs(space, space.channels(space.uniform_genome(0.5)))
+    convs = [s for s in specs if s.op == "conv"]
+    pruned_convs = [m for m in pruned.module.modules() if isinstance(m, nn.Conv2d)]
+    assert [(s.in_channels, s.out_channels, s.groups) for s in convs] == \
+        [(m.in_channels, m.out_channels, m.groups) for m in pruned_convs]
+
+
+def test_grouped_conv_groups_keep_multiples_of_the_group_count():
+    model = _small("resnext")
+    space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
+    grouped = [g for g in space.groups if g.multiple > 1]
+    assert grouped, "ResNeXt's grouped convs were not recognised"
+    for genome in (space.uniform_genome(0.5), space.lower()):
+        for width, group in zip(space.channels(genome), space.groups):
+            assert width % group.multiple == 0 and width >= group.multiple
+
+
+def test_shufflenet_keeps_shuffled_channels_and_prunes_the_branches():
+    model = _small("shufflenet")
+    space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
+    # Stage widths pass a channel shuffle: only the stem, the branches' inner widths and the
+    # last conv are genes.
+    assert any(".branch2." in n for n in space.names)
+    assert all(".branch" in n or n in ("conv1.0", "conv5.0") for n in space.names), space.names
+    assert not any(n.endswith("branch2.5") for n in space.names)  # writes shuffled channels
+
+
+def test_ignored_layers_and_a_named_classifier_stay_out_of_the_genome():
+    from prunesearch.methods.families.graph import tag_model
+
+    model = tag_model(_small("resnet"), "mine", ignore=["layer4"])
+    names = genome_space(model, input_shape=(3, 32, 32)).names
+    assert not any(n.startswith("layer4") for n in names)
+    model = tag_model(_small("squeezenet"), "sq", classifier="classifier.1")
+    space = genome_space(model, input_shape=(3, 32, 32))
+    assert "classifier.1" not in space.names and space.num_classes == 10
+
+
+def test_untraceable_network_is_one_line_error_naming_it():
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.conv(x))  # shapes do not fit: fails on any input
+
+    with pytest.raises(ModelTraceError, match="Broken does not run on input") as info:
+        genome_space(Broken(), input_shape=(3, 16, 16))
+    assert isinstance(info.value, PrunesearchError) and "\n" not in str(info.value)
+    from prunesearch.methods.families.graph import tag_model
+
+    with pytest.raises(ModelTraceError, match="no module named 'nope'"):
+        tag_model(_small("resnet"), "r", classifier="nope")
