@@ -23,13 +23,17 @@ def check_inputs(config: Any) -> None:
         UsageError: the granularity leaves nothing to search.
     """
     from prunesearch.methods.data import check_val_size, dataset_info
-    from prunesearch.methods.models import build_model
+    from prunesearch.methods.models import build_base
     from prunesearch.methods.pruning import genome_space
 
-    info = dataset_info(config.data.name)
+    if config.data.factory is not None or config.model.factory is not None:
+        # User code builds these: the task checks them when it is built (loading a user's
+        # data or model twice just to check it could be slow).
+        return
+    info = dataset_info(config.data)
     if info.train_size is not None:
         check_val_size(config.data, info.train_size)
-    model = build_model(config.model.name, info.num_classes)
+    model = build_base(config.model, info.num_classes)
     space = genome_space(model, config.model.name, config.hardware.granularity,
                          input_shape=info.input_shape)
     space.check_searchable(config.model.name)

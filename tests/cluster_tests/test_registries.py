@@ -55,6 +55,14 @@ def test_dummy_selector_surrogate_and_algorithm_are_accepted_and_used(tmp_path, 
     monkeypatch.setitem(selection.SELECTORS, "dummy-selector", CountingSelector)
     monkeypatch.setitem(surrogate.SURROGATES, "dummy-surrogate", CountingSurrogate)
     monkeypatch.setitem(registry.ALGORITHMS, "dummy-search", dummy_algorithm)
+    # A new generational search is one algorithm factory plus one method-registry entry that
+    # names the generational driver as its runner.
+    from prunesearch.cluster.registry import METHODS, MethodEntry
+
+    monkeypatch.setitem(METHODS, "dummy-search", MethodEntry(
+        name="dummy-search", kind="search", help="dummy",
+        runner="prunesearch.cluster.driver:run_search",
+        reporter="prunesearch.cluster.report:write_report"))
     config = _config(tmp_path, "method: dummy-search\nsearch:\n  pop_size: 8\n"
                                "  portfolio: [dummy-selector]\n  surrogate: dummy-surrogate\n"
                                "  local_search: {parents: 2, samples_per_parent: 10}\n")
