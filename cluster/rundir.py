@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from prunesearch.methods.errors import RunStateError, UsageError
+from prunesearch.methods.io import rename_dir
 
 __all__ = ["LOCK_NAME", "NewRun", "RunDirLock", "new_run_dir"]
 
@@ -98,7 +99,7 @@ class NewRun:
         """The new run was refused: remove what it wrote and put the old run back."""
         shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.aside is not None:
-            os.rename(self.aside, self.run_dir)
+            rename_dir(self.aside, self.run_dir)
             self.aside = None
 
     def started(self) -> bool:
@@ -137,7 +138,7 @@ def new_run_dir(output: str | None, stem: str, *, overwrite: bool) -> NewRun:
             if aside.exists():
                 shutil.rmtree(aside)
             try:
-                os.rename(run_dir, aside)
+                rename_dir(run_dir, aside)
             except OSError as exc:
                 raise UsageError(f"cannot replace '{run_dir}': {exc.strerror or exc}") from None
     try:
@@ -147,12 +148,12 @@ def new_run_dir(output: str | None, stem: str, *, overwrite: bool) -> NewRun:
         lock = RunDirLock(run_dir).acquire()
     except RunStateError:
         if aside is not None:
-            os.rename(aside, run_dir)
+            rename_dir(aside, run_dir)
         raise
     except OSError as exc:
         if aside is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
-            os.rename(aside, run_dir)
+            rename_dir(aside, run_dir)
         raise UsageError(f"output directory '{run_dir}' is not writable: "
                          f"{exc.strerror or exc}") from None
     return NewRun(run_dir, lock, aside)

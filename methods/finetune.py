@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunesearch.methods.io import atomic_write_bytes
 from prunesearch.search.settings import setting
 
 __all__ = ["DISTILL_MODES", "FinetuneResult", "FinetuneSettings", "final_finetune"]
@@ -89,13 +90,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _save_checkpoint(path: Path, data: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(data, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buffer.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue(), unique=True)
 
 
 def final_finetune(module: nn.Module, train: Any, settings: FinetuneSettings, *, seed: int,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "rename_dir",
     "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
@@ -147,3 +148,11 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any, *, indent: int |
     """:func:`atomic_write` of ``json.dumps(value)`` plus a final newline."""
     return atomic_write_text(path, json.dumps(value, indent=indent, **dumps) + "\n",
                              durable=durable, unique=unique)
+
+
+def rename_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a directory in one atomic step (same file system) and make the rename durable
+    (``--overwrite`` moves an old run aside and back with it)."""
+    source, target = Path(source), Path(target)
+    os.rename(source, target)
+    fsync_dir(target.parent)

@@ -28,6 +28,7 @@ import torch
 
 from prunesearch.methods.data import cache_root
 from prunesearch.methods.errors import DataNotFoundError
+from prunesearch.methods.io import atomic_path
 
 __all__ = [
     "PLANETOID_NAMES",
@@ -223,10 +224,9 @@ def _cached(key: str, build) -> dict:  # build: () -> dict of tensors
         with contextlib.suppress(RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             return torch.load(path, weights_only=True)  # a torn or stale file is rebuilt below
     payload = build()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}-", suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # A cache shared by concurrent trials: unique temp names, no fsync needed (rebuilt if lost).
+    with atomic_path(path, durable=False, unique=True) as tmp:
+        torch.save(payload, tmp)
     return payload
 
 
