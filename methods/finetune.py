@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

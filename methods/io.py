@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "rename_dir",
     "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
@@ -31,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "cache_root",
     "fsync_dir",
+    "rename_dir",
 ]
 
 
