@@ -219,6 +219,15 @@ class LocalSearchSettings:
     samples_per_parent: int = setting(200, min=1, help="neighbour moves sampled and ranked per parent")
     moves_per_parent: int = setting(2, min=0, help="best-ranked moves per parent evaluated for real")
     max_moves: int = setting(10, min=0, help="cap on local-search candidates added per generation")
+    offspring_pool: int = setting(
+        4, min=1, max=50,
+        help="offspring bred per offspring evaluated; the surrogate pre-screens the pool (1: off)")
+    explore_fraction: float = setting(
+        0.25, min=0.0, max=1.0,
+        help="share of the evaluated offspring drawn at random from the pool, not by prediction")
+    min_rank_correlation: float = setting(
+        0.2, min=-1.0, max=1.0,
+        help="surrogate steps run only while its out-of-bag rank correlation is at least this")
 
 
 @dataclasses.dataclass(frozen=True)
