@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hamp-no-ls": ("hamp-no-ls", {}),
     "hamp-no-portfolio": ("hamp-no-portfolio", {}),
     "hamp-no-prescreen": ("hamp", {"local_search": {"offspring_pool": 1}}),
+    "hamp-no-moves": ("hamp", {"local_search": {"max_moves": 0}}),
     "nsga2": ("nsga2", {}),
     "random": ("random", {}),
     "tpe": ("tpe", {}),

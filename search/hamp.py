@@ -124,7 +124,7 @@ class HAMP(ArchivedSearch, Algorithm):
     def __init__(
         self,
         *,
-        pop_size: int = 50,
+        pop_size: int = 20,
         n_offsprings: int | None = None,
         portfolio: Sequence[str] = ("nsga2", "sms-emoa", "spea2", "ibea"),
         credit_window: int = 5,

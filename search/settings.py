@@ -215,12 +215,12 @@ def section_to_dict(section: Any) -> Any:
 class LocalSearchSettings:
     """Surrogate-assisted local search budgets (HAMP)."""
 
-    parents: int = setting(10, min=1, help="non-dominated solutions whose neighbourhood is searched")
+    parents: int = setting(4, min=1, help="non-dominated solutions whose neighbourhood is searched")
     samples_per_parent: int = setting(200, min=1, help="neighbour moves sampled and ranked per parent")
-    moves_per_parent: int = setting(2, min=0, help="best-ranked moves per parent evaluated for real")
-    max_moves: int = setting(10, min=0, help="cap on local-search candidates added per generation")
+    moves_per_parent: int = setting(1, min=0, help="best-ranked moves per parent evaluated for real")
+    max_moves: int = setting(4, min=0, help="cap on local-search candidates added per generation")
     offspring_pool: int = setting(
-        4, min=1, max=50,
+        16, min=1, max=64,
         help="offspring bred per offspring evaluated; the surrogate pre-screens the pool (1: off)")
     explore_fraction: float = setting(
         0.25, min=0.0, max=1.0,
@@ -235,7 +235,7 @@ class SearchSettings:
     """The ``search`` section: budget and algorithm settings for generational searches."""
 
     budget: int = setting(400, min=1, help="number of real evaluations")
-    pop_size: int = setting(50, min=4, help="population size (offspring per generation)")
+    pop_size: int = setting(20, min=4, help="population size (offspring per generation)")
     portfolio: tuple[str, ...] = setting(
         ("nsga2", "sms-emoa", "spea2", "ibea"),
         choices=("nsga2", "sms-emoa", "spea2", "ibea"),

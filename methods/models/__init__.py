@@ -2,7 +2,8 @@
 
 :data:`MODELS` maps names to constructors: ``digits-cnn``; the CIFAR ResNets ``resnet20``,
 ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110`` (option-A shortcuts, akamaster parameter
-names); torchvision's ``resnet18``, ``resnet50`` and ``mobilenet_v2`` (random init, no download).
+names); ``digits-resnet14`` (the same ResNet for 1-channel 8x8 digits); torchvision's
+``resnet18``, ``resnet50`` and ``mobilenet_v2`` (random init, no download).
 
 :func:`load_base_model` resolves the weights, in this order: ``model.checkpoint`` if set; the
 pretrained CIFAR-10 file ``data.root/weights/cifar10-resnet/resnetNN-*.th`` for ResNet-20/32/44/56
@@ -78,6 +79,11 @@ MODELS: dict[str, ModelInfo] = {
        for d in (20, 32, 44, 56, 110)},
     **{n: ModelInfo(n, "torchvision", _torchvision(n)) for n in ("resnet18", "resnet50",
                                                                  "mobilenet_v2")},
+    # The quickstart's model: a CIFAR-style ResNet-14 (widths 16/32/64) on the 8x8 digits,
+    # 6 block + 3 stage widths = 9 prunable groups through the CIFAR-ResNet pruning path.
+    "digits-resnet14": ModelInfo("digits-resnet14", "cifar-resnet", lambda num_classes:
+                                 CifarResNet(14, num_classes=num_classes, in_channels=1,
+                                             input_size=8)),
 }
 
 
@@ -112,7 +118,8 @@ def build_from_arch(arch: Mapping[str, Any]) -> nn.Module:
         return CifarResNet(arch["depth"], num_classes=arch["num_classes"],
                            stage_widths=arch["stage_widths"], block_widths=arch["block_widths"],
                            shortcut_indices=arch["shortcut_indices"],
-                           in_channels=arch.get("in_channels", 3))
+                           in_channels=arch.get("in_channels", 3),
+                           input_size=arch.get("input_size", 32))
     if family == "digits-cnn":
         return DigitsCNN(widths=arch["widths"], num_classes=arch["num_classes"],
                          in_channels=arch.get("in_channels", 1))
@@ -184,9 +191,9 @@ def load_base_model(model_settings: ModelSettings, data_settings: DataSettings, 
     info = model_info(model_settings.name)
     data = dataset_info(data_settings.name)
     model = info.build(data.num_classes)
-    if info.family == "cifar-resnet" and data.input_shape[0] != 3:
-        raise ValueError(f"model '{info.name}' needs 3-channel images; dataset "
-                         f"'{data.name}' has {data.input_shape[0]}")
+    if info.family == "cifar-resnet" and data.input_shape[0] != model.in_channels:
+        raise ValueError(f"model '{info.name}' needs {model.in_channels}-channel images; "
+                         f"dataset '{data.name}' has {data.input_shape[0]}")
     if info.family == "digits-cnn" and data.input_shape[0] != 1:
         raise ValueError(f"model 'digits-cnn' needs 1-channel images; dataset '{data.name}' has "
                          f"{data.input_shape[0]}")

@@ -172,7 +172,8 @@ def _io_shape(model: nn.Module) -> tuple[int, tuple[int, int, int]]:
     if isinstance(model, DigitsCNN):
         return num_classes, (model.in_channels, 8, 8)
     if isinstance(model, CifarResNet):
-        return num_classes, (model.in_channels, 32, 32)
+        size = getattr(model, "input_size", 32)
+        return num_classes, (model.in_channels, size, size)
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     return num_classes, (first_conv.in_channels, 32, 32)
 

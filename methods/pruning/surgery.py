@@ -136,7 +136,8 @@ def _prune_cifar(model: CifarResNet, kept: Mapping[str, Sequence[int]]) -> Cifar
     new = _like(CifarResNet(model.depth, num_classes=model.num_classes,
                             stage_widths=[len(k) for k in stage_keep],
                             block_widths=[len(k) for k in block_keep],
-                            shortcut_indices=shortcut_indices, in_channels=model.in_channels),
+                            shortcut_indices=shortcut_indices, in_channels=model.in_channels,
+                            input_size=getattr(model, "input_size", 32)),
                 model)
     _copy_conv(new.conv1, model.conv1, stage_keep[0], None)
     _copy_bn(new.bn1, model.bn1, stage_keep[0])

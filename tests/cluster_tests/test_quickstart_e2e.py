@@ -1,4 +1,4 @@
-"""The quickstart as a user runs it: CLI -> local Ray -> real pruning of the digits CNN ->
+"""The quickstart as a user runs it: CLI -> local Ray -> real pruning of the digits model ->
 pareto.csv -> report -> export of a real, smaller network that still runs."""
 
 from __future__ import annotations
@@ -79,7 +79,10 @@ def test_export_gives_a_smaller_network_that_runs(quick_run, tmp_path):
     recipe = json.loads((tmp_path / "knee.pt.recipe.json").read_text())
     from prunesearch.methods.models import build_model
 
-    dense = build_model("digits-cnn", num_classes=10)
+    import yaml
+
+    model_name = yaml.safe_load((quick_run / "config.yaml").read_text())["model"]["name"]
+    dense = build_model(model_name, num_classes=10)
     n_pruned = sum(p.numel() for p in module.parameters())
     n_dense = sum(p.numel() for p in dense.parameters())
     assert n_pruned < n_dense
