@@ -270,20 +270,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--hamp", default="{}", help="JSON HAMP overrides (HAMP variants)")
     parser.add_argument("--json", default=None, help="write the report (with all HVs) here")
+    parser.add_argument("--runs", default=None,
+                        help="JSON-lines file of finished runs: each run is appended as it "
+                             "ends, runs already in it are not repeated (resume a long "
+                             "benchmark; analyse a partial one with --seeds)")
     args = parser.parse_args(argv)
     overrides = json.loads(args.hamp)
     budget = max(BUDGETS)
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if args.runs and os.path.exists(args.runs):
+        with open(args.runs) as fh:
+            for line in fh:
+                row = json.loads(line)
+                if row["offset"] == args.offset and row["overrides"] == overrides:
+                    row["F"] = np.asarray(row["F"], dtype=float)
+                    done[(row["problem"], row["algorithm"], row["seed"])] = row
+    # Seeds outermost: an interrupted benchmark has its first seeds complete for everyone.
     jobs = [(p, a, s, args.offset, budget, overrides)
-            for p in args.problems for s in range(args.seeds) for a in args.algorithms]
+            for s in range(args.seeds) for p in args.problems for a in args.algorithms
+            if (p, a, s) not in done]
     start = time.perf_counter()
+    results = [done[(p, a, s)] for s in range(args.seeds) for p in args.problems
+               for a in args.algorithms if (p, a, s) in done]
+
+    def keep(result: dict[str, Any]) -> None:
+        results.append(result)
+        if args.runs:
+            with open(args.runs, "a") as fh:
+                fh.write(json.dumps({**result, "F": np.asarray(result["F"]).tolist(),
+                                     "offset": args.offset, "overrides": overrides}) + "\n")
+
     if args.jobs == 1:
-        results = [run_one(j) for j in jobs]
+        for j in jobs:
+            keep(run_one(j))
     else:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            results = pool.map(run_one, jobs, chunksize=1)
+            for result in pool.imap_unordered(run_one, jobs, chunksize=1):
+                keep(result)
     report = analyse(results, args.offset)
     print_report(report, args.algorithms, args.seeds)
-    print(f"\n{len(jobs)} runs in {time.perf_counter() - start:.0f} s with {args.jobs} "
+    print(f"\n{len(jobs)} runs (+{len(done)} from --runs) in {time.perf_counter() - start:.0f} s with {args.jobs} "
           f"processes; instances {args.offset}..{args.offset + args.seeds - 1}; HAMP overrides: "
           f"{overrides or 'none (defaults)'}")
     if args.json:
