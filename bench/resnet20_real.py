@@ -118,8 +118,8 @@ def make_problem():
 
 
 def run_one(job: tuple[str, int, int]) -> dict[str, Any]:
-    from pymoo.optimize import minimize
     from pruning_like import build, run_tpe
+    from pymoo.optimize import minimize
 
     name, seed, budget = job
     problem = make_problem()
@@ -135,9 +135,8 @@ def run_one(job: tuple[str, int, int]) -> dict[str, Any]:
 
 
 def main() -> int:
-    from scipy.stats import wilcoxon
-
     from pruning_like import holm, hv_at
+    from scipy.stats import wilcoxon
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -152,7 +151,7 @@ def main() -> int:
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     table_dir = tempfile.mkdtemp(prefix="resnet20-real-")
     start = time.perf_counter()
-    task, evaluator = build_task(root, table_dir)  # builds and saves the table once
+    task, _ = build_task(root, table_dir)  # builds and saves the table once
     build_s = time.perf_counter() - start
     dense = task.dense_objectives()
     ref = np.array([dense["error"] + 0.10, dense["latency_ms"], dense["memory_mb"]])
