@@ -127,7 +127,7 @@ class HAMP(ArchivedSearch, Algorithm):
     def __init__(
         self,
         *,
-        pop_size: int = 50,
+        pop_size: int = 20,
         n_offsprings: int | None = None,
         portfolio: Sequence[str] = ("nsga2", "sms-emoa", "spea2", "ibea"),
         credit_window: int = 5,
@@ -249,14 +249,22 @@ class HAMP(ArchivedSearch, Algorithm):
     # ---------------------------------------------------------------------------- infill
     def _infill(self) -> Population | None:
         rng = self.random_state
+        self._ls_stats: dict[str, Any] = {"ls_candidates": 0, "ls_moves": 0, "ls_fit_s": 0.0,
+                                          "pool": 0, "rank_correlation": None,
+                                          "surrogate_used": False}
+        predictor = self._fit_surrogate()
+        pool = self.local_search.offspring_pool if predictor is not None else 1
         if len(self.pop) >= 2:
-            off = self.mating.do(self.problem, self.pop, self.n_offsprings, algorithm=self,
-                                 random_state=rng)
+            off = self.mating.do(self.problem, self.pop, self.n_offsprings * pool,
+                                 algorithm=self, random_state=rng)
         else:
             # Every candidate so far failed (or nearly): restart from random genomes.
             off = self._random_unknown(self.n_offsprings)
+        if predictor is not None and len(off) > self.n_offsprings:
+            off = self._prescreen(off, predictor)
         off.set("origin", "variation")
-        moves = self._local_search_moves(exclude=off)
+        moves = (self._local_search_moves(exclude=off, predictor=predictor)
+                 if predictor is not None else Population.empty())
         batch = Population.merge(moves, off)
         if len(batch) == 0:
             batch = self._random_unknown(self.n_offsprings)
@@ -267,16 +275,123 @@ class HAMP(ArchivedSearch, Algorithm):
             return None
         return batch
 
-    # ------------------------------------------------------------------------ local search
-    def _local_search_moves(self, *, exclude: Population) -> Population:
+    # ------------------------------------------------------------------------ surrogate
+    def _surrogate_wanted(self) -> bool:
         ls = self.local_search
-        self._ls_stats: dict[str, Any] = {"ls_candidates": 0, "ls_moves": 0, "ls_fit_s": 0.0}
+        local_search = ls.max_moves > 0 and ls.moves_per_parent > 0
+        return local_search or ls.offspring_pool > 1
+
+    def _fit_surrogate(self):
+        """Fit this generation's surrogate; return ``predict(C) -> (objectives, std | None)``.
+
+        None when surrogate assistance is off, the archive is too small, or the surrogate's
+        held-out (out-of-bag) rank correlation is below ``local_search.min_rank_correlation``:
+        a surrogate that cannot rank genomes would only steer the batch at random.
+        """
+        if not self._surrogate_wanted():
+            return None
+        ok = ~self.archive_failed
+        if ok.sum() < self.min_archive_for_surrogate or len(self.front_indices()) == 0:
+            return None
+        rng = self.random_state
+        start = time.perf_counter()
+        cheap, exp = list(self.cheap_objectives), list(self.expensive_objectives)
+        F_ok = self.archive_F[ok]
+        lo = span = model = None
+        if exp:
+            X_train = self._scale_genomes(self.archive_X[ok])
+            if cheap and self.cheap_features:
+                # The exact cheap objectives as extra inputs: a smooth summary of the widths
+                # that tells the forest what a small move changes.
+                lo = F_ok[:, cheap].min(axis=0)
+                span = np.ptp(F_ok[:, cheap], axis=0)
+                span = np.where(span > 0, span, 1.0)
+                X_train = np.hstack([X_train, (F_ok[:, cheap] - lo) / span])
+            model = make_surrogate(self.surrogate_name, **self.surrogate_options)
+            with warnings.catch_warnings():
+                # GP hyper-parameter fits warn about convergence on small archives; harmless.
+                warnings.simplefilter("ignore")
+                model.fit(X_train, F_ok[:, exp], random_state=int(rng.integers(2**31 - 1)))
+            corr = getattr(model, "held_out_rank_correlation", None)
+            self._ls_stats["rank_correlation"] = corr
+            if corr is not None and corr < self.local_search.min_rank_correlation:
+                self._ls_stats["ls_fit_s"] = time.perf_counter() - start
+                return None
+        self._ls_stats["ls_fit_s"] = time.perf_counter() - start
+        self._ls_stats["surrogate_used"] = True
+        n_obj = self.problem.n_obj
+
+        def predict(C: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            t0 = time.perf_counter()
+            C = np.asarray(C, dtype=float)
+            predicted = np.empty((len(C), n_obj))
+            std = None
+            if cheap:
+                predicted[:, cheap] = np.asarray(
+                    self.problem.evaluate_cheap(C), dtype=float).reshape(len(C), -1)
+            if model is not None:
+                X_pred = self._scale_genomes(C)
+                if lo is not None:
+                    X_pred = np.hstack([X_pred, (predicted[:, cheap] - lo) / span])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    mean, sd = model.predict(X_pred)
+                predicted[:, exp] = mean
+                if sd is not None:
+                    std = np.zeros_like(predicted)
+                    std[:, exp] = sd
+            self._ls_stats["ls_fit_s"] += time.perf_counter() - t0
+            return predicted, std
+
+        return predict
+
+    def _rank_batch(self, predicted: np.ndarray, std: np.ndarray | None, *, groups: np.ndarray,
+                    per_group: int, total: int, believed: np.ndarray | None = None) -> list[int]:
+        """Greedy predicted-HVI choice of up to ``total`` rows of ``predicted`` (raw units)."""
+        shift, scale, ref = self._normaliser()
+        pred_n = (predicted - shift) / scale
+        front_n = (self.archive_F[self.front_indices()] - shift) / scale
+        if believed is not None and len(believed):
+            front_n = np.vstack([front_n, (believed - shift) / scale])
+        samples = None
+        if std is not None:
+            # Expected HV improvement by Monte Carlo, with the same normal draws for every
+            # candidate (common random numbers keep the ranking stable).
+            z = self.random_state.standard_normal((self.expected_improvement_samples,
+                                                   predicted.shape[1]))
+            samples = pred_n[:, None, :] + (std / scale)[:, None, :] * z[None, :, :]
+        return greedy_select(pred_n, front_n, ref, groups=groups, per_group=per_group,
+                             total=total, samples=samples)
+
+    def _prescreen(self, pool: Population, predictor) -> Population:
+        """Keep ``n_offsprings`` of a bred pool: the best by predicted HVI, plus random ones.
+
+        The exploit share is filled greedily by predicted hypervolume improvement over the
+        archive's front (believer updates, as in the local search); ``explore_fraction`` of the
+        batch is then drawn uniformly from the rest of the pool, so the surrogate's blind spots
+        still get samples and its training set does not collapse onto its own predictions.
+        """
+        n = self.n_offsprings
+        X = np.asarray(pool.get("X"), dtype=float)
+        predicted, std = predictor(X)
+        n_explore = round(self.local_search.explore_fraction * n)
+        chosen = self._rank_batch(predicted, std, groups=np.zeros(len(X), dtype=int),
+                                  per_group=n - n_explore, total=n - n_explore)
+        rest = np.setdiff1d(np.arange(len(X)), chosen)
+        k = min(n - len(chosen), len(rest))
+        explore = self.random_state.choice(rest, size=k, replace=False) if k else []
+        keep = np.concatenate([np.asarray(chosen, dtype=int), np.asarray(explore, dtype=int)])
+        self._ls_stats["pool"] = len(X)
+        out = pool[keep]
+        out.set("predicted_F", predicted[keep])
+        return out
+
+    # ------------------------------------------------------------------------ local search
+    def _local_search_moves(self, *, exclude: Population, predictor) -> Population:
+        ls = self.local_search
         if ls.max_moves == 0 or ls.moves_per_parent == 0:
             return Population.empty()
-        ok = ~self.archive_failed
         front = self.front_indices()
-        if ok.sum() < self.min_archive_for_surrogate or len(front) == 0:
-            return Population.empty()
         rng = self.random_state
         parents = self._local_search_parents(front, ls.parents, rng)
         taken = set(self.known_genomes.known)
@@ -294,48 +409,9 @@ class HAMP(ArchivedSearch, Algorithm):
         if not cands:
             return Population.empty()
         C = np.array(cands)
-        predicted = np.empty((len(C), self.problem.n_obj))
-        std = None
-        start = time.perf_counter()
-        cheap = list(self.cheap_objectives)
-        if cheap:
-            predicted[:, cheap] = np.asarray(
-                self.problem.evaluate_cheap(C), dtype=float).reshape(len(C), -1)
-        if self.expensive_objectives:
-            exp = list(self.expensive_objectives)
-            X_train, X_pred = self._scale_genomes(self.archive_X[ok]), self._scale_genomes(C)
-            if cheap and self.cheap_features:
-                # The exact cheap objectives as extra inputs: a smooth summary of the widths
-                # that tells the forest what a small move changes.
-                lo = self.archive_F[ok][:, cheap].min(axis=0)
-                span = np.ptp(self.archive_F[ok][:, cheap], axis=0)
-                span = np.where(span > 0, span, 1.0)
-                X_train = np.hstack([X_train, (self.archive_F[ok][:, cheap] - lo) / span])
-                X_pred = np.hstack([X_pred, (predicted[:, cheap] - lo) / span])
-            model = make_surrogate(self.surrogate_name, **self.surrogate_options)
-            with warnings.catch_warnings():
-                # GP hyper-parameter fits warn about convergence on small archives; harmless here.
-                warnings.simplefilter("ignore")
-                model.fit(X_train, self.archive_F[ok][:, exp],
-                          random_state=int(rng.integers(2**31 - 1)))
-                mean, sd = model.predict(X_pred)
-            predicted[:, exp] = mean
-            if sd is not None:
-                std = np.zeros_like(predicted)
-                std[:, exp] = sd
-        self._ls_stats["ls_fit_s"] = time.perf_counter() - start
-        shift, scale, ref = self._normaliser()
-        pred_n = (predicted - shift) / scale
-        front_n = (self.archive_F[front] - shift) / scale
-        samples = None
-        if std is not None:
-            # Expected HV improvement by Monte Carlo, with the same normal draws for every
-            # candidate (common random numbers keep the ranking stable).
-            z = rng.standard_normal((self.expected_improvement_samples, predicted.shape[1]))
-            samples = pred_n[:, None, :] + (std / scale)[:, None, :] * z[None, :, :]
-        chosen = greedy_select(pred_n, front_n, ref, groups=np.array(groups),
-                               per_group=ls.moves_per_parent, total=self._moves_budget(),
-                               samples=samples)
+        predicted, std = predictor(C)
+        chosen = self._rank_batch(predicted, std, groups=np.array(groups),
+                                  per_group=ls.moves_per_parent, total=self._moves_budget())
         moves = Population.new(X=C[chosen]) if chosen else Population.empty()
         if chosen:
             moves.set("origin", "local_search", "predicted_F", predicted[chosen])

@@ -5,7 +5,8 @@
 | `hamp`              | :class:`~prunesearch.search.hamp.HAMP` (portfolio + local search)   |
 | `nsga2`             | pymoo's NSGA-II (:class:`~prunesearch.search.baselines.NSGA2Search`) |
 | `random`            | random search (:class:`~prunesearch.search.baselines.RandomSearch`) |
-| `hamp-no-ls`        | HAMP's portfolio selection without local search                    |
+| `hamp-no-ls`        | HAMP's portfolio selection without its surrogate-assisted step    |
+|                     | (no local-search moves and no offspring pre-screening)              |
 | `hamp-no-portfolio` | HAMP's local search with NSGA-II selection only                    |
 """
 
@@ -43,7 +44,9 @@ def _hamp(s: SearchSettings, **overrides: Any) -> Algorithm:
 
 
 def _hamp_no_ls(s: SearchSettings, **overrides: Any) -> Algorithm:
-    kwargs = {**_hamp_kwargs(s), "local_search": dataclasses.replace(s.local_search, max_moves=0)}
+    # The whole surrogate-assisted step off: neither neighbour moves nor pre-screening.
+    kwargs = {**_hamp_kwargs(s), "local_search": dataclasses.replace(s.local_search, max_moves=0,
+                                                                     offspring_pool=1)}
     return HAMP(**{**kwargs, **overrides})
 
 

@@ -232,10 +232,19 @@ def _registry_names(module: str, registry: str) -> tuple[str, ...]:
 class LocalSearchSettings:
     """Surrogate-assisted local search budgets (HAMP)."""
 
-    parents: int = setting(10, min=1, help="non-dominated solutions whose neighbourhood is searched")
+    parents: int = setting(4, min=1, help="non-dominated solutions whose neighbourhood is searched")
     samples_per_parent: int = setting(200, min=1, help="neighbour moves sampled and ranked per parent")
-    moves_per_parent: int = setting(2, min=0, help="best-ranked moves per parent evaluated for real")
-    max_moves: int = setting(10, min=0, help="cap on local-search candidates added per generation")
+    moves_per_parent: int = setting(1, min=0, help="best-ranked moves per parent evaluated for real")
+    max_moves: int = setting(4, min=0, help="cap on local-search candidates added per generation")
+    offspring_pool: int = setting(
+        16, min=1, max=64,
+        help="offspring bred per offspring evaluated; the surrogate pre-screens the pool (1: off)")
+    explore_fraction: float = setting(
+        0.25, min=0.0, max=1.0,
+        help="share of the evaluated offspring drawn at random from the pool, not by prediction")
+    min_rank_correlation: float = setting(
+        0.2, min=-1.0, max=1.0,
+        help="surrogate steps run only while its out-of-bag rank correlation is at least this")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +253,7 @@ class SearchSettings:
 
     # The maximum keeps every count the search derives from the budget an exact int64/float.
     budget: int = setting(400, min=1, max=10**9, help="number of real evaluations")
-    pop_size: int = setting(50, min=4, help="population size (offspring per generation)")
+    pop_size: int = setting(20, min=4, help="population size (offspring per generation)")
     portfolio: tuple[str, ...] = setting(
         ("nsga2", "sms-emoa", "spea2", "ibea"),
         choices=lambda: _registry_names("selection", "SELECTORS"),

@@ -9,9 +9,11 @@ same one.
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
@@ -25,6 +27,10 @@ class Surrogate(Protocol):
 
     #: Whether :meth:`predict` returns a standard deviation (enables expected improvement).
     provides_uncertainty: bool
+
+    #: After :meth:`fit`: Spearman rank correlation between held-out predictions and the true
+    #: objectives (mean over the objectives), or None where the model does not estimate it.
+    held_out_rank_correlation: float | None
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, random_state: int) -> None:
         """Fit on genomes ``X`` (n, n_var) in [0, 1] and objectives ``Y`` (n, n_expensive)."""
@@ -66,6 +72,7 @@ class RandomForestSurrogate:
         self.n_jobs = n_jobs
         self._model: RandomForestRegressor | None = None
         self._mean = self._scale = None
+        self.held_out_rank_correlation: float | None = None
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, random_state: int) -> None:
         Y = np.asarray(Y, dtype=float).reshape(len(X), -1)
@@ -75,8 +82,24 @@ class RandomForestSurrogate:
         self._model = RandomForestRegressor(
             n_estimators=self.n_trees, max_features=self.max_features,
             min_samples_leaf=self.min_samples_leaf, n_jobs=self.n_jobs,
-            random_state=random_state,
-        ).fit(X, (Y - self._mean) / self._scale)
+            random_state=random_state, oob_score=len(X) >= 8,
+        )
+        with warnings.catch_warnings():
+            # Tiny archives leave some samples in every bootstrap draw: sklearn warns, harmless.
+            warnings.simplefilter("ignore")
+            self._model.fit(X, (Y - self._mean) / self._scale)
+        self.held_out_rank_correlation = None
+        oob = getattr(self._model, "oob_prediction_", None)
+        if oob is not None:
+            # Out-of-bag predictions: each sample predicted by the trees that never saw it, a
+            # free held-out estimate of how well the forest *ranks* genomes.
+            oob = np.asarray(oob, dtype=float).reshape(len(X), -1)
+            values = []
+            for j in range(Y.shape[1]):
+                seen = np.isfinite(oob[:, j])
+                if seen.sum() >= 5 and np.ptp(Y[seen, j]) > 0 and np.ptp(oob[seen, j]) > 0:
+                    values.append(float(spearmanr(oob[seen, j], Y[seen, j]).statistic))
+            self.held_out_rank_correlation = float(np.mean(values)) if values else None
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, None]:
         if self._model is None:
@@ -106,6 +129,7 @@ class GaussianProcessSurrogate:
         self.max_points = max_points
         self.n_restarts = n_restarts
         self._models: list[GaussianProcessRegressor] = []
+        self.held_out_rank_correlation: float | None = None  # not estimated
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, random_state: int) -> None:
         X = np.asarray(X, dtype=float)[-self.max_points:]

@@ -39,7 +39,15 @@ class CifarResNetFamily(ModelFamily):
     """``resnet20`` .. ``resnet110`` on 3-channel images (32x32 by default)."""
 
     name = "cifar-resnet"
-    models = {f"resnet{d}": _builder(d) for d in _DEPTHS}
+    models = {
+        **{f"resnet{d}": _builder(d) for d in _DEPTHS},
+        # The quickstart's model: a CIFAR-style ResNet-14 (widths 16/32/64) on the 1-channel
+        # 8x8 digits, 6 block + 3 stage widths = 9 prunable groups.
+        "digits-resnet14": lambda num_classes: CifarResNet(14, num_classes=num_classes,
+                                                           in_channels=1, input_size=8),
+    }
+    #: Image channels each model expects (3 unless listed).
+    channels = {"digits-resnet14": 1}
     # akamaster publishes ResNet-20/32/44/56 (not 110) CIFAR-10 weights.
     pretrained_cifar10 = frozenset(f"resnet{d}" for d in _DEPTHS if d != 110)
     default_input_shape = (3, 32, 32)
@@ -48,8 +56,9 @@ class CifarResNetFamily(ModelFamily):
         return isinstance(model, CifarResNet)
 
     def check_input(self, model_name: str, input_shape: Sequence[int]) -> None:
-        if input_shape[0] != 3:
-            raise ValueError(f"model '{model_name}' needs 3-channel images; got "
+        expected = self.channels.get(model_name, 3)
+        if input_shape[0] != expected:
+            raise ValueError(f"model '{model_name}' needs {expected}-channel images; got "
                              f"{input_shape[0]} channels")
 
     def groups(self, model: CifarResNet, input_shape: tuple[int, int, int]
@@ -88,7 +97,8 @@ class CifarResNetFamily(ModelFamily):
                                stage_widths=[len(k) for k in stage_keep],
                                block_widths=[len(k) for k in block_keep],
                                shortcut_indices=shortcut_indices,
-                               in_channels=model.in_channels), model)
+                               in_channels=model.in_channels,
+                               input_size=getattr(model, "input_size", 32)), model)
         copy_conv(new.conv1, model.conv1, stage_keep[0], None)
         copy_bn(new.bn1, model.bn1, stage_keep[0])
         in_keep = stage_keep[0]
@@ -133,4 +143,5 @@ class CifarResNetFamily(ModelFamily):
         return CifarResNet(arch["depth"], num_classes=arch["num_classes"],
                            stage_widths=arch["stage_widths"], block_widths=arch["block_widths"],
                            shortcut_indices=arch["shortcut_indices"],
-                           in_channels=arch.get("in_channels", 3))
+                           in_channels=arch.get("in_channels", 3),
+                           input_size=arch.get("input_size", 32))

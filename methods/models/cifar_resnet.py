@@ -96,7 +96,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-``depth`` for 32x32 inputs: stem conv, three stages of BasicBlocks, GAP, linear.
+    """ResNet-``depth`` for small square images (32x32 CIFAR, 8x8 digits): stem conv, three
+    stages of BasicBlocks, GAP, linear.
 
     Args:
         depth: 6n + 2 (20, 32, 44, 56, 110, ...).
@@ -106,13 +107,15 @@ class CifarResNet(nn.Module):
         shortcut_indices: Gather index of the stage-2 and stage-3 transition shortcuts
             (default: option A zero padding).
         in_channels: Image channels.
+        input_size: Image height and width (the forward pass works for any size; the genome
+            space's layer shapes and cost tables are built for this one).
     """
 
     def __init__(self, depth: int, *, num_classes: int = 10,
                  stage_widths: Sequence[int] = (16, 32, 64),
                  block_widths: Sequence[int] | None = None,
                  shortcut_indices: Sequence[Sequence[int] | None] | None = None,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1, got {depth}")
@@ -130,6 +133,7 @@ class CifarResNet(nn.Module):
         if len(shortcut_indices) != 2:
             raise ValueError("shortcut_indices must have 2 entries (stage 2 and 3 transitions)")
         self.depth, self.num_classes, self.in_channels = depth, num_classes, in_channels
+        self.input_size = int(input_size)
         self.stage_widths, self.block_widths = stage_widths, block_widths
         self.blocks_per_stage = n
 
@@ -158,7 +162,8 @@ class CifarResNet(nn.Module):
         """JSON-able constructor arguments that rebuild this architecture."""
         indices = [self.stages()[s][0].shortcut for s in (1, 2)]
         return {"family": "cifar-resnet", "depth": self.depth, "num_classes": self.num_classes,
-                "in_channels": self.in_channels, "stage_widths": list(self.stage_widths),
+                "in_channels": self.in_channels, "input_size": self.input_size,
+                "stage_widths": list(self.stage_widths),
                 "block_widths": list(self.block_widths),
                 "shortcut_indices": [sc.index_list() for sc in indices]}
 

@@ -31,6 +31,7 @@ def test_registry_builds_the_documented_algorithms():
     assert isinstance(make_algorithm("nsga2"), NSGA2Search)
     assert isinstance(make_algorithm("random"), RandomSearch)
     assert make_algorithm("hamp-no-ls").local_search.max_moves == 0
+    assert make_algorithm("hamp-no-ls").local_search.offspring_pool == 1  # no surrogate at all
     assert make_algorithm("hamp-no-portfolio").portfolio.names == ("nsga2",)
     assert make_algorithm("hamp", pop_size=12).pop_size == 12
 

@@ -1,0 +1,136 @@
+"""HAMP's surrogate-assisted step: offspring pre-screening, the rank-correlation gate, the
+held-out rank correlation of the forest, and the pruning-like benchmark problems."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from pymoo.core.population import Population
+from pymoo.optimize import minimize
+
+from prunesearch.search import HAMP, LocalSearchSettings
+from prunesearch.search.pruning_like import PRUNING_LIKE, pruning_like_problem
+from prunesearch.search.surrogate import RandomForestSurrogate
+
+LS = LocalSearchSettings(parents=4, samples_per_parent=40, moves_per_parent=1, max_moves=4,
+                         offspring_pool=4, explore_fraction=0.25)
+
+
+def hamp(**kwargs) -> HAMP:
+    kwargs.setdefault("local_search", LS)
+    return HAMP(pop_size=12, surrogate_options={"n_trees": 20}, **kwargs)
+
+
+def drive(algorithm: HAMP, problem, *, stop_after: int | None = None) -> list[Population]:
+    batches, tells = [], 0
+    while algorithm.has_next():
+        pop = algorithm.ask()
+        batches.append(pop)
+        pop.set("F", problem.evaluate(pop.get("X"), return_values_of=["F"]))
+        algorithm.tell(infills=pop)
+        tells += 1
+        if stop_after is not None and tells == stop_after:
+            break
+    return batches
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return pruning_like_problem("pl-r38-2obj", 0)
+
+
+def test_prescreened_batches_have_the_offspring_count_and_no_known_genome(problem):
+    algo = hamp()
+    algo.setup(problem, termination=("n_evals", 120), seed=3)
+    batches = drive(algo, problem)
+    assert sum(len(b) for b in batches) == 120 == len(algo.archive_X)
+    assert len(np.unique(algo.archive_X, axis=0)) == len(algo.archive_X)
+    screened = [h for h in algo.history_log if h.get("pool")]
+    assert screened, "the surrogate never pre-screened"
+    for h in screened:
+        # A pool several times the batch was bred, and the batch kept its usual size.
+        assert h["pool"] > algo.n_offsprings
+    for batch in batches[1:-1]:
+        origins = list(batch.get("origin"))
+        assert origins.count("variation") == algo.n_offsprings
+        assert origins.count("local_search") <= LS.max_moves
+
+
+def test_prescreening_keeps_the_predicted_best_and_a_random_share():
+    problem = pruning_like_problem("pl-r38-2obj", 1)
+    algo = hamp(local_search=LocalSearchSettings(offspring_pool=4, explore_fraction=0.25))
+    algo.setup(problem, termination=("n_evals", 200), seed=0)
+    drive(algo, problem, stop_after=2)
+    rng = np.random.default_rng(0)
+    X = rng.integers(problem.xl, problem.xu + 1, size=(48, problem.n_var))
+    good = np.arange(0, 48, 5)  # rows the fake surrogate says are far better than the front
+
+    def predictor(C):
+        F = np.ones((len(C), 2)) * 10.0
+        F[good, 0] = -1.0 - np.arange(len(good)) * 1e-3
+        F[good, 1] = -1.0 - np.arange(len(good))[::-1] * 1e-3
+        return F, None
+
+    kept = algo._prescreen(Population.new(X=X), predictor).get("X")
+    assert len(kept) == algo.n_offsprings == 12
+    exploit = 12 - round(0.25 * 12)
+    rows = [int(np.flatnonzero((X == x).all(axis=1))[0]) for x in kept]
+    assert set(rows[:exploit]) <= set(good.tolist())  # the predicted best first
+    assert len(set(rows)) == 12
+
+
+def test_a_surrogate_that_cannot_rank_is_not_used(problem):
+    algo = hamp(local_search=LocalSearchSettings(parents=4, samples_per_parent=40,
+                                                 max_moves=4, min_rank_correlation=1.0))
+    res = minimize(problem, algo, ("n_evals", 100), seed=1)
+    logs = res.algorithm.history_log[1:]
+    assert all(h["rank_correlation"] is not None and h["rank_correlation"] < 1.0 for h in logs)
+    assert not any(h["surrogate_used"] or h["ls_moves"] or h["pool"] for h in logs)
+    assert "local_search" not in res.algorithm.archive_origin
+
+
+def test_forest_reports_held_out_rank_correlation():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 6))
+    y = X @ np.array([3.0, 2.0, 1.0, 0.5, 0.0, 0.0])
+    model = RandomForestSurrogate(n_trees=50)
+    model.fit(X, y[:, None], random_state=0)
+    assert model.held_out_rank_correlation > 0.8
+    model.fit(X, rng.random((200, 1)), random_state=0)
+    assert abs(model.held_out_rank_correlation) < 0.3
+
+
+def test_resume_with_prescreening_is_exact(problem):
+    full = hamp()
+    full.setup(problem, termination=("n_evals", 110), seed=7)
+    drive(full, problem)
+    first = hamp()
+    first.setup(problem, termination=("n_evals", 110), seed=7)
+    drive(first, problem, stop_after=4)
+    resumed = pickle.loads(pickle.dumps(first))
+    drive(resumed, problem)
+    assert np.array_equal(resumed.archive_X, full.archive_X)
+    assert np.array_equal(resumed.archive_F, full.archive_F)
+
+
+@pytest.mark.parametrize("name", list(PRUNING_LIKE))
+def test_pruning_like_problems_look_like_pruning(name):
+    problem = pruning_like_problem(name, 5)
+    assert 20 <= problem.n_var <= 60 and problem.n_obj == PRUNING_LIKE[name].n_obj
+    dense = problem.xu[None, :].astype(int)
+    half = np.maximum(1, problem.xu // 2)[None, :].astype(int)
+    F_dense, F_half = problem.evaluate_full(dense)[0], problem.evaluate_full(half)[0]
+    # Pruning costs error and saves latency (and memory); the dense network defines the box.
+    assert F_half[0] > F_dense[0] + 0.02 and np.all(F_half[1:] < F_dense[1:])
+    assert np.array_equal(problem.report_ref[1:], F_dense[1:])
+    # Noise is a property of the genome: evaluating again repeats it; instances differ.
+    assert np.array_equal(problem.evaluate_full(half), problem.evaluate_full(half))
+    assert not np.allclose(pruning_like_problem(name, 6).evaluate_full(half), F_half)
+    # Latency moves in hardware steps: one granule less inside a tile changes nothing.
+    steps = problem.tile // 4
+    x = problem.xu.astype(int).copy()
+    x[0] = problem.xu[0] - 1  # 4 channels fewer on the first block
+    same = problem.evaluate_cheap(x[None, :])[0, 0] == problem.evaluate_cheap(dense)[0, 0]
+    assert steps > 1 and same
