@@ -55,6 +55,14 @@ class CifarResNetFamily(ModelFamily):
     def owns(self, model: Any) -> bool:
         return isinstance(model, CifarResNet)
 
+    def input_shape(self, model: Any, input_shape: Sequence[int] | None = None
+                    ) -> tuple[int, int, int]:
+        # The network's own image size (32x32 CIFAR, 8x8 digits) when the caller gives none.
+        if input_shape is None and isinstance(model, CifarResNet):
+            size = int(getattr(model, "input_size", 32))
+            return (int(model.in_channels), size, size)
+        return super().input_shape(model, input_shape)
+
     def check_input(self, model_name: str, input_shape: Sequence[int]) -> None:
         expected = self.channels.get(model_name, 3)
         if input_shape[0] != expected:
