@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from moocore import hv_contributions
 from pymoo.algorithms.moo.nsga2 import binary_tournament
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.mating import Mating
@@ -31,7 +30,7 @@ from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 
 from prunesearch.search.base import ArchivedSearch
-from prunesearch.search.indicators import hypervolume, non_dominated
+from prunesearch.search.indicators import hv_contributions, hypervolume, non_dominated
 from prunesearch.search.local_search import greedy_select, neighbour_moves
 from prunesearch.search.problems import GenomeProblem
 from prunesearch.search.selection import Portfolio

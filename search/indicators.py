@@ -11,6 +11,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 __all__ = [
     "comparison_hypervolumes",
     "comparison_normalizer",
+    "hv_contributions",
     "hypervolume",
     "non_dominated",
     "normalize_objectives",
@@ -36,6 +37,14 @@ def hypervolume(F: np.ndarray, ref: Sequence[float]) -> float:
     if len(F) == 0:
         return 0.0
     return float(HV(ref_point=ref)(F))
+
+
+def hv_contributions(F: np.ndarray, ref: Sequence[float]) -> np.ndarray:
+    """Exclusive hypervolume contribution of each row of ``F`` (a non-dominated set inside
+    ``ref``): the hypervolume lost when that row alone is removed."""
+    F = np.asarray(F, dtype=float)
+    total = hypervolume(F, ref)
+    return np.array([total - hypervolume(np.delete(F, i, axis=0), ref) for i in range(len(F))])
 
 
 def normalize_objectives(

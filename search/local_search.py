@@ -19,7 +19,8 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-from moocore import hypervolume as _moocore_hv
+
+from prunesearch.search.indicators import hypervolume
 
 __all__ = [
     "domination_depth",
@@ -104,8 +105,7 @@ def domination_depth(C: np.ndarray, front: np.ndarray) -> np.ndarray:
 
 
 def _hv(F: np.ndarray, ref: np.ndarray) -> float:
-    F = F[np.all(F < ref, axis=1)]
-    return float(_moocore_hv(F, ref=ref)) if len(F) else 0.0
+    return hypervolume(F, ref)
 
 
 def hv_improvements(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
