@@ -24,7 +24,8 @@ from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
 from prunesearch.methods.errors import PrunesearchError
 
-__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options"]
+__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options",
+           "resource_options"]
 
 
 #: Fresh actors in a row that may fail to come up in one slot before the slot is dropped.
@@ -90,14 +91,21 @@ def actor_options(cluster: Any, *, name: str, namespace: str) -> dict[str, Any]:
         name: the actor's name (``evaluator-<i>``).
         namespace: the run's Ray namespace (names are unique per namespace).
     """
-    options: dict[str, Any] = {
+    return {
         "name": name,
         "namespace": namespace,
-        "num_cpus": cluster.num_cpus,
         "max_restarts": cluster.max_restarts,
         # The pool retries candidates itself, so attempts can be counted and capped.
         "max_task_retries": 0,
+        **resource_options(cluster),
     }
+
+
+def resource_options(cluster: Any) -> dict[str, Any]:
+    """What one evaluator (an actor, or a task such as a HALP target or a fine-tune member)
+    reserves, from the ``cluster`` config section: CPUs, the custom ``evaluator`` resource,
+    GPUs (fractions allowed) and the accelerator type."""
+    options: dict[str, Any] = {"num_cpus": cluster.num_cpus}
     if cluster.evaluator_resource > 0:
         options["resources"] = {"evaluator": cluster.evaluator_resource}
     if cluster.num_gpus > 0:

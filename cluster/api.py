@@ -321,15 +321,10 @@ def prune_search(
         dump_config(config, new.run_dir / "config.yaml")
         entry.run(config, new.run_dir, address=address, resume=False)
     except BaseException as exc:
-        from prunesearch.methods.errors import PrunesearchError
-
-        if not new.started() and (isinstance(exc, PrunesearchError) or new.aside is not None):
-            new.rollback()
-        else:
-            new.commit()
+        new.settle(exc)
         raise
     else:
-        new.commit()
+        new.settle(None)
     finally:
         new.lock.release()
     return SearchResult(new.run_dir, config)

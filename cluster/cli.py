@@ -176,17 +176,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _mark_interrupted(new.run_dir, config.method)
         raise
     except BaseException as exc:
-        # Bad input found while building the task (e.g. data missing under data.root), or a
-        # crash before anything was evaluated with an old run set aside: the new directory
-        # holds nothing worth keeping, so the old run comes back and the same command can be
-        # run again once the input is fixed.
-        if not new.started() and (_is_bad_input(exc) or new.aside is not None):
-            new.rollback()
-        else:
-            new.commit()
+        # Bad input found while building the task (e.g. data missing under data.root): the
+        # old run comes back and the same command can be run again once the input is fixed.
+        new.settle(exc)
         raise
     else:
-        new.commit()
+        new.settle(None)
         return code
     finally:
         new.lock.release()

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from prunesearch.cluster.actors import resource_options
 from prunesearch.cluster.export import PICKS, pick_member, read_front
 from prunesearch.cluster.journal import atomic_write_bytes, atomic_write_text, to_jsonable
 from prunesearch.methods.errors import UsageError
@@ -266,14 +267,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
     was_connected = ray.is_initialized()
     connect_ray(address, config)
     try:
-        options: dict[str, Any] = {"num_cpus": cluster.num_cpus,
-                                   "max_retries": cluster.max_retries}
-        if cluster.evaluator_resource > 0:
-            options["resources"] = {"evaluator": cluster.evaluator_resource}
-        if cluster.num_gpus > 0:
-            options["num_gpus"] = cluster.num_gpus
-        if cluster.accelerator_type:
-            options["accelerator_type"] = cluster.accelerator_type
+        options = {**resource_options(cluster), "max_retries": cluster.max_retries}
         remote = ray.remote(finetune_member).options(**options)
         rows = {row["id"]: row for row in members}
         pending = {}

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from prunesearch.cluster.actors import resource_options
 from prunesearch.cluster.driver import (
     _RunLog,
     _sigterm_as_interrupt,
@@ -216,13 +217,7 @@ class _HALPRunner:
         import ray
 
         cluster = self.config.cluster
-        options: dict[str, Any] = {"num_cpus": cluster.num_cpus, "max_retries": cluster.max_retries}
-        if cluster.evaluator_resource > 0:
-            options["resources"] = {"evaluator": cluster.evaluator_resource}
-        if cluster.num_gpus > 0:
-            options["num_gpus"] = cluster.num_gpus
-        if cluster.accelerator_type:
-            options["accelerator_type"] = cluster.accelerator_type
+        options = {**resource_options(cluster), "max_retries": cluster.max_retries}
         remote = ray.remote(_halp_target).options(**options)
         payload_ref = ray.put(self.task.payload())
         threads = self.config.hardware.threads

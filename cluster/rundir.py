@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from prunesearch.methods.errors import RunStateError, UsageError
+from prunesearch.methods.errors import PrunesearchError, RunStateError, UsageError
 from prunesearch.methods.io import rename_dir
 
 __all__ = ["LOCK_NAME", "NewRun", "RunDirLock", "new_run_dir"]
@@ -101,6 +101,16 @@ class NewRun:
         if self.aside is not None:
             rename_dir(self.aside, self.run_dir)
             self.aside = None
+
+    def settle(self, exc: BaseException | None) -> None:
+        """Once the new run has ended (``exc`` is ``None``) or raised ``exc``: keep it, or put
+        the old run back when it was refused for bad input (found while building the task,
+        say) or crashed with an old run set aside, before it evaluated anything."""
+        refused = isinstance(exc, PrunesearchError) and exc.exit_code == 2
+        if exc is not None and not self.started() and (refused or self.aside is not None):
+            self.rollback()
+        else:
+            self.commit()
 
     def started(self) -> bool:
         """Whether the new run got far enough that it is worth keeping: it journaled an

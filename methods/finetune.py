@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunesearch.methods.io import atomic_write_bytes
+from prunesearch.methods.models.training import param_groups
 from prunesearch.search.settings import setting
 
 __all__ = ["DISTILL_MODES", "FinetuneResult", "FinetuneSettings", "final_finetune"]
@@ -71,14 +72,6 @@ class FinetuneResult:
     history: list[dict[str, float]]
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-            (no_decay if is_bn or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -121,7 +114,7 @@ def final_finetune(module: nn.Module, train: Any, settings: FinetuneSettings, *,
         raise ValueError(f"distill '{s.distill}' needs the dense teacher")
     device = torch.device(device)
     module.to(device)
-    optimizer = torch.optim.SGD(_param_groups(module, s.weight_decay), lr=s.lr,
+    optimizer = torch.optim.SGD(param_groups(module, s.weight_decay), lr=s.lr,
                                 momentum=s.momentum, nesterov=s.momentum > 0)
     steps_per_epoch = len(train) // s.batch_size
     if steps_per_epoch < 1:

@@ -36,6 +36,7 @@ from torch import nn
 
 from prunesearch.methods.halp.knapsack import prefix_knapsack, quantise_costs
 from prunesearch.methods.halp.settings import HALPSettings
+from prunesearch.methods.models.training import param_groups
 
 __all__ = ["HALPResult", "prune_to_latency", "step_budgets", "target_latency_ms"]
 
@@ -151,17 +152,6 @@ def _batches(dataset: Any, batch_size: int, generator: torch.Generator
                              f"batch of {batch_size}")
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No weight decay on BN parameters and biases (the official training config).
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-            (no_decay if is_bn or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
 def prune_to_latency(base_model: nn.Module, space: Any, latency_fn: Callable[[np.ndarray], np.ndarray],
                      train: Any, val: Any, *, target_ms: float, settings: HALPSettings,
                      seed: int, augment: bool = True, device: str | torch.device = "cpu",
@@ -213,7 +203,7 @@ def prune_to_latency(base_model: nn.Module, space: Any, latency_fn: Callable[[np
     widths = {g.name: g.full_width for g in space.groups}
     masks = _Masks(producers, widths)
     gran = int(space.granularity)
-    optimizer = torch.optim.SGD(_param_groups(model, s.weight_decay), lr=s.lr,
+    optimizer = torch.optim.SGD(param_groups(model, s.weight_decay), lr=s.lr,
                                 momentum=s.momentum)
     prune_iters = s.pruning_steps * s.interval
     total = prune_iters + s.finetune_steps

@@ -69,6 +69,18 @@ def accuracy(model: nn.Module, dataset: ImageTensorDataset, *, batch_size: int =
     return correct / max(seen, 1)
 
 
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """SGD parameter groups with no weight decay on BN parameters and biases (the standard
+    recipe, and HALP's official training config)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+            (no_decay if is_bn or name == "bias" else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
 def recalibrate_bn(module: nn.Module, batches: Sequence[torch.Tensor] | Any) -> int:
     """Re-estimate every BatchNorm's running statistics from ``batches`` (inputs only).
 
