@@ -14,6 +14,9 @@ that it can count attempts and record the candidate as failed after ``max_retrie
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
 from prunesearch.methods.errors import PrunesearchError
 
-__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolError", "PoolJob", "actor_options",
+__all__ = ["EvaluatorActor", "EvaluatorPool", "JobFeed", "PoolError", "PoolJob", "actor_options",
            "resource_options"]
 
 
@@ -131,6 +134,41 @@ class PoolJob:
     attempt: int = 1
     tried_on: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+
+
+class JobFeed:
+    """A thread-safe queue of jobs for :meth:`EvaluatorPool.serve`: longest expected first.
+
+    The asynchronous driver puts candidates in as it asks them, each with its expected cost
+    (MACs, known before evaluating), so the longest candidates start first and the short ones
+    fill in behind them (longest-processing-time-first, the standard list-scheduling rule
+    against stragglers). Ties go by candidate id. A retried job (its actor died) goes before
+    everything else.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, PoolJob]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+
+    def put(self, job: PoolJob, cost: float = 0.0) -> None:
+        """Queue ``job``; a larger ``cost`` is dispatched earlier."""
+        with self._lock:
+            heapq.heappush(self._heap, (-float(cost), job.candidate_id, next(self._order), job))
+
+    def retry(self, job: PoolJob) -> None:
+        """Queue ``job`` first in line (a re-submission after its actor was lost)."""
+        with self._lock:
+            heapq.heappush(self._heap, (-float("inf"), -1, next(self._order), job))
+
+    def pop(self) -> PoolJob | None:
+        """The next job, or None when the feed is empty."""
+        with self._lock:
+            return heapq.heappop(self._heap)[-1] if self._heap else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._heap)
 
 
 @dataclass
@@ -267,6 +305,76 @@ class EvaluatorPool:
             dispatch()
             on_result(job, result)
 
+    def serve(self, feed: JobFeed, on_result: Callable[[PoolJob, dict[str, Any]], None], *,
+              failed_result: Callable[[str], dict[str, Any]], stop: threading.Event,
+              poll_s: float = 0.005) -> None:
+        """Keep every actor busy with jobs from ``feed`` until ``stop`` is set (asynchronous mode).
+
+        Meant to run in a thread of its own while the caller asks and tells in the main thread:
+        an actor that finishes gets the next job of the feed at once, whatever the caller is
+        doing. ``on_result(job, result)`` is called from this thread (hand it to the caller
+        through a queue). Retries, failures and actor deaths are handled as in :meth:`run`; a
+        job whose actor died goes back first in line. At most one job per live actor is in
+        flight.
+
+        Raises:
+            PoolError: every actor died and none could be restarted.
+        """
+        health = self._health
+        idle: collections.deque[_Slot] = collections.deque(
+            s for s in self._slots if not health.is_pinging(s))
+        running: dict[Any, tuple[_Slot, PoolJob]] = {}
+        max_attempts = 1 + self._cluster.max_retries
+
+        def dispatch() -> None:
+            while idle:
+                job = feed.pop()
+                if job is None:
+                    return
+                slot = _pick(idle, job)
+                job.tried_on.add(slot.index)
+                ref = slot.handle.evaluate.remote(job.genome, job.candidate_id, job.seed)
+                running[ref] = (slot, job)
+
+        while not stop.is_set():
+            dispatch()
+            if not running and not health.busy:
+                if not idle:
+                    raise PoolError("no evaluator actor is alive to run the remaining "
+                                    "candidates")
+                time.sleep(poll_s)  # every actor idle, nothing queued: wait for the caller
+                continue
+            # Bounded waits: a job queued while some actor is idle starts within poll_s, and
+            # stop is noticed within 0.1 s.
+            ref = health.wait(list(running), idle, max_timeout=poll_s if idle else 0.1)
+            if ref is None:
+                continue
+            slot, job = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayTaskError as exc:
+                idle.append(slot)
+                dispatch()
+                on_result(job, failed_result(f"evaluator raised: {_reason(exc)}"))
+                continue
+            except RayError as exc:  # the actor died: process killed, node lost, OOM
+                self.deaths += 1
+                reason = _reason(exc)
+                job.errors.append(reason)
+                self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
+                          f"(attempt {job.attempt}): {reason}")
+                health.ping(slot)
+                if job.attempt < max_attempts:
+                    job.attempt += 1
+                    feed.retry(job)
+                else:
+                    on_result(job, failed_result(
+                        f"evaluator died {job.attempt} times: {reason}"))
+                continue
+            idle.append(slot)
+            dispatch()
+            on_result(job, result)
+
     def _replace(self, slot: _Slot, exc: BaseException) -> _Slot | None:
         """A slot's actor is gone for good (restarts used up): start a fresh one in its place.
 
@@ -346,8 +454,12 @@ class _Liveness:
         self._since.setdefault(id(slot), time.monotonic())
         self._pending[slot.handle.ready.remote()] = slot
 
-    def wait(self, running: list[Any], idle: collections.deque[_Slot]) -> Any | None:
-        """Wait for one call; settle it if it is a ping (return None), else return its ref."""
+    def wait(self, running: list[Any], idle: collections.deque[_Slot],
+             max_timeout: float | None = None) -> Any | None:
+        """Wait for one call; settle it if it is a ping (return None), else return its ref.
+
+        ``max_timeout`` caps the wait (None: until a call or a ping is due).
+        """
         now = time.monotonic()
         for due, slot in [item for item in self._later if item[0] <= now]:
             self._later.remove((due, slot))
@@ -356,12 +468,14 @@ class _Liveness:
         timeout = None if running else _START_LOG_S
         if self._later:
             timeout = max(0.0, min(due for due, _ in self._later) - time.monotonic())
+        if max_timeout is not None:
+            timeout = max_timeout if timeout is None else min(timeout, max_timeout)
         if not refs:
             time.sleep(timeout or 0.0)
             return None
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
-            if not running and not self._later:
+            if not running and not self._later and max_timeout is None:
                 self._pool._log(f"waiting for {len(self._pending)} restarting evaluator actors "
                                 f"(cluster has {ray.available_resources()} free)")
             return None

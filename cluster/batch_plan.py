@@ -17,7 +17,7 @@ import numpy as np
 from prunesearch.cluster.report import objectives_of
 from prunesearch.search.base import mark_failed
 
-__all__ = ["BatchPlan", "plan_batch", "tell_batch"]
+__all__ = ["BatchPlan", "plan_batch", "set_objectives", "tell_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,14 @@ def tell_batch(algorithm: Any, pop: Any, ids: Sequence[int],
         records: journal records by candidate id (each id must be there).
         failed_F: the objectives told for a failed candidate.
     """
+    set_objectives(pop, ids, records, failed_F)
+    algorithm.tell(infills=pop)
+
+
+def set_objectives(pop: Any, ids: Sequence[int], records: Mapping[int, Mapping[str, Any]],
+                   failed_F: np.ndarray) -> Any:
+    """Write the journaled objectives into the asked individuals ``pop`` (one id each),
+    marking failed candidates (infeasible, never selected); returns ``pop``."""
     F = np.empty((len(ids), 3))
     failed = np.zeros(len(ids), dtype=bool)
     for row, cid in enumerate(ids):
@@ -100,4 +108,4 @@ def tell_batch(algorithm: Any, pop: Any, ids: Sequence[int],
     # The search layer's convention: failed candidates are infeasible, archived (never
     # proposed again) and never selected.
     mark_failed(pop, failed)
-    algorithm.tell(infills=pop)
+    return pop

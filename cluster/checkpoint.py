@@ -26,6 +26,7 @@ from prunesearch.methods.errors import RunStateError
 from prunesearch.methods.io import atomic_write_bytes
 
 __all__ = [
+    "AsyncState",
     "CHECKPOINT_PAUSE_ENV",
     "STATE_FILE",
     "STATE_VERSION",
@@ -55,6 +56,34 @@ class PendingBatch:
 
 
 @dataclasses.dataclass
+class AsyncState:
+    """The asynchronous loop's bookkeeping (``search.mode: async``), checkpointed with the
+    algorithm so that resume replays the journaled tells from exactly here.
+
+    Attributes:
+        steady: the :class:`~prunesearch.search.steady_state.SteadyState` around the algorithm.
+        slots: candidates kept in flight (the pool size at the start of the run; fixed for the
+            run so that a resume on another pool makes the same decisions).
+        outstanding: candidate id -> (genome, asked individual) of every candidate asked and
+            not yet told, in ask order.
+        seen: every genome asked so far (told or outstanding): nothing is asked twice.
+        told: candidates told so far.
+        tell_groups: groups told so far; the next group's journal lines carry ``tell`` = this.
+        empty_asks: asks in a row that proposed nothing new.
+        exhausted: the algorithm has nothing new to propose.
+    """
+
+    steady: Any
+    slots: int
+    outstanding: dict[int, tuple[tuple[int, ...], Any]] = dataclasses.field(default_factory=dict)
+    seen: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
+    told: int = 0
+    tell_groups: int = 0
+    empty_asks: int = 0
+    exhausted: bool = False
+
+
+@dataclasses.dataclass
 class DriverState:
     """Everything the driver needs to continue: the algorithm and its own bookkeeping."""
 
@@ -65,6 +94,8 @@ class DriverState:
     wall_s: float = 0.0
     idle_generations: int = 0
     finished: bool = False
+    #: The asynchronous loop's state (``search.mode: async``); None in generational runs.
+    async_state: AsyncState | None = None
 
 
 _PROBLEM_TOKEN = "prunesearch-problem"

@@ -166,6 +166,11 @@ class JobConfig:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"method: {self.method!r} is not allowed{hint}; choose one of: "
                               + ", ".join(METHODS))
+        if (self.search.mode == "async"
+                and METHODS[self.method].kind != "search"):
+            raise ConfigError(f"search.mode: 'async' is for the searches of the search driver "
+                              f"(hamp, nsga2, random and the ablations), not method "
+                              f"{self.method!r}; use search.mode: generational")
         names = image_dataset_names()
         if (METHODS[self.method].data_kind == "images" and self.data.factory is None
                 and self.data.name not in names):

@@ -211,15 +211,28 @@ class _Driver:
                     "the task was prepared); starting the search")
         else:
             self.state = load_state(point.state_blob, self.problem, source=str(self.state_path))
+            if (self.state.async_state is None) != (config.search.mode == "generational"):
+                raise RunStateError(f"{self.state_path} was written by a search in the other "
+                                    f"search.mode (config: {config.search.mode}): journal and "
+                                    "state do not match")
+            # Async checkpoints are periodic: candidates asked after the last one are asked
+            # again by its replay (which checks their genomes), so they are not strays.
             stray = [cid for cid in self.by_id if cid >= self.state.next_id]
-            if stray:
+            if stray and self.state.async_state is None:
                 raise RunStateError(f"journal holds candidates {stray[:5]} newer than the "
                                     f"checkpoint (next id {self.state.next_id}): journal and "
                                     "state do not match")
-            log(f"resuming {self.run_name}: {len(records)} journaled, generation "
-                f"{self.state.generation}, "
-                + (f"{len(self._unanswered())} candidates to (re-)submit"
-                   if self.state.pending else "search finished"))
+            if self.state.async_state is not None:
+                async_state = self.state.async_state
+                log(f"resuming {self.run_name} (async): {len(records)} journaled, "
+                    f"{len(records) - async_state.told} to replay in journaled order, "
+                    + ("search finished" if self.state.finished else
+                       f"{len(async_state.outstanding)} asked at the checkpoint"))
+            else:
+                log(f"resuming {self.run_name}: {len(records)} journaled, generation "
+                    f"{self.state.generation}, "
+                    + (f"{len(self._unanswered())} candidates to (re-)submit"
+                       if self.state.pending else "search finished"))
         self.pool: EvaluatorPool | None = None
         self.journal: Journal | None = None
         self.metrics = None
@@ -254,12 +267,10 @@ class _Driver:
         try:
             with sigterm_as_interrupt():
                 self._start_metrics()
-                if self.state.pending is None and not self.state.finished:
-                    self._ask()
-                if self.state.pending is not None or not self._measured_all():
-                    self._start_pool()
-                while self.state.pending is not None:
-                    self._run_generation()
+                if self.config.search.mode == "async":
+                    self._run_async()
+                else:
+                    self._run_generational()
                 self._measure_front()
                 status = "complete"
         except KeyboardInterrupt:
@@ -278,6 +289,24 @@ class _Driver:
         if error is not None:
             raise error
         return summary
+
+    def _run_generational(self) -> None:
+        if self.state.pending is None and not self.state.finished:
+            self._ask()
+        if self.state.pending is not None or not self._measured_all():
+            self._start_pool()
+        while self.state.pending is not None:
+            self._run_generation()
+
+    def _run_async(self) -> None:
+        """``search.mode: async`` (:mod:`~prunesearch.cluster.async_loop`)."""
+        from prunesearch.cluster.async_loop import AsyncLoop
+
+        loop = AsyncLoop(self)
+        loop.prepare()
+        if loop.active or not self._measured_all():
+            self._start_pool()
+        loop.run()
 
     def _finish(self, status: str) -> dict[str, Any]:
         wall_s = self._wall_s()
@@ -370,12 +399,15 @@ class _Driver:
         write_summary(self.run_dir, summary)
         self._mirror()
 
-    def _on_result(self, job: PoolJob, result: Mapping[str, Any], generation: int) -> None:
+    def _on_result(self, job: PoolJob, result: Mapping[str, Any], generation: int,
+                   extra: Mapping[str, Any] | None = None) -> None:
         record = journal_record(
             candidate_id=job.candidate_id, generation=generation, genome=job.genome,
             result=result, channels=self.task.channels(job.genome),
             cheap_metrics=self.task.cheap_metrics([int(g) for g in job.genome]),
             hardware=self.hardware, attempt=job.attempt)
+        if extra:  # async mode: the tell group (the journaled order resume replays)
+            record.update(extra)
         # Weights are written before the journal line: a journaled front member always has its
         # model, also after a crash (a model of a result that then never got journaled is
         # overwritten when the candidate is evaluated again).

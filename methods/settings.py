@@ -255,6 +255,10 @@ class EvaluatorSettings:
     synthetic_jitter: float = setting(
         0.0, min=0.0, max=1.0, help="synthetic evaluator only: relative seeded jitter of the sleep"
     )
+    synthetic_duration: str = setting(
+        "fixed", choices=("fixed", "macs"),
+        help="synthetic evaluator only: fixed: sleep synthetic_sleep_s (+- jitter); macs: sleep "
+             "synthetic_sleep_s x the candidate's MACs / the dense model's (+- jitter)")
 
     def __post_init__(self) -> None:
         if self.kind == "synthetic" and self.synthetic_sleep_s < 0:

@@ -2,7 +2,8 @@
 
 Used by driver tests (resume equals an uninterrupted run), the scaling benchmark (evaluations
 that sleep a seeded 1.0 s +- jitter) and anywhere a real network is not the point. Selected with
-``evaluator.kind: synthetic``.
+``evaluator.kind: synthetic``. With ``evaluator.synthetic_duration: macs`` the sleep is also
+proportional to the candidate's MACs (wide candidates take longer, as real fine-tuning does).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class SyntheticTask:
 
     def payload(self) -> dict[str, Any]:
         s = self._evaluator_settings
-        return {"kind": "synthetic", "sleep_s": s.synthetic_sleep_s, "jitter": s.synthetic_jitter}
+        return {"kind": "synthetic", "sleep_s": s.synthetic_sleep_s, "jitter": s.synthetic_jitter,
+                "duration": s.synthetic_duration}
 
     def measure(self, genome: Sequence[int], weights: Any = None) -> dict[str, float]:
         latency = float(self.evaluate_cheap(np.asarray([genome]))[0, 0])
@@ -69,6 +71,10 @@ class SyntheticEvaluator:
     def __init__(self, payload: dict[str, Any]) -> None:
         self.sleep_s = float(payload.get("sleep_s", 0.0))
         self.jitter = float(payload.get("jitter", 0.0))
+        self.duration = str(payload.get("duration", "fixed"))
+        if self.duration not in ("fixed", "macs"):
+            raise ValueError(f"payload: duration must be 'fixed' or 'macs', got {self.duration!r}")
+        self._dense_macs = float(np.sum(np.asarray(UPPER, dtype=float) ** 2))
         self.crash_ids = frozenset(int(i) for i in payload.get("crash_ids", ()))
         self.crash_once_ids = frozenset(int(i) for i in payload.get("crash_once_ids", ()))
         self.nan_ids = frozenset(int(i) for i in payload.get("nan_ids", ()))
@@ -91,7 +97,10 @@ class SyntheticEvaluator:
         self._maybe_crash(int(candidate_id))
         if self.sleep_s > 0:
             rng = np.random.default_rng([seed, candidate_id])
-            time.sleep(self.sleep_s * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
+            scale = 1.0
+            if self.duration == "macs":  # the task's analytic MACs: sum of squared granules
+                scale = float(np.sum(np.asarray(genome, dtype=float) ** 2)) / self._dense_macs
+            time.sleep(self.sleep_s * scale * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
         genome = [int(g) for g in genome]
         latency, memory = synthetic_cheap(np.asarray([genome]))[0]
         error = float("nan") if candidate_id in self.nan_ids else synthetic_error(genome)

@@ -269,3 +269,15 @@ class SearchSettings:
     credit_window: int = setting(5, min=1, help="portfolio credit sliding window (generations)")
     min_probability: float = setting(0.05, min=0.0, max=0.25,
                                      help="probability floor of each portfolio operator")
+    mode: str = setting(
+        "generational", choices=("generational", "async"),
+        help="generational: ask a batch, wait for all of it, tell it; async: every free "
+             "evaluator gets the next candidate at once, results are told as they arrive")
+    async_ask_size: int | None = setting(
+        None, min=1,
+        help="async mode: offspring per ask (refills of the candidate queue); "
+             "null: max(2, ceil(evaluators / 4))")
+    async_checkpoint_s: float = setting(
+        10.0, min=0.0,
+        help="async mode: seconds between checkpoints (resume replays the journaled tells "
+             "since the last one); 0: after every tell")

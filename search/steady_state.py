@@ -1,0 +1,175 @@
+"""Asynchronous (steady-state) ask/tell over any search of the registry.
+
+The generational loop asks one batch, waits for all of it and tells it back. An asynchronous
+driver instead keeps a queue of asked candidates, hands each free evaluator the next one and
+tells results back as they arrive, singly or in small groups. :class:`SteadyState` adapts the
+registry's pymoo algorithms (HAMP, its ablations, NSGA-II, random search) to that protocol
+without changing what they do between an ask and a tell:
+
+* **Initial population.** The first ask is the algorithm's own initial population (HAMP's seeded
+  keep ratios plus random genomes, NSGA-II's random sampling). Until that many results have
+  come back, further asks are random unknown genomes (as in asynchronous steady-state EMO:
+  there is nothing to breed from yet), and the results are held and told together as the
+  initial population, so ``_initialize_advance`` sees a full population. Every later result is
+  told as it arrives.
+* **Later asks** are the algorithm's normal ``ask()`` with fewer offspring: ``ask_size``
+  offspring of variation per ask (HAMP: plus its surrogate-ranked local-search moves, their cap
+  scaled by ``ask_size / pop_size`` so that moves keep their generational share; its surrogate
+  is refit at every ask from everything told so far).
+* **Tells** merge the told candidates into the population and cut it back to ``pop_size`` with
+  the algorithm's environmental selection (HAMP: the operator its portfolio draws, credited with
+  the hypervolume change that the told group brought): a (mu + k) steady-state scheme, with k
+  the size of the told group.
+* **Duplicates.** Everything asked counts as known at once (:class:`~.base.ArchivedSearch`), so
+  no genome is asked twice; :meth:`SteadyState.ask` also drops genomes the caller names as
+  known or in flight.
+
+Everything here is a deterministic function of the seed, the objective values and the order
+(and grouping) in which results are told: a caller that journals that order can replay it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+from pymoo.core.population import Population
+
+__all__ = ["SteadyState", "default_ask_size"]
+
+
+def default_ask_size(slots: int) -> int:
+    """Offspring per ask when ``search.async_ask_size`` is not set: ``max(2, ceil(slots / 4))``.
+
+    An ask costs HAMP about 0.1-0.15 s (surrogate fit, pre-screening, local-search ranking)
+    whatever its size, so asks are amortised over a quarter of the pool.
+    """
+    return max(2, -(-int(slots) // 4))
+
+
+class SteadyState:
+    """Steady-state ask/tell over an algorithm that was ``setup()`` already.
+
+    Args:
+        algorithm: a registry algorithm (an :class:`~.base.ArchivedSearch` pymoo algorithm)
+            after ``setup(problem, termination=..., seed=...)``, before its first ask.
+        ask_size: offspring of variation per ask once the initial population is told.
+
+    Attributes:
+        initial_size: size of the initial population (known after the first ask).
+        tells: groups told to the algorithm so far (the held initial results count once).
+    """
+
+    def __init__(self, algorithm: Any, *, ask_size: int) -> None:
+        if ask_size < 1:
+            raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
+        self.algorithm = algorithm
+        self.ask_size = int(ask_size)
+        self.initial_size: int | None = None
+        self.tells = 0
+        self._held = Population.empty()
+        self._steady = False
+
+    @property
+    def initialized(self) -> bool:
+        """True once the initial population has been told."""
+        return bool(self.algorithm.is_initialized)
+
+    def ask(self, limit: int, *, exclude: Collection[tuple[int, ...]] = ()) -> Population:
+        """Up to ``limit`` new candidates, none archived, asked before or in ``exclude``.
+
+        Args:
+            limit: the most candidates wanted (e.g. the budget left after everything in flight).
+            exclude: integer genomes the caller already holds (journal, in flight).
+
+        Returns:
+            The candidates (integer problems: integer ``X``); empty when the algorithm has
+            nothing new to propose (its space is exhausted) or ``limit`` is 0.
+        """
+        algorithm = self.algorithm
+        if limit <= 0:
+            return Population.empty()
+        if self.initial_size is None:
+            pop = algorithm.ask()
+        elif not algorithm.is_initialized:
+            pop = self._random(min(self.ask_size, limit))
+        else:
+            self._configure()
+            pop = algorithm.ask()
+        if pop is None or len(pop) == 0:
+            pop = Population.empty()
+        pop = self._drop(pop, exclude)[:limit]
+        if self.initial_size is None:
+            self.initial_size = len(pop)
+        return pop
+
+    def tell(self, pop: Population) -> bool:
+        """Tell evaluated candidates (objectives set; failed ones marked with ``mark_failed``).
+
+        Returns:
+            True when the algorithm was told now; False while initial results are held until
+            the initial population is complete.
+        """
+        algorithm = self.algorithm
+        if not algorithm.is_initialized:
+            self._held = Population.merge(self._held, pop)
+            if len(self._held) < max(1, self.initial_size or 0):
+                return False
+            pop, self._held = self._held, Population.empty()
+        algorithm.tell(infills=pop)
+        self.tells += 1
+        return True
+
+    def flush(self) -> None:
+        """Tell any held initial results (a search whose budget ended before its initial
+        population was complete)."""
+        if len(self._held):
+            pop, self._held = self._held, Population.empty()
+            self.algorithm.tell(infills=pop)
+            self.tells += 1
+
+    @property
+    def held(self) -> int:
+        """Initial results held until the initial population is complete."""
+        return len(self._held)
+
+    # ------------------------------------------------------------------ internals
+    def _configure(self) -> None:
+        """Switch the algorithm to ``ask_size`` offspring per ask (once, after initialisation)."""
+        if self._steady:
+            return
+        self._steady = True
+        algorithm = self.algorithm
+        pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
+        if hasattr(algorithm, "n_offsprings"):
+            algorithm.n_offsprings = self.ask_size
+            local = getattr(algorithm, "local_search", None)
+            if local is not None and dataclasses.is_dataclass(local) and local.max_moves > 0:
+                moves = max(1, round(local.max_moves * self.ask_size / max(1, pop_size)))
+                algorithm.local_search = dataclasses.replace(
+                    local, max_moves=min(local.max_moves, moves))
+        else:  # random search: pop_size is only its batch size
+            algorithm.pop_size = self.ask_size
+
+    def _random(self, n: int) -> Population:
+        algorithm = self.algorithm
+        pop = algorithm._random_unknown(n)
+        if len(pop) == 0:
+            return pop
+        if algorithm.integer:
+            pop.set("X", np.rint(np.asarray(pop.get("X"), dtype=float)).astype(int))
+        for x in pop.get("X"):
+            algorithm.known_genomes.known.add(algorithm.known_genomes.key(x))
+        pop.set("origin", "initial")
+        return pop
+
+    @staticmethod
+    def _drop(pop: Population, exclude: Collection[tuple[int, ...]]) -> Population:
+        if not len(pop) or not exclude:
+            return pop
+        X = np.asarray(pop.get("X"))
+        keep = [i for i, x in enumerate(X)
+                if tuple(int(v) for v in np.rint(np.asarray(x, dtype=float))) not in exclude]
+        return pop[keep] if len(keep) < len(pop) else pop
