@@ -223,6 +223,8 @@ class EvaluatorPool:
             self.shutdown()
             raise PoolError(f"evaluator actors could not start: {_reason(exc)}") from exc
         self.deaths = 0
+        #: Most calls in flight at once in :meth:`serve` (never more than the live actors).
+        self.max_in_flight = 0
         self._health = _Liveness(self)
 
     @property
@@ -335,6 +337,7 @@ class EvaluatorPool:
                 job.tried_on.add(slot.index)
                 ref = slot.handle.evaluate.remote(job.genome, job.candidate_id, job.seed)
                 running[ref] = (slot, job)
+                self.max_in_flight = max(self.max_in_flight, len(running))
 
         while not stop.is_set():
             dispatch()

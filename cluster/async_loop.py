@@ -264,6 +264,9 @@ class AsyncLoop:
         finally:
             self.stop.set()
             thread.join(timeout=10)
+            if d.pool is not None:
+                d.log(f"dispatch: at most {d.pool.max_in_flight} in flight on {d.pool.size} "
+                      f"evaluators ({d.pool.deaths} actor deaths)")
         self._finish()
         d._save_state()
         d.models.prune(d.front)
