@@ -35,7 +35,7 @@ RAW = {
     "evaluator": {"kind": "synthetic", "synthetic_sleep_s": 0.12, "synthetic_jitter": 0.5,
                   "synthetic_duration": "macs"},
     "search": {"budget": BUDGET, "pop_size": 6, "mode": "async", "async_ask_size": 2,
-               "async_checkpoint_s": 0.3,
+               "async_checkpoint_s": 0.6,
                "local_search": {"parents": 2, "samples_per_parent": 20, "max_moves": 2}},
     "cluster": {"num_evaluators": 5},
 }
@@ -123,11 +123,21 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_or
         [sys.executable, "-m", "prunesearch", "run", str(job), "--output", str(run_dir),
          "--address", ray_address], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    journal = run_dir / "journal.jsonl"
-    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 17):
+    journal, state = run_dir / "journal.jsonl", run_dir / STATE_FILE
+    # Kill once a periodic checkpoint (not only the first) was written and 3 more results were
+    # journaled after it (the next checkpoint is 0.6 s away): resume must replay those tells.
+    stamps: list[int] = []  # checkpoint mtimes seen
+    lines_at_checkpoint = 0
+    while True:
         assert proc.poll() is None, (tmp_path / "driver.out").read_text()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+        assert time.monotonic() < deadline, "kill point not reached"
+        lines = journal.read_bytes().count(b"\n") if journal.exists() else 0
+        if state.exists() and (not stamps or state.stat().st_mtime_ns != stamps[-1]):
+            stamps.append(state.stat().st_mtime_ns)
+            lines_at_checkpoint = lines
+        if len(stamps) >= 2 and lines >= lines_at_checkpoint + 3:
+            break
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     killed_at = len(read_journal(journal))
@@ -138,6 +148,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_or
     summary = run_search(config, run_dir, resume=True, log=lines.append)
     assert summary["status"] == "complete" and summary["evaluations"] == BUDGET
     assert any(line.startswith("resuming") and "(async)" in line for line in lines), lines[:5]
+    assert any(line.startswith("replayed") for line in lines), lines[:5]
     resumed = _outcome(run_dir)
     assert sorted(resumed["genomes"]) == list(range(BUDGET))
     assert len(set(resumed["genomes"].values())) == BUDGET

@@ -140,3 +140,58 @@ def test_losing_a_node_mid_search_accounts_for_every_candidate(cluster, tmp_path
     hit = [e for e in journal if e["attempt"] > 1 or e["status"] == "failed"]
     assert hit, "no candidate was in flight on the removed node"
     assert any("died" in line or "lost" in line.lower() for line in lines), lines[-10:]
+
+
+def test_losing_a_node_mid_async_search_accounts_for_every_candidate(cluster, tmp_path):
+    """search.mode: async: the lost node's candidates go back first in line; every id is
+    journaled once, and the tell order covers every candidate exactly once."""
+    cluster, _ = cluster
+    from prunesearch.cluster import driver
+    # A node of its own to lose (an earlier test may have removed one of the fixture's).
+    victim = cluster.add_node(num_cpus=1, resources={"evaluator": UNITS_PER_NODE},
+                              object_store_memory=80 * 2**20)
+    cluster.wait_for_nodes()
+    budget = 24
+    config = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "synthetic-small.yaml",
+        {
+            "method": "hamp",
+            "evaluator": {"synthetic_sleep_s": 0.5, "synthetic_jitter": 0.5},
+            "search": {"pop_size": 6, "budget": budget, "mode": "async",
+                       "local_search": {"parents": 2, "samples_per_parent": 20}},
+            # Every unit of every worker node holds an evaluator, so the victim runs some.
+            "cluster": {"num_evaluators": UNITS_PER_NODE * len(cluster.worker_nodes),
+                        "max_retries": 2, "max_restarts": 1},
+        },
+    )
+    run_dir = tmp_path / "lose-node-async"
+    done, removed = threading.Event(), []
+    remover = threading.Thread(
+        target=_remove_when_running,
+        args=(cluster, victim, run_dir / "journal.jsonl", done, removed), daemon=True,
+    )
+    remover.start()
+    watchdog = threading.Timer(90.0, os.kill, args=(os.getpid(), signal.SIGTERM))
+    watchdog.daemon = True
+    lines: list[str] = []
+    watchdog.start()
+    try:
+        summary = driver.run_search(config, run_dir, address=cluster.address, log=lines.append)
+    finally:
+        watchdog.cancel()
+        done.set()
+        remover.join(timeout=30)
+        if ray.is_initialized():
+            ray.shutdown()
+    assert removed, "the node was not removed during the search"
+    assert summary["status"] == "complete", "\n".join(lines[-15:])
+    journal = [json.loads(x) for x in (run_dir / "journal.jsonl").read_text().splitlines()]
+    ids = [entry["id"] for entry in journal]
+    assert sorted(ids) == list(range(budget)) and summary["evaluations"] == budget
+    tells = [entry["tell"] for entry in journal]
+    assert tells == sorted(tells)
+    for entry in journal:
+        assert entry["status"] == "ok" or entry["reason"], entry
+    hit = [e for e in journal if e["attempt"] > 1 or e["status"] == "failed"]
+    assert hit, "no candidate was in flight on the removed node"
+    assert any("died" in line for line in lines), lines[-10:]
