@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunesearch.methods.cost.latency import measure_latency
+from prunesearch.methods.cost.latency import measure_latency, statistic
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.runtimes import runtime_entry
 from prunesearch.methods.cost.table import LatencyTable, TableKey
@@ -82,10 +82,11 @@ def table_key(hardware: Any) -> TableKey:
 def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[int]],
                  hardware: Any, *, rounds: int = 3,
                  between: Callable[[int], None] | None = None) -> list[float]:
-    """End-to-end median latency (ms) of each genome's pruned network, in interleaved rounds.
+    """End-to-end latency (ms) of each genome's pruned network, in interleaved rounds.
 
-    Every round times every network with ``hardware.repeats // rounds`` runs; the result is the
-    median of a network's round medians, so a burst of background load spoils one round of
+    Every round times every network with ``hardware.repeats // rounds`` runs and takes their
+    ``hardware.latency_statistic`` (median for sections without one); the result is the
+    median of a network's round figures, so a burst of background load spoils one round of
     every network rather than every round of one. ``between(r)`` runs after round ``r`` (the
     table build times a share of its entries there, so that entries and calibration networks
     are timed under the same conditions).
@@ -97,17 +98,18 @@ def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[i
     modules = [apply_genome(base_model, space, space.validate(g), importance="l1").module.eval()
                for g in genomes]
     per_round = max(3, hardware.repeats // rounds)
+    stat = _hw(hardware, "latency_statistic", "median")
     results: list[list[float]] = [[] for _ in modules]
     for r in range(rounds):
         # Alternate the order: a slow drift (load arriving, a CPU clocking down) does not
         # always fall on the same networks.
         order = range(len(modules)) if r % 2 == 0 else reversed(range(len(modules)))
         for i in order:
-            results[i].append(measure_latency(
+            results[i].append(statistic(measure_latency(
                 modules[i], space.input_shape, device=hardware.device,
                 runtime=hardware.runtime, dtype=hardware.dtype,
                 batch_size=hardware.batch_size, threads=hardware.threads,
-                warmup=hardware.warmup, repeats=per_round).median_ms)
+                warmup=hardware.warmup, repeats=per_round), stat))
         if between is not None:
             between(r)
     return [float(np.median(r)) for r in results]
@@ -247,13 +249,18 @@ def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenome
 
 
 def end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[str, float]:
-    """Time ``module`` end to end under ``hw`` (a ``hardware`` section): median and p90
-    latency, and peak memory where the device reports it (CUDA)."""
+    """Time ``module`` end to end under ``hw`` (a ``hardware`` section).
+
+    ``latency_ms_measured`` is ``hw.latency_statistic`` of the timed runs (the statistic the
+    latency table predicts; docs/METHODS.md), ``latency_ms_median`` and ``latency_ms_p90``
+    their median and 90th percentile, and ``peak_memory_mb`` the peak memory where the device
+    reports it (CUDA)."""
     result = measure_latency(module, input_shape, device=hw.device, runtime=hw.runtime,
                              dtype=hw.dtype, batch_size=hw.batch_size, threads=hw.threads,
                              warmup=hw.warmup, repeats=hw.repeats,
                              measure_memory=torch.device(hw.device).type == "cuda")
-    out = {"latency_ms_measured": result.median_ms, "latency_ms_p90": result.p90_ms}
+    out = {"latency_ms_measured": statistic(result, _hw(hw, "latency_statistic", "median")),
+           "latency_ms_median": result.median_ms, "latency_ms_p90": result.p90_ms}
     if result.peak_memory_mb is not None:
         out["peak_memory_mb"] = result.peak_memory_mb
     return out
