@@ -157,6 +157,7 @@ def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
         # starts: bad input fails in seconds with nothing started, and the table is timed while
         # no evaluator runs on this device.
         driver = _Driver(config, run_dir, resume=resume, retime_table=retime_table, log=run_log)
+        driver.local_ray = not (was_connected or cluster_address(address))
         connect_ray(address, config)
         return driver.run()
     finally:
@@ -171,6 +172,7 @@ class _Driver:
         self.config = config
         self.run_dir = run_dir
         self.log = log
+        self.local_ray = False  # set by run_search: this run started its own Ray instance
         self.session_start = time.perf_counter()
         self.state_path = run_dir / STATE_FILE
         self.journal_path = run_dir / "journal.jsonl"
@@ -424,8 +426,15 @@ class _Driver:
         return set(self.front) <= set(read_measured(self.run_dir))
 
     def _measure_front(self) -> None:
-        """Re-time every front member end to end while no evaluation runs (the pool is idle)."""
-        on_actor = self.pool is not None and self.pool.can_measure()
+        """Re-time every front member end to end while no evaluation runs (the pool is idle).
+
+        On a private local Ray instance with a CPU device the driver re-times, as it built the
+        table: Ray runs its workers at niceness 15, so on a machine where anything else runs at
+        niceness 0 an actor's timings are slowed (we measured up to 1.9x) where the driver's
+        table and calibration were not (docs/METHODS.md, latency under load).
+        """
+        local_cpu = (self.local_ray and str(self.config.hardware.device).startswith("cpu"))
+        on_actor = self.pool is not None and not local_cpu and self.pool.can_measure()
         measured = retime_front(
             self.run_dir, list(self.front), self.by_id, models=self.models,
             measure=self.pool.measure if on_actor else self.task.measure,
@@ -435,7 +444,9 @@ class _Driver:
 
     def _check_table(self, measured: Mapping[str, Mapping[str, float]]) -> None:
         """Warn when the search-time latency objective disagrees with end-to-end timing."""
-        warning = table_warning(self.by_id, measured)
+        table = getattr(self.task, "table", None)
+        warning = table_warning(self.by_id, measured,
+                                table.to_dict() if table is not None else None)
         if warning is not None:
             self.log(warning)
 

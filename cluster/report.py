@@ -39,7 +39,7 @@ __all__ = [
 
 #: Columns of ``pareto.csv`` (the run-directory contract).
 PARETO_COLUMNS = ("id", "genome", "error", "latency_ms", "latency_ms_measured", "memory_mb",
-                  "macs", "params")
+                  "macs", "params", "latency_ms_recalibrated")
 SUMMARY_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
@@ -80,11 +80,15 @@ def _number(value: Any) -> Any:
 
 
 def write_pareto_csv(path: Path, front: Sequence[Mapping[str, Any]],
-                     measured: Mapping[int, Mapping[str, float]]) -> None:
+                     measured: Mapping[int, Mapping[str, float]],
+                     recalibrated: Mapping[int, float] | None = None) -> None:
     """Write ``pareto.csv``: one row per front member, fastest first.
 
-    The genome is written as its granule counts separated by spaces.
+    The genome is written as its granule counts separated by spaces; the last column,
+    ``latency_ms_recalibrated``, is the end-of-run re-calibration of the table
+    (:func:`~prunesearch.cluster.retime.latency_check`), empty where there is none.
     """
+    recalibrated = recalibrated or {}
     rows = sorted(front, key=lambda r: (r["objectives"]["latency_ms"], int(r["id"])))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -103,8 +107,21 @@ def write_pareto_csv(path: Path, front: Sequence[Mapping[str, Any]],
             # Journals written before the rename call MACs "flops".
             _number(metrics.get("macs", metrics.get("flops"))),
             _number(metrics.get("params")),
+            _number(recalibrated.get(int(record["id"]))),
         ])
     atomic_write_text(Path(path), buffer.getvalue())
+
+
+def _read_table(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``latency_table.json`` without its entries (``None``: none or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / "latency_table.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data.pop("entries", None)
+    return data
 
 
 def write_pareto_png(path: Path, records: Sequence[Mapping[str, Any]],
@@ -199,8 +216,18 @@ def write_report(run_dir: Path, *, status: str | None = None, wall_s: float | No
         front_size=len(front), previous=previous)
     if extra:
         summary.update(extra)
+    measured = read_measured(run_dir)
+    table = _read_table(run_dir)
+    recalibrated: dict[int, float] = {}
+    if table is not None:
+        summary.setdefault("latency_table", {})["timing"] = table.get("timing") or {}
+        if measured:
+            from prunesearch.cluster.retime import latency_check
+
+            recalibrated, check = latency_check(front, measured, table)
+            summary["latency_table"]["check"] = check
     if plots:
-        write_pareto_csv(run_dir / "pareto.csv", front, read_measured(run_dir))
+        write_pareto_csv(run_dir / "pareto.csv", front, measured, recalibrated)
         hv_text = f", HV {hv:.4f}" if hv is not None else ""
         write_pareto_png(run_dir / "pareto.png", records, front,
                          title=f"{summary['method']}: {len(records)} evaluated{hv_text}")

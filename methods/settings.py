@@ -40,6 +40,12 @@ def _dtype_names() -> tuple[str, ...]:
     return tuple(DTYPES)
 
 
+def _statistic_names() -> tuple[str, ...]:
+    from prunesearch.methods.cost.latency import STATISTICS
+
+    return tuple(STATISTICS)
+
+
 def _calibration_names() -> tuple[str, ...]:
     from prunesearch.methods.cost.table import CALIBRATIONS
 
@@ -214,7 +220,21 @@ class HardwareSettings:
     )
     table_warmup: int = setting(3, min=0, help="untimed runs per latency-table layer entry")
     table_repeats: int = setting(
-        20, min=3, help="timed runs per latency-table layer entry (median is the entry)"
+        20, min=3, help="timed runs per latency-table layer entry (see latency_statistic)"
+    )
+    latency_statistic: str = setting(
+        "p25", choices=_statistic_names,
+        help="statistic of a table entry's timed runs that is the entry: a low percentile "
+             "ignores runs slowed by other work on the machine (docs/METHODS.md)"
+    )
+    calibration_rounds: int = setting(
+        3, min=1, help="rounds the calibration networks are timed in, interleaved with the "
+                       "table entries (each network's figure is the median of its rounds)"
+    )
+    cache_tolerance: float = setting(
+        0.10, min=0.0,
+        help="a cached latency table whose calibration predicts the fresh calibration "
+             "networks off by more than this (median relative) is timed again"
     )
 
 

@@ -11,6 +11,9 @@ else runs there.
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunesearch.methods.cost.latency import measure_latency
+from prunesearch.methods.cost.latency import measure_latency, statistic
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
+from prunesearch.methods.cost.runtimes import runtime_entry
 from prunesearch.methods.cost.table import LatencyTable, TableKey
 from prunesearch.methods.errors import RunStateError
 
@@ -76,27 +80,62 @@ def table_key(hardware: Any) -> TableKey:
 
 
 def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[int]],
-                 hardware: Any, *, rounds: int = 3) -> list[float]:
-    """End-to-end median latency (ms) of each genome's pruned network, in interleaved rounds.
+                 hardware: Any, *, rounds: int = 3,
+                 between: Callable[[int], None] | None = None) -> list[float]:
+    """End-to-end latency (ms) of each genome's pruned network, in interleaved rounds.
 
-    Every round times every network with ``hardware.repeats // rounds`` runs; the result is the
-    median of a network's round medians, so a burst of background load spoils one round of
-    every network rather than every round of one.
+    Every round times every network with ``hardware.repeats // rounds`` runs and takes their
+    ``hardware.latency_statistic`` (median for sections without one); the result is the
+    median of a network's round figures, so a burst of background load spoils one round of
+    every network rather than every round of one. ``between(r)`` runs after round ``r`` (the
+    table build times a share of its entries there, so that entries and calibration networks
+    are timed under the same conditions).
     """
     from prunesearch.methods.pruning import apply_genome
 
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
-    modules = [apply_genome(base_model, space, space.validate(g), importance="l1").module.eval() for g in genomes]
+    modules = [apply_genome(base_model, space, space.validate(g), importance="l1").module.eval()
+               for g in genomes]
     per_round = max(3, hardware.repeats // rounds)
+    stat = _hw(hardware, "latency_statistic", "median")
     results: list[list[float]] = [[] for _ in modules]
-    for _ in range(rounds):
-        for i, module in enumerate(modules):
-            results[i].append(measure_latency(
-                module, space.input_shape, device=hardware.device, runtime=hardware.runtime,
-                dtype=hardware.dtype, batch_size=hardware.batch_size, threads=hardware.threads,
-                warmup=hardware.warmup, repeats=per_round).median_ms)
+    for r in range(rounds):
+        # Alternate the order: a slow drift (load arriving, a CPU clocking down) does not
+        # always fall on the same networks.
+        order = range(len(modules)) if r % 2 == 0 else reversed(range(len(modules)))
+        for i in order:
+            results[i].append(statistic(measure_latency(
+                modules[i], space.input_shape, device=hardware.device,
+                runtime=hardware.runtime, dtype=hardware.dtype,
+                batch_size=hardware.batch_size, threads=hardware.threads,
+                warmup=hardware.warmup, repeats=per_round), stat))
+        if between is not None:
+            between(r)
     return [float(np.median(r)) for r in results]
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _disagreement(cached: dict[str, Any] | None, table: LatencyTable) -> float | None:
+    """Median relative difference between the cached calibration's and the fresh calibration's
+    predictions at the fresh calibration networks (``None``: nothing to compare)."""
+    calibration = (cached or {}).get("calibration")
+    if not calibration or not table.calibration_points:
+        return None
+    scale, offset = float(calibration["scale"]), float(calibration["offset_ms"])
+    diffs = [abs(scale * r + offset - m) / m for r, m in table.calibration_points if m > 0]
+    return float(np.median(diffs)) if diffs else None
+
+
+def _hw(hardware: Any, name: str, default: Any) -> Any:
+    # Sections built before a setting existed (old pickles, duck-typed test stand-ins).
+    return getattr(hardware, name, default)
 
 
 def build_latency_table(*, base_model: nn.Module, space: Any,
@@ -106,27 +145,88 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
     """Build, time and calibrate the latency table on this machine's ``hardware.device``.
 
     Call it only while nothing else runs on the device. Raw entries are merged from the disk
-    cache, every reachable layer shape that is missing (``cost.specs``) is timed in isolation,
-    then the dense network and ``hardware.calibration_genomes`` random pruned networks
-    (:func:`calibration_genomes`) are timed end to end (:func:`time_genomes`) and the
-    calibration (``hardware.calibration``) fitted. ``cost`` is bound to the finished table.
+    cache; every reachable layer shape that is missing (``cost.specs``) is timed in isolation
+    (each entry is ``hardware.latency_statistic`` of its runs), in
+    ``hardware.calibration_rounds`` shares, each after one round of end-to-end timings of the
+    dense network and ``hardware.calibration_genomes`` random pruned networks
+    (:func:`calibration_genomes`, :func:`time_genomes`): entries and calibration see the same
+    conditions. Then the calibration (``hardware.calibration``) is fitted. A cached table whose
+    recorded calibration predicts these fresh timings off by more than
+    ``hardware.cache_tolerance`` (median relative) was timed under other conditions: it is
+    dropped and the whole table timed again (recorded in ``table.timing["cache"]``).
+    ``cost`` is bound to the finished table.
     """
+    started = time.time()
+    load_start = _load_average()
+    statistic = _hw(hardware, "latency_statistic", "median")
+    rounds = int(_hw(hardware, "calibration_rounds", 3))
+    tolerance = float(_hw(hardware, "cache_tolerance", 0.10))
     table = LatencyTable(key=table_key(hardware), calibration=hardware.calibration,
                          device=hardware.device if allow_timing else None,
-                         warmup=hardware.table_warmup, repeats=hardware.table_repeats)
-    table.merge_cache(cache_dir)
-    if table.measure_missing(cost.specs):
+                         warmup=hardware.table_warmup, repeats=hardware.table_repeats,
+                         statistic=statistic)
+    cached = table.read_cache(cache_dir)
+    reused = table.merge_cache(cache_dir)
+    calibrate = hardware.calibration != "none" and allow_timing
+    genomes = (calibration_genomes(space.lower(), space.upper(), hardware.calibration_genomes,
+                                   seed) if calibrate else [])
+    cache_note = "none" if not reused else "reused"
+    timed = 0
+    for attempt in range(2):
+        todo = table.missing(cost.specs)
+        # Networks, a share of the entries, networks, ...: the last round of networks follows
+        # the last share, so entries and calibration span the same stretch of time.
+        count = max(rounds - 1, 1)
+        shares = [todo[i::count] for i in range(count)]
+
+        def time_share(r: int) -> None:
+            nonlocal timed
+            if r < len(shares):
+                timed += table.measure_missing(shares[r])
+
+        if genomes:
+            # Raw sums need the entries: the networks are timed first, their raw sums after.
+            measured = time_genomes(base_model, space, genomes, hardware, rounds=rounds,
+                                    between=time_share)
+        else:
+            for r in range(len(shares)):
+                time_share(r)
+        cost.bind(table)
+        if genomes:
+            raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
+            table.calibrate(raw, measured)
+            table.calibration_genomes = [tuple(g) for g in genomes]
+            cost.bind(table)
+        off = _disagreement(cached, table) if reused and attempt == 0 else None
+        if off is None or off <= tolerance:
+            if off is not None:
+                cache_note = f"reused (its calibration is {off:.1%} off the fresh one)"
+            break
+        # The cached entries were timed under other conditions: time everything again.
+        cache_note = (f"rejected (its calibration was {off:.1%} off the fresh one, over "
+                      f"cache_tolerance {tolerance:.0%}); re-timed")
+        table.entries.clear()
+        reused = 0
+    table.timing = {
+        "statistic": statistic,
+        "calibration_rounds": rounds,
+        "interleaved": bool(genomes) and timed > 0,
+        "entries_timed": timed,
+        "entries_from_cache": len(table) - timed,
+        "cache": cache_note,
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
+        "cpu_count": os.cpu_count(),
+        "started_at": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started, 2),
+        "runtime_settings": runtime_entry(hardware.runtime).settings(hardware.device,
+                                                                     hardware.threads),
+    }
+    if timed or cache_note.startswith("rejected"):
         try:
-            table.write_cache(cache_dir)
+            table.write_cache(cache_dir, replace=cache_note.startswith("rejected"))
         except OSError:
             pass  # a read-only home is no reason to fail a run
-    cost.bind(table)
-    if hardware.calibration != "none" and allow_timing:
-        genomes = calibration_genomes(space.lower(), space.upper(),
-                                      hardware.calibration_genomes, seed)
-        raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
-        table.calibrate(raw, time_genomes(base_model, space, genomes, hardware))
-        cost.bind(table)
     return table
 
 
@@ -149,13 +249,18 @@ def cost_model(space: Any, batch_size: int, dtype: str) -> CostModel | PerGenome
 
 
 def end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[str, float]:
-    """Time ``module`` end to end under ``hw`` (a ``hardware`` section): median and p90
-    latency, and peak memory where the device reports it (CUDA)."""
+    """Time ``module`` end to end under ``hw`` (a ``hardware`` section).
+
+    ``latency_ms_measured`` is ``hw.latency_statistic`` of the timed runs (the statistic the
+    latency table predicts; docs/METHODS.md), ``latency_ms_median`` and ``latency_ms_p90``
+    their median and 90th percentile, and ``peak_memory_mb`` the peak memory where the device
+    reports it (CUDA)."""
     result = measure_latency(module, input_shape, device=hw.device, runtime=hw.runtime,
                              dtype=hw.dtype, batch_size=hw.batch_size, threads=hw.threads,
                              warmup=hw.warmup, repeats=hw.repeats,
                              measure_memory=torch.device(hw.device).type == "cuda")
-    out = {"latency_ms_measured": result.median_ms, "latency_ms_p90": result.p90_ms}
+    out = {"latency_ms_measured": statistic(result, _hw(hw, "latency_statistic", "median")),
+           "latency_ms_median": result.median_ms, "latency_ms_p90": result.p90_ms}
     if result.peak_memory_mb is not None:
         out["peak_memory_mb"] = result.peak_memory_mb
     return out

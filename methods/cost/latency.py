@@ -33,12 +33,14 @@ __all__ = [
     "DTYPES",
     "GRAPH_COPIES",
     "RUNTIMES",
+    "STATISTICS",
     "LatencyResult",
     "device_name",
     "measure_callable",
     "measure_latency",
     "measure_spec",
     "spec_module",
+    "statistic",
     "torch_dtype",
 ]
 
@@ -102,6 +104,8 @@ class LatencyResult:
         threads: torch intra-op threads during timing.
         torch_version: ``torch.__version__``.
         peak_memory_mb: CUDA memory allocated at peak by the timed module (None elsewhere).
+        p25_ms: 25th percentile of the timed runs.
+        p10_ms: 10th percentile of the timed runs.
     """
 
     median_ms: float
@@ -116,10 +120,24 @@ class LatencyResult:
     threads: int
     torch_version: str
     peak_memory_mb: float | None = None
+    p25_ms: float = float("nan")
+    p10_ms: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+#: Statistics of a timing's runs a latency table may be built from (``hardware.latency_statistic``).
+STATISTICS = ("median", "p25", "p10", "min")
+
+
+def statistic(result: LatencyResult, name: str) -> float:
+    """The ``name`` statistic (one of :data:`STATISTICS`) of a timing, in milliseconds."""
+    fields = {"median": "median_ms", "p25": "p25_ms", "p10": "p10_ms", "min": "min_ms"}
+    if name not in fields:
+        raise ValueError(f"latency statistic {name!r} is not one of: {', '.join(STATISTICS)}")
+    return float(getattr(result, fields[name]))
 
 
 @contextlib.contextmanager
@@ -179,15 +197,17 @@ def measure_callable(
     """
     device = torch.device(device)
     _validate(runtime, device, warmup, repeats, threads, batch_size)
-    cuda = device.type == "cuda"
+    entry = runtime_entry(runtime)
+    on_cuda = device.type == "cuda"
+    cuda = on_cuda and not entry.host_timed  # CUDA events; else the host clock
     times: list[float] = []
     peak_mb: float | None = None
     with _threads(threads), torch.inference_mode():
-        if cuda:
+        if on_cuda:
             torch.backends.cudnn.benchmark = True
             if device.index is not None:
                 torch.cuda.set_device(device)
-        step, warm = runtime_entry(runtime).prepare_step(fn, device=device, warmup=warmup)
+        step, warm = entry.prepare_step(fn, device=device, warmup=warmup)
         warm_start = time.perf_counter()
         for i in range(warm):
             step()
@@ -232,6 +252,8 @@ def measure_callable(
         threads=threads,
         torch_version=torch.__version__,
         peak_memory_mb=peak_mb,
+        p25_ms=float(_percentile(times, 0.25)),
+        p10_ms=float(_percentile(times, 0.1)),
     )
 
 
@@ -281,9 +303,9 @@ def measure_latency(
     module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
     x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
     x = x.to(device=device, dtype=torch_dtype(dtype))
-    forward = runtime_entry(runtime).prepare_module(module)
+    call = runtime_entry(runtime).prepare_call(module, [x], device=device, threads=threads)
     return measure_callable(
-        lambda: forward(x), device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
+        call, device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
         threads=threads, warmup=warmup, repeats=repeats, measure_memory=measure_memory,
         memory_baseline=baseline,
     )
@@ -371,10 +393,11 @@ def measure_spec(
     inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
     layer_runtime = runtime_entry(runtime_entry(runtime).layer_runtime)
     copies = layer_runtime.layer_copies
+    call = layer_runtime.prepare_call(mod, inputs, device=device, threads=threads)
 
     def run() -> None:
         for _ in range(copies):
-            mod(*inputs)
+            call()
 
     with warnings.catch_warnings():
         # A view-only layer (flatten) launches no kernel: its graph is empty, which is correct.
@@ -387,4 +410,5 @@ def measure_spec(
         return result
     return dataclasses.replace(result, median_ms=result.median_ms / copies,
                                p90_ms=result.p90_ms / copies, mean_ms=result.mean_ms / copies,
-                               min_ms=result.min_ms / copies)
+                               min_ms=result.min_ms / copies, p25_ms=result.p25_ms / copies,
+                               p10_ms=result.p10_ms / copies)

@@ -36,6 +36,8 @@ __all__ = [
     "MissingLatencyEntry",
     "TableKey",
     "default_cache_dir",
+    "fit_calibration",
+    "leave_one_out",
 ]
 
 CALIBRATIONS = ("linear", "scale", "none")
@@ -64,6 +66,8 @@ class TableKey:
     batch_size: int
     threads: int
     torch_version: str
+    #: Version of a runtime that is not torch itself (``onnxruntime 1.x``); empty for torch's.
+    runtime_version: str = ""
 
     @classmethod
     def current(cls, *, device: str, runtime: str, dtype: str, batch_size: int,
@@ -72,18 +76,27 @@ class TableKey:
         import torch
 
         from prunesearch.methods.cost.latency import device_name
+        from prunesearch.methods.cost.runtimes import runtime_entry
 
+        settings = runtime_entry(runtime).settings(device, threads)
+        version = f"onnxruntime {settings['onnxruntime']}" if "onnxruntime" in settings else ""
         return cls(device=device_name(device), runtime=runtime, dtype=dtype,
-                   batch_size=batch_size, threads=threads, torch_version=torch.__version__)
+                   batch_size=batch_size, threads=threads, torch_version=torch.__version__,
+                   runtime_version=version)
 
     def slug(self) -> str:
         """File-name-safe form of the key."""
         text = (f"{self.device}_{self.runtime}_{self.dtype}_b{self.batch_size}_t{self.threads}"
                 f"_torch{self.torch_version}")
+        if self.runtime_version:
+            text += f"_{self.runtime_version}"
         return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.runtime_version:
+            data.pop("runtime_version")  # keys of torch runtimes read as before
+        return data
 
 
 class LatencyTable:
@@ -101,6 +114,12 @@ class LatencyTable:
         repeats: Timed runs per entry (at most).
         entry_budget_ms: On CPUs, stop timing an entry once its runs add up to this (at least
             5 runs): a 10 ms layer needs fewer runs than a 10 us one for a stable median.
+        statistic: Which statistic of an entry's timed runs is the entry (``median``, ``p25``,
+            ``p10``, ``min``; see :data:`~prunesearch.methods.cost.latency.STATISTICS`).
+        timing: How and under which conditions the table was timed (load average, runtime
+            settings, statistic, ...; recorded, never interpreted by predictions).
+        calibration_genomes: The genomes the calibration was fitted on (so that errors are
+            scored on others).
     """
 
     def __init__(
@@ -116,7 +135,15 @@ class LatencyTable:
         warmup: int = 5,
         repeats: int = 30,
         entry_budget_ms: float | None = 100.0,
+        statistic: str = "median",
+        timing: dict[str, Any] | None = None,
+        calibration_genomes: Sequence[Sequence[int]] = (),
     ) -> None:
+        from prunesearch.methods.cost.latency import STATISTICS
+
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic={statistic!r} is not supported; "
+                             f"choose one of: {', '.join(STATISTICS)}")
         if calibration not in CALIBRATIONS:
             raise ValueError(
                 f"calibration={calibration!r} is not supported; "
@@ -142,6 +169,9 @@ class LatencyTable:
         self.warmup = warmup
         self.repeats = repeats
         self.entry_budget_ms = entry_budget_ms
+        self.statistic = statistic
+        self.timing: dict[str, Any] = dict(timing or {})
+        self.calibration_genomes = [tuple(int(v) for v in g) for g in calibration_genomes]
 
     # ------------------------------------------------------------------ entries
     def __len__(self) -> int:
@@ -174,7 +204,7 @@ class LatencyTable:
                 f"{len(todo)} layer shapes (first: {todo[0].key()}) have no latency entry and "
                 "this table may not time them here; build the table for these shapes first"
             )
-        from prunesearch.methods.cost.latency import measure_spec
+        from prunesearch.methods.cost.latency import measure_spec, statistic
 
         for spec in todo:
             if spec.batch != self.key.batch_size:
@@ -186,7 +216,7 @@ class LatencyTable:
                                   dtype=self.key.dtype, threads=self.key.threads,
                                   warmup=self.warmup, repeats=self.repeats,
                                   max_time_ms=self.entry_budget_ms)
-            self.entries[spec.key()] = result.median_ms
+            self.entries[spec.key()] = statistic(result, self.statistic)
         return len(todo)
 
     def entry(self, spec_key: str) -> float:
@@ -229,23 +259,7 @@ class LatencyTable:
             raise ValueError(f"raw_ms has {len(raw_ms)} values but measured_ms has "
                              f"{len(measured_ms)}")
         self.calibration_points = [(float(r), float(m)) for r, m in zip(raw_ms, measured_ms)]
-        if self.calibration == "none":
-            self.scale, self.offset_ms = 1.0, 0.0
-            return
-        if not raw_ms:
-            raise ValueError(f"calibration={self.calibration!r} needs at least one timed network")
-        ratio = statistics.median(m / r for r, m in self.calibration_points)
-        self.scale, self.offset_ms = float(ratio), 0.0
-        if self.calibration == "linear" and len(set(raw_ms)) >= 2:
-            n = len(raw_ms)
-            mean_r = sum(raw_ms) / n
-            mean_m = sum(measured_ms) / n
-            var = sum((r - mean_r) ** 2 for r in raw_ms)
-            cov = sum((r - mean_r) * (m - mean_m) for r, m in zip(raw_ms, measured_ms))
-            slope = cov / var if var > 0 else 0.0
-            if slope > 0:
-                self.scale = float(slope)
-                self.offset_ms = float(mean_m - slope * mean_r)
+        self.scale, self.offset_ms = fit_calibration(raw_ms, measured_ms, self.calibration)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -260,6 +274,9 @@ class LatencyTable:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "entry_budget_ms": self.entry_budget_ms,
+            "statistic": self.statistic,
+            "timing": self.timing,
+            "calibration_genomes": [list(g) for g in self.calibration_genomes],
             "entries": dict(sorted(self.entries.items())),
         }
 
@@ -279,6 +296,9 @@ class LatencyTable:
             warmup=data.get("warmup", 5),
             repeats=data.get("repeats", 30),
             entry_budget_ms=data.get("entry_budget_ms", 100.0),
+            statistic=data.get("statistic", "median"),
+            timing=data.get("timing") or {},
+            calibration_genomes=data.get("calibration_genomes") or (),
         )
 
     def save(self, path: str | Path) -> None:
@@ -295,14 +315,22 @@ class LatencyTable:
         """Where this key's raw entries are cached."""
         return Path(cache_dir or default_cache_dir()) / f"{self.key.slug()}.json"
 
-    def merge_cache(self, cache_dir: str | Path | None = None) -> int:
-        """Add entries cached on disk for this key (never overwriting ours). Returns how many."""
-        path = self.cache_path(cache_dir)
+    def read_cache(self, cache_dir: str | Path | None = None) -> dict[str, Any] | None:
+        """This key's cache file (entries, how they were timed, the calibration fitted with
+        them then), or ``None`` when there is none for this key."""
         try:
-            cached = json.loads(path.read_text())
+            cached = json.loads(self.cache_path(cache_dir).read_text())
         except (OSError, ValueError):
-            return 0
-        if cached.get("key") != self.key.as_dict():
+            return None
+        return cached if cached.get("key") == self.key.as_dict() else None
+
+    def merge_cache(self, cache_dir: str | Path | None = None) -> int:
+        """Add entries cached on disk for this key (never overwriting ours). Returns how many.
+
+        Entries timed with another statistic (``median`` for caches that do not say) are not
+        mixed in."""
+        cached = self.read_cache(cache_dir)
+        if cached is None or cached.get("statistic", "median") != self.statistic:
             return 0
         added = 0
         for k, v in cached.get("entries", {}).items():
@@ -311,18 +339,58 @@ class LatencyTable:
                 added += 1
         return added
 
-    def write_cache(self, cache_dir: str | Path | None = None) -> None:
-        """Store this key's raw entries in the disk cache (merged with what is there)."""
+    def write_cache(self, cache_dir: str | Path | None = None, *, replace: bool = False) -> None:
+        """Store this key's raw entries in the disk cache, with how they were timed and the
+        calibration fitted with them (merged with what is there unless ``replace``)."""
         path = self.cache_path(cache_dir)
         entries = dict(self.entries)
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == self.key.as_dict():
-                entries = {**cached.get("entries", {}), **entries}
-        except (OSError, ValueError):
-            pass
+        cached = None if replace else self.read_cache(cache_dir)
+        if cached is not None and cached.get("statistic", "median") == self.statistic:
+            entries = {**cached.get("entries", {}), **entries}
         # Shared by every run on this machine: unique temp names, no fsync (a lost cache entry
         # is timed again).
         atomic_write_json(path, {"format": _FORMAT, "key": self.key.as_dict(),
+                                 "statistic": self.statistic, "timing": self.timing,
+                                 "calibration": {"kind": self.calibration, "scale": self.scale,
+                                                 "offset_ms": self.offset_ms},
                                  "entries": dict(sorted(entries.items()))},
                           durable=False, unique=True)
+
+
+def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float],
+                    calibration: str) -> tuple[float, float]:
+    """``(scale, offset_ms)`` of ``measured = scale * raw + offset_ms`` (see
+    :meth:`LatencyTable.calibrate`)."""
+    if calibration == "none":
+        return 1.0, 0.0
+    if not raw_ms:
+        raise ValueError(f"calibration={calibration!r} needs at least one timed network")
+    scale = float(statistics.median(m / r for r, m in zip(raw_ms, measured_ms)))
+    offset = 0.0
+    if calibration == "linear" and len(set(raw_ms)) >= 2:
+        n = len(raw_ms)
+        mean_r = sum(raw_ms) / n
+        mean_m = sum(measured_ms) / n
+        var = sum((r - mean_r) ** 2 for r in raw_ms)
+        cov = sum((r - mean_r) * (m - mean_m) for r, m in zip(raw_ms, measured_ms))
+        slope = cov / var if var > 0 else 0.0
+        if slope > 0:
+            scale, offset = float(slope), float(mean_m - slope * mean_r)
+    return scale, offset
+
+
+def leave_one_out(raw_ms: Sequence[float], measured_ms: Sequence[float], calibration: str,
+                  *, extra: Sequence[tuple[float, float]] = ()) -> list[float | None]:
+    """Each point's latency predicted by a calibration fitted on every *other* point (plus
+    ``extra`` points, e.g. the table's own calibration networks): an error scored on it is
+    out of sample. ``None`` where fewer than two other points remain."""
+    out: list[float | None] = []
+    for i in range(len(raw_ms)):
+        pts = [(r, m) for j, (r, m) in enumerate(zip(raw_ms, measured_ms)) if j != i]
+        pts += list(extra)
+        if len(pts) < 2:
+            out.append(None)
+            continue
+        scale, offset = fit_calibration([p[0] for p in pts], [p[1] for p in pts], calibration)
+        out.append(scale * float(raw_ms[i]) + offset)
+    return out

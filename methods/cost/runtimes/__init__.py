@@ -6,10 +6,12 @@ timing, how one timed step runs, and which runtime times a single-layer table en
 | `eager`      | :mod:`.eager`         | the module as it is           | eager                    |
 | `cuda-graph` | :mod:`.cuda_graph`    | one captured CUDA graph       | 10 copies per graph      |
 | `compile`    | :mod:`.compiled`      | ``torch.compile`` output      | eager (see METHODS.md)   |
+| `onnxruntime`| :mod:`.onnxrt`        | ONNX export in ORT session    | each layer exported      |
 
 :data:`RUNTIMES` is the only list of runtime names: the config validates ``hardware.runtime``
 against it and :mod:`prunesearch.methods.cost.latency` dispatches through it. Adding a runtime
-(e.g. ONNX Runtime) is one module defining a :class:`LatencyRuntime` plus one line below.
+is one module defining a :class:`LatencyRuntime` plus one line below (``onnxruntime`` was
+added so).
 """
 
 from __future__ import annotations
@@ -34,11 +36,24 @@ class LatencyRuntime:
             search; the table's calibration absorbs the difference).
         layer_copies: Copies of a layer run per timed step of a table entry (the step's time is
             divided by it): shares a fixed per-step launch cost that a whole network pays once.
+        host_timed: Time steps with the host clock on every device (the step itself waits for
+            its work, e.g. an ONNX Runtime session), not with CUDA events.
     """
 
     name: str = ""
     layer_runtime: str = ""
     layer_copies: int = 1
+    host_timed: bool = False
+
+    def settings(self, device: Any, threads: int) -> dict[str, Any]:
+        """The runtime's settings while timing (recorded with every latency table)."""
+        return {"runtime": self.name, "torch_threads": int(threads)}
+
+    def prepare_call(self, module: Any, inputs: Any, *, device: Any, threads: int) -> Step:
+        """The zero-argument forward of ``module`` on ``inputs`` (a sequence of tensors already
+        on the device) that :meth:`prepare_step` then turns into the timed step."""
+        forward = self.prepare_module(module)
+        return lambda: forward(*inputs)
 
     def check(self, device: Any) -> None:
         """Raise ``ValueError`` if this runtime cannot run on ``device`` (a ``torch.device``).
@@ -94,7 +109,9 @@ def runtime_entry(name: str) -> LatencyRuntime:
 from prunesearch.methods.cost.runtimes.compiled import CompileRuntime  # noqa: E402
 from prunesearch.methods.cost.runtimes.cuda_graph import CudaGraphRuntime  # noqa: E402
 from prunesearch.methods.cost.runtimes.eager import EagerRuntime  # noqa: E402
+from prunesearch.methods.cost.runtimes.onnxrt import OnnxRuntimeRuntime  # noqa: E402
 
 register_runtime(EagerRuntime())
 register_runtime(CudaGraphRuntime())
 register_runtime(CompileRuntime())
+register_runtime(OnnxRuntimeRuntime())
