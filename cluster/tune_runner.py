@@ -54,14 +54,17 @@ from prunesearch.cluster.tune_report import (
 )
 from prunesearch.cluster.tune_state import (
     EXPERIMENT_NAME,
+    PROGRESS_FILE,
     RESUME_KEY,
     STATE_FILE,
     TrialRecord,
     experiment_dirs,
     experiment_name,
+    load_progress,
     load_state,
     next_attempt,
     read_trials,
+    trial_id_of,
 )
 from prunesearch.methods.errors import PrunesearchError, RunStateError, UsageError
 from prunesearch.methods.io import atomic_write_text
@@ -138,8 +141,14 @@ def _run_one_trial(params: dict[str, Any], *, base: dict[str, Any], spec: TrialM
                    gpu: float, threads: int, resume_from: Mapping[str, str] | None = None
                    ) -> None:
     """Body of one Tune trial (runs in a Ray worker). A trial that continues one of an earlier
-    attempt (``RESUME_KEY`` in its config) starts from that trial's last checkpoint, whose
-    location ``resume_from`` gives, until it has a checkpoint of its own."""
+    attempt (``RESUME_KEY`` in its config) starts from that trial's last checkpoint, the
+    folder ``resume_from`` names (a path or a storage URI), until it has one of its own.
+
+    Each checkpoint holds ``state.pt`` (the trial's state, ``torch.save``) and
+    ``progress.json`` (the trial's config, step, done, every step's metrics so far, its final
+    figures, and the size and SHA-256 of ``state.pt``), so it describes itself whatever
+    Tune's own files say after a crash."""
+    import hashlib
     import logging
 
     import torch
@@ -155,30 +164,41 @@ def _run_one_trial(params: dict[str, Any], *, base: dict[str, Any], spec: TrialM
     work_dir = Path(context.get_trial_dir() or tempfile.mkdtemp()) / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
     trial = spec.make_trial(config, work_dir)
+    rows: list[dict[str, Any]] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=True)
+            rows = list(load_progress(str(folder)).get("rows") or [])
         trial.load_state_dict(state)
     elif origin is not None and resume_from and origin in resume_from:
-        trial.load_state_dict(load_state(resume_from[origin]))
+        location = resume_from[origin]
+        trial.load_state_dict(load_state(f"{location.rstrip('/')}/{_STATE_FILE}"))
+        rows = list(load_progress(location).get("rows") or [])
     while not trial.done:
         started = time.perf_counter()
         metrics = dict(trial.step())
         metrics.setdefault("step", trial.completed_steps)
         metrics.setdefault("step_wall_s", round(time.perf_counter() - started, 3))
-        final = trial.final() if trial.done else None
+        final = jsonable(trial.final()) if trial.done else None
+        if final is not None:
+            metrics["final"] = json.dumps(final)
+        metrics["done"] = bool(trial.done)
+        rows.append(jsonable(metrics))
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(trial.state_dict(), Path(folder) / _STATE_FILE)
+            state_path = Path(folder) / _STATE_FILE
+            torch.save(trial.state_dict(), state_path)
+            data = state_path.read_bytes()
             if final is not None:
-                final = jsonable(final)
                 (Path(folder) / _FINAL_FILE).write_text(json.dumps(final))
-                metrics["final"] = json.dumps(final)
-            metrics["done"] = bool(trial.done)
+            progress = {"config": jsonable(params), "step": metrics["step"],
+                        "done": metrics["done"], "rows": rows, "final": final,
+                        "state_bytes": len(data),
+                        "state_sha256": hashlib.sha256(data).hexdigest()}
+            (Path(folder) / PROGRESS_FILE).write_text(json.dumps(progress))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-# ------------------------------------------------------------------------------ the runner
 @contextlib.contextmanager
 def _sigterm_as_sigint() -> Iterator[None]:
     """SIGTERM (``ray job stop``, a scheduler) stops the experiment the way Ctrl-C does: Tune
@@ -314,21 +334,18 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
 
 
 def _checked_checkpoints(records: Mapping[str, TrialRecord]) -> dict[str, str]:
-    """The state file each unfinished trial continues from, each one loaded once (data only)
-    to refuse a damaged or tampered one before anything starts."""
+    """The checkpoint folder each unfinished trial continues from, its state loaded once here
+    (data only) so that a damaged or tampered one is refused before anything starts."""
     resume_from: dict[str, str] = {}
     for record in records.values():
-        if record.done or record.last is None:
-            continue  # finished, or never reported: nothing to continue from
-        folder = record.checkpoint
-        if folder is None or not (folder / STATE_FILE).is_file():
-            raise RunStateError(f"trial {record.trial_id}: the checkpoint of its last reported "
-                                f"step ({folder or 'none named'}) is missing; the run "
-                                "directory is damaged: start again with 'prunesearch run "
-                                "CONFIG --overwrite'")
-        location = str(folder / STATE_FILE)
-        load_state(location)
-        resume_from[record.trial_id] = location
+        if record.done:
+            continue
+        if record.damaged:
+            raise RunStateError(record.damaged)
+        if record.checkpoint is None:
+            continue  # nothing checkpointed yet: the trial starts from its beginning
+        load_state(str(record.checkpoint / STATE_FILE))
+        resume_from[record.trial_id] = str(record.checkpoint)
     return resume_from
 
 
@@ -360,8 +377,8 @@ def _attempt_searcher(config: JobConfig, space: Mapping[str, Any], metrics: list
                              mode=modes if len(modes) > 1 else modes[0],
                              seed=config.seed + attempt)
         for record in ordered:
-            if record.done and record.last is not None:
-                tell_finished(inner, record.params, record.last, metrics)
+            if record.done and record.metrics is not None:
+                tell_finished(inner, record.params, record.metrics, metrics)
         new = max(0, config.tune.num_samples - len(records))
         searcher = PlannedSearch(continued, inner=inner, metrics=metrics, strip=RESUME_KEY)
         return searcher, len(continued) + new, len(continued)
@@ -398,9 +415,9 @@ def _trial_outcomes(grid: Any, records: Mapping[str, TrialRecord]) -> list[dict[
             "path": str(record.path),
         }
     for result in grid if grid is not None else ():
-        params = dict(result.config or {})
-        trial_id = (params.pop(RESUME_KEY, None) or (result.metrics or {}).get("trial_id")
-                    or Path(result.path).name)
+        config = dict(result.config or {})
+        trial_id = trial_id_of(config, result.metrics, Path(result.path))
+        params = {k: v for k, v in config.items() if k != RESUME_KEY}
         outcome = outcomes.setdefault(trial_id, {
             "trial_id": trial_id, "params": jsonable(params), "status": "unfinished",
             "error": None, "steps": None, "final": None, "path": str(result.path)})
