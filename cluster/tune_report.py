@@ -1,7 +1,8 @@
 """The report of a trial-based run: ``results.csv``, ``summary.json`` and, for pruning methods,
 ``pareto.csv``/``pareto.png``, all derived from the run directory alone (the trials'
-``result.json`` files under ``tune/experiment/`` and ``trials.json``), so ``prunesearch report``
-re-renders them at any time. Also the helpers the runner and the report share.
+``result.json`` files of every attempt's experiment under ``tune/``, read as data by
+:mod:`tune_state`, and ``trials.json``), so ``prunesearch report`` re-renders them at any time.
+Also the helpers the runner and the report share.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from typing import Any
 
 from prunesearch.cluster.config import JobConfig, load_config
 from prunesearch.cluster.registry import method_entry, resolve
+from prunesearch.cluster.tune_state import EXPERIMENT_NAME, RESUME_KEY, iter_trial_results
 from prunesearch.methods.errors import UsageError
 from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.trial import TrialMethod
 
 __all__ = ["EXPERIMENT_NAME", "report_trials", "trial_method_of"]
 
-#: The Tune experiment's folder under ``RUN_DIR/tune/``.
-EXPERIMENT_NAME = "experiment"
 _OBJECTIVES = ("error", "latency_ms", "memory_mb")
 
 
@@ -55,24 +55,23 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _read_rows(experiment: Path) -> list[dict[str, Any]]:
-    """Every reported row of every trial, from the trials' ``result.json`` files."""
+def _read_rows(tune_root: Path) -> list[dict[str, Any]]:
+    """Every reported row of every trial of every attempt, from the trials' ``result.json``
+    files (a continued trial's steps under the id of the trial it continues)."""
     rows: dict[tuple[str, Any], dict[str, Any]] = {}
-    for path in sorted(experiment.glob("*/result.json")):
-        for line in path.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a killed trial
-            row = {"trial_id": result.get("trial_id") or path.parent.name}
-            for key, value in (result.get("config") or {}).items():
-                row[key] = value
+    for _, _, trial_id, _, results in iter_trial_results(tune_root):
+        for result in results:
+            row: dict[str, Any] = {"trial_id": trial_id}
+            config = result.get("config")
+            for key, value in (config if isinstance(config, dict) else {}).items():
+                if key != RESUME_KEY:
+                    row[key] = value
             for key, value in result.items():
                 if key in ("config", "trial_id", "final", "done") or key in _TUNE_KEYS:
                     continue
                 if isinstance(value, (int, float, str, bool)) or value is None:
                     row[key] = value
-            rows[(row["trial_id"], result.get("step", result.get("training_iteration")))] = row
+            rows[(trial_id, result.get("step", result.get("training_iteration")))] = row
     return list(rows.values())
 
 
@@ -141,7 +140,7 @@ def report_trials(run_dir: Path, *, status: str | None = None, wall_s: float | N
     previous: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         previous = json.loads((run_dir / "summary.json").read_text())
-    rows = _read_rows(run_dir / "tune" / EXPERIMENT_NAME)
+    rows = _read_rows(run_dir / "tune")
     if rows:
         _write_results_csv(run_dir / "results.csv", rows)
     trials: list[dict[str, Any]] = []

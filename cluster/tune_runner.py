@@ -20,10 +20,13 @@ Run directory (ARCHITECTURE.md, "Run directory"):
 - for pruning methods, ``pareto.csv``/``pareto.png`` of the trials' final networks (the same
   columns and cost model as a search's).
 
-``prunesearch resume RUN_DIR`` restores the experiment with ``Tuner.restore(...,
-resume_errored=True)``: finished trials stay finished, the others continue from their last
-checkpoint. Checkpoints hold data only (``torch.save`` of the trial's state, loaded with
-``weights_only=True``).
+``prunesearch resume RUN_DIR`` never restores Ray Tune's own (cloudpickled) experiment state:
+it reads what the trials reported, as data (``tune_state``), and starts a fresh Tune experiment
+(``tune/experiment-N``, one per resume) whose trials are exactly the unfinished ones, each
+from its last checkpoint, followed by the trials not yet started (``tune_search``). Finished
+trials keep their results; failed ones are retried from their last checkpoint, as Tune's
+``resume_errored`` would. Checkpoints hold data only (``torch.save`` of the trial's state,
+loaded with ``weights_only=True``); a damaged one is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -44,11 +47,24 @@ from typing import Any
 from prunesearch.cluster.config import JobConfig, config_to_dict, load_config
 from prunesearch.cluster.tune_progress import progress_callback
 from prunesearch.cluster.tune_report import (
-    EXPERIMENT_NAME,
     jsonable,
     metrics_and_modes,
     report_trials,
     trial_method_of,
+)
+from prunesearch.cluster.tune_state import (
+    EXPERIMENT_NAME,
+    PROGRESS_FILE,
+    RESUME_KEY,
+    STATE_FILE,
+    TrialRecord,
+    experiment_dirs,
+    experiment_name,
+    load_progress,
+    load_state,
+    next_attempt,
+    read_trials,
+    trial_id_of,
 )
 from prunesearch.methods.errors import PrunesearchError, RunStateError, UsageError
 from prunesearch.methods.io import atomic_write_text
@@ -63,7 +79,7 @@ __all__ = [
     "trial_method_of",
 ]
 
-_STATE_FILE = "state.pt"
+_STATE_FILE = STATE_FILE
 _FINAL_FILE = "final.json"
 
 
@@ -122,8 +138,17 @@ def check_trial_inputs(config: JobConfig) -> None:
 
 # -------------------------------------------------------------------------- the trainable
 def _run_one_trial(params: dict[str, Any], *, base: dict[str, Any], spec: TrialMethod,
-                   gpu: float, threads: int) -> None:
-    """Body of one Tune trial (runs in a Ray worker)."""
+                   gpu: float, threads: int, resume_from: Mapping[str, str] | None = None
+                   ) -> None:
+    """Body of one Tune trial (runs in a Ray worker). A trial that continues one of an earlier
+    attempt (``RESUME_KEY`` in its config) starts from that trial's last checkpoint, the
+    folder ``resume_from`` names (a path or a storage URI), until it has one of its own.
+
+    Each checkpoint holds ``state.pt`` (the trial's state, ``torch.save``) and
+    ``progress.json`` (the trial's config, step, done, every step's metrics so far, its final
+    figures, and the size and SHA-256 of ``state.pt``), so it describes itself whatever
+    Tune's own files say after a crash."""
+    import hashlib
     import logging
 
     import torch
@@ -133,47 +158,45 @@ def _run_one_trial(params: dict[str, Any], *, base: dict[str, Any], spec: TrialM
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, threads))
-    config = _trial_config(base, params, gpu)
+    origin = params.get(RESUME_KEY)
+    config = _trial_config(base, {k: v for k, v in params.items() if k != RESUME_KEY}, gpu)
     context = tune.get_context()
     work_dir = Path(context.get_trial_dir() or tempfile.mkdtemp()) / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
     trial = spec.make_trial(config, work_dir)
+    rows: list[dict[str, Any]] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=True)
+            rows = list(load_progress(str(folder)).get("rows") or [])
         trial.load_state_dict(state)
+    elif origin is not None and resume_from and origin in resume_from:
+        location = resume_from[origin]
+        trial.load_state_dict(load_state(f"{location.rstrip('/')}/{_STATE_FILE}"))
+        rows = list(load_progress(location).get("rows") or [])
     while not trial.done:
         started = time.perf_counter()
         metrics = dict(trial.step())
         metrics.setdefault("step", trial.completed_steps)
         metrics.setdefault("step_wall_s", round(time.perf_counter() - started, 3))
-        final = trial.final() if trial.done else None
+        final = jsonable(trial.final()) if trial.done else None
+        if final is not None:
+            metrics["final"] = json.dumps(final)
+        metrics["done"] = bool(trial.done)
+        rows.append(jsonable(metrics))
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(trial.state_dict(), Path(folder) / _STATE_FILE)
+            state_path = Path(folder) / _STATE_FILE
+            torch.save(trial.state_dict(), state_path)
+            data = state_path.read_bytes()
             if final is not None:
-                final = jsonable(final)
                 (Path(folder) / _FINAL_FILE).write_text(json.dumps(final))
-                metrics["final"] = json.dumps(final)
-            metrics["done"] = bool(trial.done)
+            progress = {"config": jsonable(params), "step": metrics["step"],
+                        "done": metrics["done"], "rows": rows, "final": final,
+                        "state_bytes": len(data),
+                        "state_sha256": hashlib.sha256(data).hexdigest()}
+            (Path(folder) / PROGRESS_FILE).write_text(json.dumps(progress))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-# ------------------------------------------------------------------------------ the runner
-def _param_space(space: Mapping[str, Any], search: str) -> dict[str, Any]:
-    from ray import tune
-
-    out: dict[str, Any] = {}
-    for key, values in space.items():
-        if isinstance(values, list):
-            out[key] = tune.grid_search(values) if search == "grid" else tune.choice(values)
-        else:
-            lo, hi, log = values["min"], values["max"], values["log"]
-            if isinstance(lo, int) and isinstance(hi, int):
-                out[key] = tune.lograndint(lo, hi + 1) if log else tune.randint(lo, hi + 1)
-            else:
-                out[key] = tune.loguniform(lo, hi) if log else tune.uniform(lo, hi)
-    return out
 
 
 @contextlib.contextmanager
@@ -199,11 +222,16 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
         config: the resolved job config (``method`` a ``trials`` entry of the registry).
         run_dir: the run directory (the CLI created it and wrote ``config.yaml``).
         address: Ray cluster to join (default ``RAY_ADDRESS``, else a private local instance).
-        resume: restore the experiment saved in ``run_dir/tune/``.
+        resume: continue the trials recorded under ``run_dir/tune/`` (read as data; Tune's
+            pickled state is never loaded) in a new experiment ``tune/experiment-N``.
         log: receives progress lines (also appended to ``driver.log``).
 
     Returns:
         The summary written to ``summary.json``.
+
+    Raises:
+        RunStateError: ``run`` on a directory that holds trials, or ``resume`` of one whose
+            unfinished trials' checkpoints are missing or damaged (before anything starts).
     """
     import ray
     from ray import tune
@@ -215,13 +243,13 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
     space = _space(config, spec)
     metrics, modes = metrics_and_modes(config, spec)
     storage = run_dir / "tune"
-    experiment = storage / EXPERIMENT_NAME
-    if resume and not tune.Tuner.can_restore(str(experiment)):
-        raise RunStateError(f"{run_dir} has no Tune experiment to resume under {experiment}; "
-                            "start it again with 'prunesearch run CONFIG --overwrite'")
-    if not resume and experiment.exists():
+    if not resume and experiment_dirs(storage):
         raise RunStateError(f"{run_dir} already holds a Tune experiment; resume it with "
                             f"'prunesearch resume {run_dir}'")
+    # Everything resume needs, from data files only, checked before Ray starts.
+    records = read_trials(storage) if resume else {}
+    resume_from = _checked_checkpoints(records)
+    attempt = next_attempt(storage)
     # A checkpoint per step makes Tune warn about frequent experiment snapshots; they are
     # what makes a killed driver resumable, so the warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -231,7 +259,7 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
     previous_wall = _previous_wall(run_dir) if resume else 0.0
     status = "failed"
     error: BaseException | None = None
-    trials: list[dict[str, Any]] = []
+    grid: Any = None
     try:
         connect_ray(address, config)
         resources = config.tune.resources_per_trial
@@ -239,35 +267,42 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
         base["tune"] = {**base["tune"], "space": {}}
         trainable = tune.with_resources(
             tune.with_parameters(_run_one_trial, base=base, spec=spec, gpu=resources.gpu,
-                                 threads=max(1, int(resources.cpu)) if resources.cpu else 1),
+                                 threads=max(1, int(resources.cpu)) if resources.cpu else 1,
+                                 resume_from=resume_from),
             {"cpu": resources.cpu, "gpu": resources.gpu},
         )
-        progress = progress_callback(run_dir.name, run_dir / "driver.log", metrics[0], modes[0])
+        searcher, n_trials, continued = _attempt_searcher(config, space, metrics, modes,
+                                                          records, attempt)
         if resume:
-            run_log(f"resuming the Tune experiment in {experiment}")
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable,
-                                       resume_errored=True)
+            done = sum(1 for r in records.values() if r.done)
+            run_log(f"resuming: {done} trials finished, {continued} continued from their last "
+                    f"checkpoint, {n_trials - continued} not started yet (Tune experiment "
+                    f"{storage / experiment_name(attempt)})")
         else:
-            n = param_grid_size(space) * config.tune.num_samples
-            run_log(f"{config.method}: {n if config.tune.search == 'grid' else config.tune.num_samples}"
-                    f" trials ({config.tune.search} over {', '.join(space) or 'no parameters'}), "
+            n = config.tune.num_samples if config.tune.search == "optuna" else n_trials
+            run_log(f"{config.method}: {n} trials ({config.tune.search} over "
+                    f"{', '.join(space) or 'no parameters'}), "
                     f"{resources.cpu:g} CPU / {resources.gpu:g} GPU each")
+        if n_trials > 0:
+            progress = progress_callback(run_dir.name, run_dir / "driver.log", metrics[0],
+                                         modes[0])
             tuner = tune.Tuner(
                 trainable,
-                param_space=_param_space(space, config.tune.search),
-                tune_config=_tune_config(config, metrics, modes),
+                param_space={},
+                tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=searcher,
+                                            max_concurrent_trials=config.tune.max_concurrent),
                 run_config=tune.RunConfig(
-                    name=EXPERIMENT_NAME, storage_path=str(storage), verbose=0,
+                    name=experiment_name(attempt), storage_path=str(storage), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=config.tune.num_to_keep),
                     callbacks=[progress],
                 ),
             )
-        with _sigterm_as_sigint():
-            grid = tuner.fit()
-        trials = _trial_outcomes(grid)
-        unfinished = [t for t in trials if t["status"] == "unfinished"]
+            with _sigterm_as_sigint():
+                grid = tuner.fit()
+        unfinished = [t for t in _trial_outcomes(grid, read_trials(storage))
+                      if t["status"] == "unfinished"]
         status = "interrupted" if unfinished else "complete"
         if unfinished:
             run_log(f"interrupted: {len(unfinished)} trials unfinished; continue with "
@@ -280,6 +315,7 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
         run_log(f"run failed: {type(exc).__name__}: {exc}")
     finally:
         wall_s = previous_wall + time.perf_counter() - started
+        trials = _trial_outcomes(grid, read_trials(storage))
         if trials:
             atomic_write_text(run_dir / "trials.json", json.dumps(trials, indent=2) + "\n")
         summary = report_trials(run_dir, status=status, wall_s=wall_s, config=config)
@@ -297,50 +333,98 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
     return summary
 
 
-def _tune_config(config: JobConfig, metrics: list[str], modes: list[str]) -> Any:
-    from ray import tune
+def _checked_checkpoints(records: Mapping[str, TrialRecord]) -> dict[str, str]:
+    """The checkpoint folder each unfinished trial continues from, its state loaded once here
+    (data only) so that a damaged or tampered one is refused before anything starts."""
+    resume_from: dict[str, str] = {}
+    for record in records.values():
+        if record.done:
+            continue
+        if record.damaged:
+            raise RunStateError(record.damaged)
+        if record.checkpoint is None:
+            continue  # nothing checkpointed yet: the trial starts from its beginning
+        load_state(str(record.checkpoint / STATE_FILE))
+        resume_from[record.trial_id] = str(record.checkpoint)
+    return resume_from
 
-    kwargs: dict[str, Any] = {"num_samples": config.tune.num_samples,
-                              "max_concurrent_trials": config.tune.max_concurrent}
-    if config.tune.search == "optuna":
+
+def _attempt_searcher(config: JobConfig, space: Mapping[str, Any], metrics: list[str],
+                      modes: list[str], records: Mapping[str, TrialRecord],
+                      attempt: int) -> tuple[Any, int, int]:
+    """The searcher of this attempt, its number of trials and how many continue earlier ones.
+
+    Continued trials (unfinished in an earlier attempt, failed ones included) come first,
+    with their own parameters; then the grid/random points of the plan that no trial has
+    taken, or (optuna) new suggestions up to ``tune.num_samples``, the finished trials told
+    to the sampler first."""
+    from prunesearch.cluster.tune_search import (
+        PlannedSearch,
+        param_domains,
+        plan_points,
+        point_key,
+        tell_finished,
+    )
+
+    ordered = sorted(records.values(), key=lambda r: r.order)
+    continued = [{**r.params, RESUME_KEY: r.trial_id} for r in ordered if not r.done]
+    search = config.tune.search
+    if search == "optuna" and space:
         from ray.tune.search.optuna import OptunaSearch
 
-        kwargs["search_alg"] = OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
-                                            mode=modes if len(modes) > 1 else modes[0],
-                                            seed=config.seed)
-    else:
-        from ray.tune.search import BasicVariantGenerator
-
-        kwargs["search_alg"] = BasicVariantGenerator(random_state=config.seed)
-        kwargs["metric"], kwargs["mode"] = metrics[0], modes[0]
-    return tune.TuneConfig(**kwargs)
-
-
-def _trial_outcomes(grid: Any) -> list[dict[str, Any]]:
-    outcomes = []
-    for result in grid:
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        if result.error is not None:
-            status = "failed"
-        elif metrics.get("done"):
-            status = "complete"
+        inner = OptunaSearch(space=param_domains(space, "optuna"),
+                             metric=metrics if len(metrics) > 1 else metrics[0],
+                             mode=modes if len(modes) > 1 else modes[0],
+                             seed=config.seed + attempt)
+        for record in ordered:
+            if record.done and record.metrics is not None:
+                tell_finished(inner, record.params, record.metrics, metrics)
+        new = max(0, config.tune.num_samples - len(records))
+        searcher = PlannedSearch(continued, inner=inner, metrics=metrics, strip=RESUME_KEY)
+        return searcher, len(continued) + new, len(continued)
+    plan = plan_points(space, "grid" if search == "grid" else "random",
+                       config.tune.num_samples, config.seed)
+    taken: dict[str, int] = {}
+    for record in records.values():
+        key = point_key(record.params)
+        taken[key] = taken.get(key, 0) + 1
+    remaining = []
+    for point in plan:
+        key = point_key(point)
+        if taken.get(key, 0) > 0:
+            taken[key] -= 1
         else:
-            status = "unfinished"
-        final = None
-        if isinstance(metrics.get("final"), str):
-            with contextlib.suppress(ValueError):
-                final = json.loads(metrics["final"])
-        outcomes.append({
-            "trial_id": trial_id,
-            "params": jsonable(dict(result.config or {})),
-            "status": status,
-            "error": _one_line(result.error) if result.error is not None else None,
-            "steps": metrics.get("step"),
-            "final": final,
-            "path": str(result.path),
-        })
-    return sorted(outcomes, key=lambda t: t["trial_id"])
+            remaining.append(point)
+    points = continued + remaining
+    return PlannedSearch(points), len(points), len(continued)
+
+
+def _trial_outcomes(grid: Any, records: Mapping[str, TrialRecord]) -> list[dict[str, Any]]:
+    """Each trial's parameters, status, error, steps and final figures: what the run
+    directory records (every attempt), with this attempt's errors and not-yet-started trials
+    from Tune's result grid."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    for record in records.values():
+        outcomes[record.trial_id] = {
+            "trial_id": record.trial_id,
+            "params": jsonable(record.params),
+            "status": "complete" if record.done else "unfinished",
+            "error": None,
+            "steps": record.step,
+            "final": record.final,
+            "path": str(record.path),
+        }
+    for result in grid if grid is not None else ():
+        config = dict(result.config or {})
+        trial_id = trial_id_of(config, result.metrics, Path(result.path))
+        params = {k: v for k, v in config.items() if k != RESUME_KEY}
+        outcome = outcomes.setdefault(trial_id, {
+            "trial_id": trial_id, "params": jsonable(params), "status": "unfinished",
+            "error": None, "steps": None, "final": None, "path": str(result.path)})
+        if result.error is not None and outcome["status"] != "complete":
+            outcome["status"] = "failed"
+            outcome["error"] = _one_line(result.error)
+    return sorted(outcomes.values(), key=lambda t: t["trial_id"])
 
 
 def _one_line(exc: BaseException) -> str:
