@@ -11,8 +11,9 @@ are cached by genome across algorithms, seeds and reruns (``--cache``).
 Hypervolume: objectives divided by the dense network's (error: dense error + an allowance,
 the same evaluation), reference 1.0. The allowance of the search's measure, 0.10, leaves
 almost every un-fine-tuned prune outside the box (what NSGA-II and TPE evaluate: 0.85 median
-error, chance 0.90), so each figure is also given at 0.50 (``--error-allowance``). Reported per algorithm: median HV at ``--budget`` over the seeds,
-HAMP's ratio to each peer, Wilcoxon signed-rank (paired by seed), Holm-corrected.
+error, chance 0.90), so each figure is also given at 0.50 (``--error-allowance``). Reported
+per algorithm: median HV at ``--budget`` over the seeds, HAMP's ratio to each peer, Wilcoxon
+signed-rank (paired by seed), Holm-corrected.
 
 Finished runs are appended to ``--runs`` and skipped when the command is run again, and the
 workers' cache files survive an interrupted chunk, so the benchmark can run in chunks (e.g.

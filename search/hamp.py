@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 from pymoo.algorithms.moo.nsga2 import binary_tournament
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.mating import Mating
@@ -29,6 +28,7 @@ from pymoo.operators.sampling.rnd import FloatRandomSampling, IntegerRandomSampl
 from pymoo.operators.selection.tournament import TournamentSelection
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+from scipy.stats import spearmanr
 
 from prunesearch.search.base import ArchivedSearch
 from prunesearch.search.indicators import hv_contributions, hypervolume, non_dominated
@@ -330,7 +330,8 @@ class HAMP(ArchivedSearch, Algorithm):
                 values.append(float(spearmanr(P[:, j], real).statistic))
         if values:
             self.batch_correlations.append(float(np.mean(values)))
-            del self.batch_correlations[: max(0, len(self.batch_correlations) - self.portfolio.window)]
+            excess = len(self.batch_correlations) - self.portfolio.window
+            del self.batch_correlations[: max(0, excess)]
 
     # ------------------------------------------------------------------------ surrogate
     def _surrogate_wanted(self) -> bool:
@@ -457,7 +458,7 @@ class HAMP(ArchivedSearch, Algorithm):
         edge = float(np.clip((np.mean(self.prescreen_credits) - 0.5) / 0.25, 0.0, 1.0))
         return int(round(low + edge * (high - low)))
 
-    def _credit_prescreen(self) -> None:
+    def _credit_prescreen(self) -> float | None:
         """Score last batch's chosen offspring against its random ones (Mann-Whitney AUC).
 
         Each is scored against the feasible front archived before the batch: its hypervolume
@@ -467,14 +468,14 @@ class HAMP(ArchivedSearch, Algorithm):
         screened, self._screened = self._screened, {"chosen": set(), "random": set()}
         n = self._last_batch_size
         if n == 0 or not screened["chosen"] or not screened["random"]:
-            return
+            return None
         start = len(self.archive_F) - n
         key = self.known_genomes.key
         groups = [key(x) for x in self.archive_X[start:]]
         chosen = np.array([k in screened["chosen"] for k in groups])
         random_ = np.array([k in screened["random"] for k in groups])
         if not chosen.any() or not random_.any():
-            return
+            return None
         shift, scale, ref = self._normaliser()
         before = np.flatnonzero(self.archive_feasible[:start])
         front = self.archive_F[before]
@@ -486,6 +487,7 @@ class HAMP(ArchivedSearch, Algorithm):
         auc = float(np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
         self.prescreen_credits.append(auc)
         del self.prescreen_credits[: max(0, len(self.prescreen_credits) - self.portfolio.window)]
+        return auc
 
     # ------------------------------------------------------------------------ local search
     def _local_search_moves(self, *, exclude: Population, predictor) -> Population:
@@ -557,7 +559,7 @@ class HAMP(ArchivedSearch, Algorithm):
     def _advance(self, infills=None, **kwargs) -> None:
         infills = infills if infills is not None else Population.empty()
         self._credit_origins()
-        self._credit_prescreen()
+        prescreen_credit = self._credit_prescreen()
         self._credit_batch_predictions()
         entries = self._hv_entries()
         credit = None
@@ -576,8 +578,7 @@ class HAMP(ArchivedSearch, Algorithm):
         self._log_generation(**entries, credit=credit, rewarded=rewarded,
                              credits=self.portfolio.mean_credits(),
                              probabilities=self._probabilities(),
-                             prescreen_credit=(self.prescreen_credits[-1]
-                                               if self.prescreen_credits else None),
+                             prescreen_credit=prescreen_credit,
                              **getattr(self, "_ls_stats", {}))
 
     def _moves_budget(self) -> int:
