@@ -28,10 +28,11 @@ from pymoo.operators.sampling.rnd import FloatRandomSampling, IntegerRandomSampl
 from pymoo.operators.selection.tournament import TournamentSelection
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+from scipy.stats import spearmanr
 
 from prunesearch.search.base import ArchivedSearch
 from prunesearch.search.indicators import hv_contributions, hypervolume, non_dominated
-from prunesearch.search.local_search import greedy_select, neighbour_moves
+from prunesearch.search.local_search import greedy_select, improvement_scores, neighbour_moves
 from prunesearch.search.problems import GenomeProblem
 from prunesearch.search.selection import Portfolio
 from prunesearch.search.settings import LocalSearchSettings
@@ -115,6 +116,13 @@ class HAMP(ArchivedSearch, Algorithm):
             (exclusive contributions, averaged over ``credit_window`` generations); between 2
             and ``local_search.max_moves``. Default on: it raised HAMP/NSGA-II on all seven
             ZDT/DTLZ variants tried (10 seeds); without it the local search cost HV there.
+        adaptive_prescreen: Let the pre-screening earn its share of the offspring: each batch
+            holds offspring the surrogate chose and offspring drawn at random from the same
+            bred pool, a controlled experiment; the probability that a chosen one beats a
+            random one (each scored against the front before the batch, averaged over
+            ``credit_window`` generations) sets the chosen count between one (no better than
+            chance) and ``1 - local_search.explore_fraction`` of the offspring (0.75 or more).
+            Default on (docs/METHODS.md: with the batch check below it fixed ZDT2/ZDT3).
         crossover_prob: SBX probability.
         crossover_eta: SBX distribution index.
         mutation_eta: Polynomial mutation distribution index.
@@ -141,6 +149,7 @@ class HAMP(ArchivedSearch, Algorithm):
         parent_selection: str = "crowding",
         cheap_features: bool = True,
         adaptive_local_search: bool = True,
+        adaptive_prescreen: bool = True,
         crossover_prob: float = 0.9,
         crossover_eta: float = 15.0,
         mutation_eta: float = 20.0,
@@ -182,6 +191,7 @@ class HAMP(ArchivedSearch, Algorithm):
         self.parent_selection = parent_selection
         self.cheap_features = bool(cheap_features)
         self.adaptive_local_search = bool(adaptive_local_search)
+        self.adaptive_prescreen = bool(adaptive_prescreen)
         self.crossover_prob = crossover_prob
         self.crossover_eta = crossover_eta
         self.mutation_eta = mutation_eta
@@ -215,6 +225,13 @@ class HAMP(ArchivedSearch, Algorithm):
                                    min_probability=self.portfolio.min_probability)
         self.pending_operator: str | None = None
         self.origin_credits: dict[str, list[float]] = {"variation": [], "local_search": []}
+        # Pre-screening's record: per generation, P(chosen offspring beats a random one).
+        self.prescreen_credits: list[float] = []
+        self._screened: dict[str, set] = {"chosen": set(), "random": set()}
+        # The surrogate's out-of-sample record: per generation, rank correlation of predicted
+        # and real expensive objectives over the whole told batch.
+        self.batch_correlations: list[float] = []
+        self._batch_predictions: dict = {}
         cheap = tuple(int(i) for i in getattr(problem, "cheap_objectives", ()) or ())
         self.cheap_objectives = cheap if hasattr(problem, "evaluate_cheap") else ()
         self.expensive_objectives = tuple(i for i in range(problem.n_obj)
@@ -251,7 +268,13 @@ class HAMP(ArchivedSearch, Algorithm):
         self._ls_stats: dict[str, Any] = {"ls_candidates": 0, "ls_moves": 0, "ls_fit_s": 0.0,
                                           "pool": 0, "rank_correlation": None,
                                           "surrogate_used": False}
-        predictor = self._fit_surrogate()
+        fitted = self._fit_surrogate()
+        # The surrogate steers the batch only while it ranked the last batches well (out of
+        # sample, where the search now is); it is still fitted, and the batch predicted, so that
+        # the check can reopen.
+        predictor = fitted if self._batch_gate_open() else None
+        self._ls_stats["batch_rank_correlation"] = (
+            float(np.mean(self.batch_correlations)) if self.batch_correlations else None)
         pool = self.local_search.offspring_pool if predictor is not None else 1
         if len(self.pop) >= 2:
             off = self.mating.do(self.problem, self.pop, self.n_offsprings * pool,
@@ -272,7 +295,43 @@ class HAMP(ArchivedSearch, Algorithm):
             # The whole (finite) space has been evaluated.
             self.termination.force_termination = True
             return None
+        if fitted is not None and self.expensive_objectives:
+            X = np.asarray(batch.get("X"), dtype=float)
+            predicted, _ = fitted(X)
+            key = self.known_genomes.key
+            self._batch_predictions = {key(x): p for x, p in zip(X, predicted)}
         return batch
+
+    def _batch_gate_open(self) -> bool:
+        """Whether the surrogate's out-of-sample ranking of the last batches is good enough."""
+        if not self.batch_correlations:
+            return True
+        threshold = self.local_search.min_batch_rank_correlation
+        return float(np.mean(self.batch_correlations)) >= threshold
+
+    def _credit_batch_predictions(self) -> None:
+        """Spearman correlation of the last batch's predicted and real expensive objectives."""
+        predictions, self._batch_predictions = self._batch_predictions, {}
+        n = self._last_batch_size
+        if n == 0 or not predictions:
+            return
+        start = len(self.archive_F) - n
+        key = self.known_genomes.key
+        rows = [(i, predictions[key(x)]) for i, x in enumerate(self.archive_X[start:], start)
+                if key(x) in predictions and self.archive_feasible[i]]
+        if len(rows) < 5:
+            return
+        idx = np.array([i for i, _ in rows])
+        P = np.array([p for _, p in rows])
+        values = []
+        for j in self.expensive_objectives:
+            real = self.archive_F[idx, j]
+            if np.ptp(real) > 0 and np.ptp(P[:, j]) > 0:
+                values.append(float(spearmanr(P[:, j], real).statistic))
+        if values:
+            self.batch_correlations.append(float(np.mean(values)))
+            excess = len(self.batch_correlations) - self.portfolio.window
+            del self.batch_correlations[: max(0, excess)]
 
     # ------------------------------------------------------------------------ surrogate
     def _surrogate_wanted(self) -> bool:
@@ -373,17 +432,62 @@ class HAMP(ArchivedSearch, Algorithm):
         n = self.n_offsprings
         X = np.asarray(pool.get("X"), dtype=float)
         predicted, std = predictor(X)
-        n_explore = round(self.local_search.explore_fraction * n)
+        n_explore = n - self._prescreen_share(n)
         chosen = self._rank_batch(predicted, std, groups=np.zeros(len(X), dtype=int),
                                   per_group=n - n_explore, total=n - n_explore)
         rest = np.setdiff1d(np.arange(len(X)), chosen)
         k = min(n - len(chosen), len(rest))
         explore = self.random_state.choice(rest, size=k, replace=False) if k else []
         keep = np.concatenate([np.asarray(chosen, dtype=int), np.asarray(explore, dtype=int)])
-        self._ls_stats["pool"] = len(X)
+        self._ls_stats.update(pool=len(X), prescreened=len(chosen))
+        key = self.known_genomes.key
+        self._screened = {"chosen": {key(x) for x in X[np.asarray(chosen, dtype=int)]},
+                          "random": {key(x) for x in X[np.asarray(explore, dtype=int)]}}
         out = pool[keep]
         out.set("predicted_F", predicted[keep])
         return out
+
+    def _prescreen_share(self, n: int) -> int:
+        """Offspring of ``n`` chosen by the surrogate this generation (the rest: random)."""
+        high = n - round(self.local_search.explore_fraction * n)
+        low = min(1, high)  # one chosen offspring keeps the experiment running
+        if not self.adaptive_prescreen or not self.prescreen_credits or low >= high:
+            return max(0, high)
+        # P(chosen beats random): 0.5 = no better than chance -> one; 0.75 or more -> the
+        # full share; linear in between.
+        edge = float(np.clip((np.mean(self.prescreen_credits) - 0.5) / 0.25, 0.0, 1.0))
+        return int(round(low + edge * (high - low)))
+
+    def _credit_prescreen(self) -> float | None:
+        """Score last batch's chosen offspring against its random ones (Mann-Whitney AUC).
+
+        Each is scored against the feasible front archived before the batch: its hypervolume
+        improvement, or minus its distance behind the front (failed ones lowest), the ranking
+        score the surrogate itself uses, here on real objectives.
+        """
+        screened, self._screened = self._screened, {"chosen": set(), "random": set()}
+        n = self._last_batch_size
+        if n == 0 or not screened["chosen"] or not screened["random"]:
+            return None
+        start = len(self.archive_F) - n
+        key = self.known_genomes.key
+        groups = [key(x) for x in self.archive_X[start:]]
+        chosen = np.array([k in screened["chosen"] for k in groups])
+        random_ = np.array([k in screened["random"] for k in groups])
+        if not chosen.any() or not random_.any():
+            return None
+        shift, scale, ref = self._normaliser()
+        before = np.flatnonzero(self.archive_feasible[:start])
+        front = self.archive_F[before]
+        front = front[non_dominated(front)] if len(front) else front
+        Fn = (self.archive_F[start:] - shift) / scale
+        scores = improvement_scores(Fn, (front - shift) / scale, ref)
+        scores[~self.archive_feasible[start:]] = -np.inf
+        a, b = scores[chosen], scores[random_]
+        auc = float(np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
+        self.prescreen_credits.append(auc)
+        del self.prescreen_credits[: max(0, len(self.prescreen_credits) - self.portfolio.window)]
+        return auc
 
     # ------------------------------------------------------------------------ local search
     def _local_search_moves(self, *, exclude: Population, predictor) -> Population:
@@ -455,6 +559,8 @@ class HAMP(ArchivedSearch, Algorithm):
     def _advance(self, infills=None, **kwargs) -> None:
         infills = infills if infills is not None else Population.empty()
         self._credit_origins()
+        prescreen_credit = self._credit_prescreen()
+        self._credit_batch_predictions()
         entries = self._hv_entries()
         credit = None
         rewarded = self.pending_operator
@@ -472,6 +578,7 @@ class HAMP(ArchivedSearch, Algorithm):
         self._log_generation(**entries, credit=credit, rewarded=rewarded,
                              credits=self.portfolio.mean_credits(),
                              probabilities=self._probabilities(),
+                             prescreen_credit=prescreen_credit,
                              **getattr(self, "_ls_stats", {}))
 
     def _moves_budget(self) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "greedy_select",
     "hv_improvements",
     "hvi_upper_bound",
+    "improvement_scores",
     "neighbour_moves",
 ]
 
@@ -130,6 +131,16 @@ def _fallback_score(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.nda
     depth = np.maximum(domination_depth(C, front), 0.0)
     beyond = np.maximum(np.max(C - ref, axis=1), 0.0)
     return -(depth + beyond) - 1e-12
+
+
+def improvement_scores(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The ranking score of each row of ``C`` alone: its HVI over ``front``, or, where it has
+    none, minus its distance behind the front (the nearest misses score highest)."""
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    front = np.asarray(front, dtype=float).reshape(-1, C.shape[1])
+    inside = front[np.all(front < ref, axis=1)]
+    hvi = hv_improvements(C, inside, ref)
+    return np.where(hvi > 0, hvi, _fallback_score(C, inside, ref))
 
 
 def hvi_upper_bound(C: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -245,6 +245,10 @@ class LocalSearchSettings:
     min_rank_correlation: float = setting(
         0.2, min=-1.0, max=1.0,
         help="surrogate steps run only while its out-of-bag rank correlation is at least this")
+    min_batch_rank_correlation: float = setting(
+        0.8, min=-1.0, max=1.0,
+        help="surrogate steps run only while it ranked the last batches (out of sample) with at "
+             "least this rank correlation (mean of the last credit_window generations)")
 
 
 @dataclasses.dataclass(frozen=True)

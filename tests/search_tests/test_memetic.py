@@ -73,12 +73,62 @@ def test_prescreening_keeps_the_predicted_best_and_a_random_share():
         F[good, 1] = -1.0 - np.arange(len(good))[::-1] * 1e-3
         return F, None
 
+    algo.prescreen_credits.clear()  # no record of the pre-screening yet: its full share
     kept = algo._prescreen(Population.new(X=X), predictor).get("X")
     assert len(kept) == algo.n_offsprings == 12
     exploit = 12 - round(0.25 * 12)
     rows = [int(np.flatnonzero((X == x).all(axis=1))[0]) for x in kept]
     assert set(rows[:exploit]) <= set(good.tolist())  # the predicted best first
     assert len(set(rows)) == 12
+
+
+def test_prescreen_share_follows_how_often_chosen_offspring_beat_random_ones(problem):
+    algo = hamp()
+    algo.setup(problem, termination=("n_evals", 200), seed=0)
+    n, full = algo.n_offsprings, algo.n_offsprings - round(0.25 * algo.n_offsprings)
+    shares = {}
+    for record in ([], [0.5], [0.3, 0.4], [0.625], [0.75], [0.9, 1.0]):
+        algo.prescreen_credits = list(record)
+        shares[tuple(record)] = algo._prescreen_share(n)
+    assert shares[()] == full == shares[(0.75,)] == shares[(0.9, 1.0)]
+    assert shares[(0.5,)] == 1 == shares[(0.3, 0.4)]  # no better than chance: one probe
+    assert 1 < shares[(0.625,)] < full
+    fixed = hamp(adaptive_prescreen=False)
+    fixed.setup(problem, termination=("n_evals", 200), seed=0)
+    fixed.prescreen_credits = [0.0]
+    assert fixed._prescreen_share(n) == full
+
+
+def test_prescreen_record_scores_chosen_against_random_offspring(problem):
+    algo = hamp()
+    algo.setup(problem, termination=("n_evals", 240), seed=2)
+    drive(algo, problem)
+    credits = [h["prescreen_credit"] for h in algo.history_log
+               if h.get("prescreen_credit") is not None]
+    assert len(credits) >= 5 and all(0.0 <= c <= 1.0 for c in credits)
+    # The forest ranks this problem well: its picks beat the random ones more often than not.
+    assert np.mean(credits) > 0.55
+    counts = [h["prescreened"] for h in algo.history_log if h.get("pool")]
+    assert min(counts) >= 1 and max(counts) <= algo.n_offsprings - round(0.25 * algo.n_offsprings)
+
+
+def test_steps_pause_while_the_last_batches_were_ranked_badly_and_resume(problem):
+    algo = hamp()
+    algo.setup(problem, termination=("n_evals", 400), seed=4)
+    drive(algo, problem, stop_after=4)
+    assert algo.batch_correlations and np.mean(algo.batch_correlations) > 0.8
+    algo.batch_correlations = [0.1]  # as if the surrogate had just mis-ranked a batch
+    pop = algo.ask()
+    assert set(pop.get("origin")) == {"variation"} and len(pop) == algo.n_offsprings
+    h_stats = algo._ls_stats
+    assert h_stats["pool"] == 0 and h_stats["ls_moves"] == 0
+    pop.set("F", problem.evaluate(pop.get("X"), return_values_of=["F"]))
+    algo.tell(infills=pop)
+    # The paused surrogate still predicted the batch: the check has a new, out-of-sample value.
+    assert len(algo.batch_correlations) == 2 and algo.batch_correlations[-1] > 0.8
+    algo.batch_correlations = [0.95]
+    pop = algo.ask()
+    assert "local_search" in set(pop.get("origin")) and algo._ls_stats["pool"] > 0
 
 
 def test_a_surrogate_that_cannot_rank_is_not_used(problem):
