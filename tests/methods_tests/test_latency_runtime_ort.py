@@ -128,3 +128,20 @@ def test_latency_check_scores_only_genomes_the_calibration_did_not_see():
     assert recal[1] == pytest.approx(11.0)
     # Out of sample: a point's own timing never enters its prediction.
     assert leave_one_out([1.0, 2.0, 3.0], [2.0, 4.0, 100.0], "linear")[2] == pytest.approx(6.0)
+
+
+def test_keep_freed_memory_is_applied_once_per_process_and_recorded():
+    code = (
+        "import types\n"
+        "from prunesearch.methods.cost.calibration import apply_allocator\n"
+        "print(apply_allocator(types.SimpleNamespace(keep_freed_memory=False)))\n"
+        "print(apply_allocator(types.SimpleNamespace(keep_freed_memory=True)))\n"
+        "print(apply_allocator(types.SimpleNamespace(keep_freed_memory=False)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second, third = proc.stdout.split("\n")[:3]
+    assert first == "default"
+    if sys.platform.startswith("linux"):
+        assert second.startswith("keep-freed") and third == second  # permanent, process-wide
