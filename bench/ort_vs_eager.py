@@ -1,8 +1,8 @@
 """ONNX Runtime vs eager PyTorch latency of dense and pruned CIFAR ResNet-56 on the CPU
 (issue 16, item 2): does the pruned/dense ratio, which decides the front, differ by runtime?
 
-Both runtimes time through the same harness (:func:`~prunesearch.methods.cost.latency.measure_latency`,
-1 thread, ``hardware.latency_statistic``-free: median and p25 printed); the ORT figure runs
+Both runtimes time through the same harness (``measure_latency``, 1 thread; median and p25
+printed); the ORT figure runs
 the network exported in memory (opset 18) in an ``InferenceSession`` with the CPU execution
 provider (intra-op threads 1, ORT_ENABLE_ALL). Pruned networks: uniform keep ratios 0.5 and
 0.25 of every group, and one seeded random genome (calibration spread), physically pruned.
@@ -47,7 +47,8 @@ def main() -> None:
         repeats = 40 if batch == 1 else 8
         res: dict[str, dict[str, float]] = {}
         for k, (name, genome) in enumerate(nets.items()):
-            module = apply_genome(base, space, space.validate(genome), importance="l1").module.eval()
+            module = apply_genome(base, space, space.validate(genome),
+                                  importance="l1").module.eval()
             order = ("eager", "onnxruntime") if k % 2 == 0 else ("onnxruntime", "eager")
             res[name] = {}
             for runtime in order:
