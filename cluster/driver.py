@@ -444,7 +444,7 @@ class _Driver:
 
     def _check_table(self, measured: Mapping[str, Mapping[str, float]]) -> None:
         """Warn when the search-time latency objective disagrees with end-to-end timing."""
-        table = getattr(self.task, "table", None)
+        table = getattr(getattr(self, "task", None), "table", None)
         warning = table_warning(self.by_id, measured,
                                 table.to_dict() if table is not None else None)
         if warning is not None:

@@ -25,6 +25,8 @@ def check_device(config: Any, *, address: str | None) -> None:
     except (RuntimeError, ValueError):
         raise UsageError(f"hardware.device {device!r} is not a device name (e.g. cpu, cuda, "
                          "cuda:1)") from None
+    if not address:
+        _check_runtime(config, parsed)
     if address or parsed.type == "cpu":
         return
     if parsed.type == "cuda":
@@ -40,6 +42,22 @@ def check_device(config: Any, *, address: str | None) -> None:
     else:
         raise UsageError(f"hardware.device {device!r}: device type '{parsed.type}' is not "
                          "supported (cpu or cuda)")
+
+
+def _check_runtime(config: Any, device: Any) -> None:
+    """``hardware.runtime`` can run here (e.g. ``onnxruntime`` installed, float32)."""
+    from prunesearch.methods.cost.runtimes import runtime_entry
+
+    runtime = str(config.hardware.runtime)
+    if runtime == "onnxruntime" and str(config.hardware.dtype) != "float32":
+        raise UsageError(f"hardware.runtime onnxruntime times float32 networks, got "
+                         f"hardware.dtype {config.hardware.dtype!r}")
+    if device.type not in ("cpu", "cuda"):
+        return  # the device check below says what is wrong
+    try:
+        runtime_entry(runtime).check(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_image_task(config: Any) -> None:

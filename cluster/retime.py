@@ -114,7 +114,8 @@ def table_warning(by_id: Mapping[int, Mapping[str, Any]],
     errors = []
     for key, timing in measured.items():
         record = by_id.get(int(key))
-        if record is not None and tuple(int(g) for g in record["genome"]) in calibrated_on:
+        genome = (record or {}).get("genome")
+        if genome is not None and tuple(int(g) for g in genome) in calibrated_on:
             continue
         table_ms = (record or {}).get("objectives", {}).get("latency_ms")
         real_ms = timing.get("latency_ms_measured")

@@ -231,6 +231,12 @@ class HardwareSettings:
         3, min=1, help="rounds the calibration networks are timed in, interleaved with the "
                        "table entries (each network's figure is the median of its rounds)"
     )
+    keep_freed_memory: bool = setting(
+        False, help="in processes that time latency, keep freed memory in the C allocator "
+                    "(glibc mallopt: no trimming, no per-allocation mmap) so activations do not "
+                    "page-fault afresh every forward; on CPUs this makes layer sums additive "
+                    "(docs/METHODS.md). Linux/glibc only; ignored elsewhere"
+    )
     cache_tolerance: float = setting(
         0.10, min=0.0,
         help="a cached latency table whose calibration predicts the fresh calibration "

@@ -115,6 +115,29 @@ def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[i
     return [float(np.median(r)) for r in results]
 
 
+_ALLOCATOR: list[str] = []
+
+
+def apply_allocator(hardware: Any) -> str:
+    """Put this process's C allocator in the mode ``hardware.keep_freed_memory`` asks for, once
+    (process-wide and permanent: glibc ``mallopt``); returns the mode in effect."""
+    if _ALLOCATOR:
+        return _ALLOCATOR[0]
+    mode = "default"
+    if _hw(hardware, "keep_freed_memory", False):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            # M_TRIM_THRESHOLD (-1), M_MMAP_THRESHOLD (-3): 1 GiB, i.e. keep and reuse.
+            if libc.mallopt(-1, 1 << 30) and libc.mallopt(-3, 1 << 30):
+                mode = "keep-freed (glibc mallopt)"
+        except (OSError, AttributeError):
+            mode = "default (keep_freed_memory needs glibc)"
+        _ALLOCATOR.append(mode)
+    return mode
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -157,6 +180,7 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
     ``cost`` is bound to the finished table.
     """
     started = time.time()
+    allocator = apply_allocator(hardware)
     load_start = _load_average()
     statistic = _hw(hardware, "latency_statistic", "median")
     rounds = int(_hw(hardware, "calibration_rounds", 3))
@@ -217,6 +241,7 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
         "load_average_start": load_start,
         "load_average_end": _load_average(),
         "cpu_count": os.cpu_count(),
+        "allocator": allocator,
         "started_at": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 2),
         "runtime_settings": runtime_entry(hardware.runtime).settings(hardware.device,
@@ -255,6 +280,7 @@ def end_to_end(module: nn.Module, input_shape: Sequence[int], hw: Any) -> dict[s
     latency table predicts; docs/METHODS.md), ``latency_ms_median`` and ``latency_ms_p90``
     their median and 90th percentile, and ``peak_memory_mb`` the peak memory where the device
     reports it (CUDA)."""
+    apply_allocator(hw)
     result = measure_latency(module, input_shape, device=hw.device, runtime=hw.runtime,
                              dtype=hw.dtype, batch_size=hw.batch_size, threads=hw.threads,
                              warmup=hw.warmup, repeats=hw.repeats,
@@ -278,6 +304,7 @@ def saved_or_built_table(saved: Path | None, *, cost: CostModel | PerGenomeCostM
     Raises:
         RunStateError: the saved table lacks shapes that cannot be timed here.
     """
+    apply_allocator(hardware)
     if saved is None or not saved.is_file():
         table = build()
         if saved is not None:

@@ -98,7 +98,7 @@ class LatencyResult:
         min_ms: Fastest timed run.
         repeats: Number of timed runs.
         device: Device name (CPU model or GPU name).
-        runtime: ``eager``, ``cuda-graph`` or ``compile``.
+        runtime: ``eager``, ``cuda-graph``, ``compile`` or ``onnxruntime``.
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         batch_size: Inputs per run.
         threads: torch intra-op threads during timing.
@@ -279,7 +279,8 @@ def measure_latency(
         module: The network to time.
         input_shape: Shape of one sample, e.g. ``(3, 32, 32)``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        runtime: ``eager``, ``cuda-graph`` (CUDA only) or ``compile`` (``torch.compile``).
+        runtime: ``eager``, ``cuda-graph`` (CUDA only), ``compile`` (``torch.compile``) or
+            ``onnxruntime`` (the module exported to ONNX, in an ONNX Runtime session).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         batch_size: Samples per timed run.
         threads: torch intra-op threads while timing.

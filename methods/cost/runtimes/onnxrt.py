@@ -48,7 +48,8 @@ def _provider(device: Any) -> str:
         return "CPUExecutionProvider"
     if kind == "cuda":
         return "CUDAExecutionProvider"
-    raise ValueError(f"hardware.runtime=onnxruntime runs on cpu or cuda, got device={str(device)!r}")
+    raise ValueError("hardware.runtime=onnxruntime runs on cpu or cuda, got "
+                     f"device={str(device)!r}")
 
 
 def session_settings(device: Any, threads: int) -> dict[str, Any]:
