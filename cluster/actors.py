@@ -309,7 +309,7 @@ class EvaluatorPool:
 
     def serve(self, feed: JobFeed, on_result: Callable[[PoolJob, dict[str, Any]], None], *,
               failed_result: Callable[[str], dict[str, Any]], stop: threading.Event,
-              poll_s: float = 0.005) -> None:
+              poll_s: float = 0.01) -> None:
         """Keep every actor busy with jobs from ``feed`` until ``stop`` is set (asynchronous mode).
 
         Meant to run in a thread of its own while the caller asks and tells in the main thread:
@@ -348,7 +348,8 @@ class EvaluatorPool:
                 time.sleep(poll_s)  # every actor idle, nothing queued: wait for the caller
                 continue
             # Bounded waits: a job queued while some actor is idle starts within poll_s, and
-            # stop is noticed within 0.1 s.
+            # stop is noticed within 0.1 s (ray.wait over every running call is not free: poll
+            # no faster than that).
             ref = health.wait(list(running), idle, max_timeout=poll_s if idle else 0.1)
             if ref is None:
                 continue
