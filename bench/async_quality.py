@@ -59,6 +59,11 @@ from prunesearch.search.synthetic import (
 DENSE_MACS = float(np.sum(UPPER.astype(float) ** 2))
 
 
+def _priority(ind: Any, batch: int) -> tuple[int, float]:
+    """The driver's feed order: ask groups first come first served, longest MACs first within."""
+    return batch, -float(np.sum(np.asarray(ind.X, dtype=float) ** 2))
+
+
 def _problem() -> GenomeProblem:
     def errors(X: np.ndarray) -> np.ndarray:
         return np.array([[synthetic_error([int(v) for v in x])] for x in X])
@@ -130,15 +135,17 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
     steady = SteadyState(algorithm, ask_size=default_ask_size(slots))
     outstanding: dict[int, Any] = {}
     seen: set[tuple[int, ...]] = set()
-    feed: list[tuple[float, int]] = []  # (-MACs, id): longest expected first
+    feed: list[tuple[int, float, int]] = []  # (ask group, -MACs, id)
     running: list[tuple[float, int]] = []  # (finish time, id)
     free_slots = slots
     next_id, told, clock = 0, 0, 0.0
     done: list[tuple[float, np.ndarray]] = []
     objectives: dict[int, np.ndarray] = {}
 
+    batches = 0
+
     def refill() -> float:
-        nonlocal next_id
+        nonlocal next_id, batches
         spent = 0.0
         while len(outstanding) < slots + steady.ask_size and told + len(outstanding) < total:
             t0 = time.perf_counter()
@@ -146,20 +153,21 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
             spent += time.perf_counter() - t0
             if len(pop) == 0:
                 break
+            batches += 1
             _evaluate(problem, pop)
             for ind in pop:
                 key = tuple(int(v) for v in ind.X)
                 seen.add(key)
                 outstanding[next_id] = ind
                 objectives[next_id] = np.asarray(ind.F, dtype=float)
-                heapq.heappush(feed, (-float(np.sum(np.asarray(ind.X, float) ** 2)), next_id))
+                heapq.heappush(feed, (*_priority(ind, batches), next_id))
                 next_id += 1
         return spent
 
     def dispatch(now: float) -> None:
         nonlocal free_slots
         while free_slots and feed:
-            _, cid = heapq.heappop(feed)
+            cid = heapq.heappop(feed)[-1]
             x = np.asarray(outstanding[cid].X)
             heapq.heappush(running, (now + _duration(x, cid, seed, args), cid))
             free_slots -= 1

@@ -11,9 +11,10 @@ population the size of the pool, that barrier idles a third of the cluster. Here
   amortised over a group. Genomes are deduplicated against everything asked before (journaled
   or in flight).
 * **Dispatch** runs in a thread of its own (:meth:`EvaluatorPool.serve`): an evaluator that
-  finishes gets the next queued candidate at once, whatever the main thread is computing, and
-  the queue is ordered longest expected cost first (the task's analytic MACs, known before
-  evaluating), so the long candidates start first and the short ones fill in. At most one
+  finishes gets the next queued candidate at once, whatever the main thread is computing. Ask
+  groups are served in order; inside a group the longest expected cost goes first (the task's
+  analytic MACs, known before evaluating), so the long candidates start first and the short
+  ones fill in (:class:`~prunesearch.cluster.actors.JobFeed`). At most one
   candidate per live actor is in flight; a candidate whose actor is lost goes back first in line.
 * **Tells.** The main thread takes every result that has arrived (one or more), journals each
   line with ``tell`` = the index of the group it is told in, then tells the group: the archive,
@@ -85,6 +86,7 @@ class AsyncLoop:
         self.stop = threading.Event()
         self.forced = _forced_order()
         self._held: dict[int, tuple[PoolJob, dict[str, Any]]] = {}
+        self._groups = 0  # groups queued in the feed
 
     # ------------------------------------------------------------------ state
     @property
@@ -190,12 +192,17 @@ class AsyncLoop:
 
     # ------------------------------------------------------------------ live loop
     def _submit(self, ids: list[int]) -> None:
+        """Queue candidates as one group: after the groups queued before, longest MACs first."""
         d = self.d
+        if not ids:
+            return
+        self._groups += 1
         for cid in ids:
             genome = self.a.outstanding[cid][0]
             cost = float(d.task.cheap_metrics(list(genome)).get("macs") or 0.0)
             self.feed.put(PoolJob(candidate_id=cid, genome=genome,
-                                  seed=candidate_seed(d.config.seed, cid)), cost)
+                                  seed=candidate_seed(d.config.seed, cid)), cost,
+                          group=self._groups)
 
     def _serve(self) -> None:
         try:
