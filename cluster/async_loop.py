@@ -44,16 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pymoo.core.population import Population
-
-from prunesearch.cluster.actors import JobFeed, PoolJob
 from prunesearch.cluster.batch_plan import set_objectives
 from prunesearch.cluster.checkpoint import AsyncState
 from prunesearch.cluster.report import write_summary
 from prunesearch.cluster.run_store import search_summary
 from prunesearch.methods.errors import RunStateError
 from prunesearch.methods.task import candidate_seed, failed_result
-from prunesearch.search.steady_state import SteadyState, default_ask_size
+from prunesearch.search.steady_state import SteadyState, default_ask_size, population_of
 
 if TYPE_CHECKING:  # the driver imports this module
     from prunesearch.cluster.driver import _Driver
@@ -177,7 +174,7 @@ class AsyncLoop:
 
     def _tell(self, ids: list[int]) -> None:
         a = self.a
-        pop = Population.create(*[a.outstanding[cid][1] for cid in ids])
+        pop = population_of([a.outstanding[cid][1] for cid in ids])
         set_objectives(pop, ids, self.d.by_id, self.d.failed_F)
         a.steady.tell(pop)
         for cid in ids:

@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 from pymoo.core.population import Population
 
-__all__ = ["SteadyState", "default_ask_size"]
+__all__ = ["SteadyState", "default_ask_size", "population_of"]
+
+
+def population_of(individuals: Any) -> Population:
+    """A pymoo population of asked individuals (the caller need not import pymoo)."""
+    return Population.create(*individuals)
 
 
 def default_ask_size(slots: int) -> int:
