@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from prunesearch.cluster.actors import JobFeed, PoolJob
 from prunesearch.cluster.batch_plan import set_objectives
 from prunesearch.cluster.checkpoint import AsyncState
 from prunesearch.cluster.report import write_summary
