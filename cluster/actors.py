@@ -143,8 +143,8 @@ class JobFeed:
     first served; inside a group the longest expected cost (MACs, known before evaluating) goes
     first (longest-processing-time-first list scheduling against stragglers), ties by candidate
     id. Ordering the whole queue by cost instead starved narrow candidates: they kept being
-    overtaken by wider ones asked later (bench/async_quality.py: HV 0.80x generational HAMP
-    at equal evaluations, 16 slots, instead of about 0.97x). A retried job (its actor died) goes
+    overtaken by wider ones asked later (bench/async_quality.py: HV 0.79x generational HAMP
+    at equal evaluations, 16 slots, instead of 0.96x). A retried job (its actor died) goes
     before everything else.
     """
 
