@@ -21,10 +21,24 @@ Reported per slot count:
   metrics), divided by the evaluations; split into the per-result work inside the pool loop
   (with its ``os.fsync`` wall time and main-thread CPU time) and the work between generations.
 
+Issue 13 (``search.mode: async``) adds: ``--modes generational async``, ``--method hamp`` (the
+driver's real asks and tells), ``--pop-factor 1`` (population = slots), ``--jitter 0.5`` and
+``--duration macs`` (sleep proportional to the candidate's MACs), and ``--light`` actors: several
+simulated evaluators per actor process (threads that sleep; torch is never imported), so 64
+slots fit on a small machine. With light actors every evaluation reports its start and end on
+the actor, and efficiency is measured directly: busy slot-seconds / (slots x span from the first
+start to the last end), beside the zero-overhead greedy bound of the same durations (per
+generation for the generational mode; over the whole run, in dispatch order, for async: the
+drain at the end of a finite budget is in both). "Steady-state" efficiency is the same ratio
+over the window that ends at the last dispatch (the final drain left out).
+
 Usage::
 
     .venv/bin/python bench/scaling.py                      # 1 2 4 8 16 slots, 2 generations
     .venv/bin/python bench/scaling.py --slots 4 16 --generations 3
+    # issue 13: both modes, HAMP, population = slots, +-50% durations, light actors
+    .venv/bin/python bench/scaling.py --slots 1 4 16 64 --modes generational async \
+        --method hamp --pop-factor 1 --jitter 0.5 --generations 16 --light --hamp-generations 0
 """
 
 from __future__ import annotations
@@ -71,6 +85,9 @@ class _Timers:
         self.fsync_in_runs_s = 0.0  # wall time in os.fsync inside EvaluatorPool.run
         self.fsync_calls: list[tuple[float, float]] = []  # (start, wall seconds)
         self.generation_spans: list[tuple[float, float]] = []
+        self.async_wait_s = 0.0  # main thread blocked waiting for results (async loop)
+        self.cpu_first: float | None = None  # process CPU time at the first dispatch
+        self.cpu_last: float | None = None  # ... at the end of the last evaluation phase
 
 
 @contextmanager
@@ -110,6 +127,7 @@ def _instrument(timers: _Timers) -> Iterator[None]:
         start = time.perf_counter()
         if timers.first_dispatch is None:
             timers.first_dispatch = start
+            timers.cpu_first = time.process_time()
         timers.in_run = True
         cpu = time.thread_time()
         try:
@@ -119,6 +137,7 @@ def _instrument(timers: _Timers) -> Iterator[None]:
             timers.cpu_in_runs_s += time.thread_time() - cpu
             end = time.perf_counter()
             timers.last_done = end
+            timers.cpu_last = time.process_time()
             timers.generation_spans.append((start, end))
 
     ray.wait = timed_wait
@@ -130,6 +149,92 @@ def _instrument(timers: _Timers) -> Iterator[None]:
         ray.wait = real_wait
         actors_module.EvaluatorPool.run = real_run
         os.fsync = real_fsync
+
+
+@ray.remote
+class LightHost:
+    """Several simulated evaluators in one process: ``max_concurrency`` threads that sleep.
+
+    Only the synthetic evaluator is built (torch is never imported); each result carries the
+    evaluation's start and end (``time.time()`` on this machine) for the efficiency figure.
+    """
+
+    def __init__(self, payload_box: list[Any], threads: int) -> None:
+        from prunesearch.methods.synthetic import SyntheticEvaluator
+
+        self._evaluator = SyntheticEvaluator(ray.get(payload_box[0]))
+
+    def ready(self) -> bool:
+        return True
+
+    def can_measure(self) -> bool:
+        return False
+
+    def evaluate(self, genome: Any, candidate_id: int, seed: int) -> dict[str, Any]:
+        start = time.time()
+        result = dict(self._evaluator.evaluate(list(genome), candidate_id=candidate_id,
+                                               seed=seed))
+        end = time.time()
+        result["metrics"] = {**result.get("metrics", {}), "t_start": start, "t_end": end}
+        result["node"] = ray.get_runtime_context().get_node_id()
+        return result
+
+
+@contextmanager
+def _light_actors(per_process: int) -> Iterator[None]:
+    """Make EvaluatorPool start one LightHost per ``per_process`` slots (this process only)."""
+    real_start = actors_module.EvaluatorPool._start
+
+    def light_start(self: Any, index: int, generation: int) -> Any:
+        hosts = self.__dict__.setdefault("_light_hosts", {})
+        per = min(per_process, self._cluster.num_evaluators)
+        key = (index // per, generation)
+        if key not in hosts:
+            hosts[key] = LightHost.options(
+                namespace=self._namespace, max_concurrency=per, max_restarts=0,
+                max_task_retries=0, num_cpus=0, resources={"evaluator": per},
+            ).remote([self._payload_ref], self._threads)
+        return actors_module._Slot(index=index, handle=hosts[key], name=f"evaluator-{index}",
+                                   generation=generation)
+
+    actors_module.EvaluatorPool._start = light_start
+    try:
+        yield
+    finally:
+        actors_module.EvaluatorPool._start = real_start
+
+
+@contextmanager
+def _instrument_async(timers: _Timers) -> Iterator[None]:
+    """Time the async loop (its span) and the main thread's blocking waits for results."""
+    from prunesearch.cluster import async_loop
+
+    real_get, real_run = async_loop.AsyncLoop._get, async_loop.AsyncLoop.run
+
+    def timed_get(self: Any, block: bool) -> Any:
+        start = time.perf_counter()
+        try:
+            return real_get(self, block)
+        finally:
+            if block:
+                timers.async_wait_s += time.perf_counter() - start
+
+    def timed_run(self: Any) -> Any:
+        timers.first_dispatch = time.perf_counter()
+        timers.cpu_first = time.process_time()
+        try:
+            return real_run(self)
+        finally:
+            timers.last_done = time.perf_counter()
+            timers.cpu_last = time.process_time()
+
+    async_loop.AsyncLoop._get = timed_get
+    async_loop.AsyncLoop.run = timed_run
+    try:
+        yield
+    finally:
+        async_loop.AsyncLoop._get = real_get
+        async_loop.AsyncLoop.run = real_run
 
 
 def _start_cluster(nodes: int, units_per_node: int) -> Cluster:
@@ -156,20 +261,33 @@ def greedy_makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
+def lpt_bound(durations: list[float], slots: int) -> float:
+    """Makespan of list scheduling in the given order (each job to the first free slot)."""
+    return greedy_makespan(durations, slots)
+
+
 def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path,
-                log: Callable[[str], None]) -> dict[str, Any]:
+                log: Callable[[str], None], mode: str = "generational", method: str = "random",
+                pop_factor: int = 4, jitter: float = 0.1, duration: str = "fixed",
+                sleep_s: float = 1.0, light: bool = False,
+                per_process: int = 8) -> dict[str, Any]:
     """One search with ``slots`` evaluators; returns the measured figures."""
-    pop_size = 4 * slots
-    budget = pop_size * generations
+    pop_size = max(4, pop_factor * slots)
+    budget = pop_factor * slots * generations
     config = load_config(CONFIG, {
-        "search": {"pop_size": pop_size, "budget": budget},
+        "method": method,
+        "evaluator": {"synthetic_sleep_s": sleep_s, "synthetic_jitter": jitter,
+                      "synthetic_duration": duration},
+        "search": {"pop_size": pop_size, "budget": budget, "mode": mode,
+                   "async_checkpoint_s": 10.0},
         "cluster": {"num_evaluators": slots},
     })
-    run_dir = workdir / f"slots-{slots}"
+    run_dir = workdir / f"{mode}-{method}-{duration}-slots-{slots}"
     timers = _Timers()
     lines: list[str] = []
     start = time.perf_counter()
-    with _instrument(timers):
+    with _instrument(timers), _instrument_async(timers), \
+            (_light_actors(per_process) if light else _nullcontext()):
         summary = run_search(config, run_dir, address=cluster.address, log=lines.append)
     total_s = time.perf_counter() - start
     if ray.is_initialized():
@@ -182,20 +300,40 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
     span = timers.last_done - timers.first_dispatch
     throughput = evaluations / span
     ideal = slots / mean_eval
-    overhead_ms = 1000.0 * (span - timers.wait_in_span_s) / evaluations
-    # Jitter alone costs efficiency (the last evaluations of a generation finish unevenly):
-    # the zero-overhead greedy schedule of the same durations, generation by generation.
-    by_generation: dict[int, list[tuple[int, float]]] = {}
-    for entry in journal:
-        by_generation.setdefault(int(entry["generation"]), []).append(
-            (int(entry["id"]), float(entry["wall_s"])))
-    bound_span = sum(greedy_makespan([d for _, d in sorted(items)], slots)
-                     for items in by_generation.values())
+    # Main-thread time not spent waiting for results, per evaluation (generational: outside
+    # ray.wait; async: outside the wait for the dispatch thread's next result).
+    waited = timers.wait_in_span_s if mode == "generational" else timers.async_wait_s
+    overhead_ms = 1000.0 * (span - waited) / evaluations
+    # Driver process CPU (every thread: main, dispatch, Ray's own) over the evaluation phase.
+    driver_cpu_s = (timers.cpu_last or 0.0) - (timers.cpu_first or 0.0)
+    # The zero-overhead greedy schedule of the same durations: per generation (the barrier)
+    # for the generational mode, over the whole run in dispatch order for async.
+    if mode == "generational":
+        by_generation: dict[int, list[tuple[int, float]]] = {}
+        for entry in journal:
+            by_generation.setdefault(int(entry["generation"]), []).append(
+                (int(entry["id"]), float(entry["wall_s"])))
+        bound_span = sum(greedy_makespan([d for _, d in sorted(items)], slots)
+                         for items in by_generation.values())
+    else:
+        timed = sorted(journal, key=lambda e: e["metrics"].get("t_start", e["id"]))
+        bound_span = greedy_makespan([float(e["wall_s"]) for e in timed], slots)
     bound_efficiency = evaluations * mean_eval / (slots * bound_span)
+    efficiency = throughput / ideal
+    steady = None
+    if light:  # measured on the actors: busy slot-seconds over slots x span
+        starts = [float(e["metrics"]["t_start"]) for e in journal]
+        ends = [float(e["metrics"]["t_end"]) for e in journal]
+        t0, t1, last_start = min(starts), max(ends), max(starts)
+        busy = sum(b - a for a, b in zip(starts, ends))
+        efficiency = busy / (slots * (t1 - t0))
+        busy_steady = sum(max(0.0, min(b, last_start) - a) for a, b in zip(starts, ends))
+        steady = busy_steady / (slots * (last_start - t0)) if last_start > t0 else None
+        span = t1 - t0
+        throughput = evaluations / span
     in_runs = sum(end - begin for begin, end in timers.generation_spans)
-    # Split: per-result work inside the pool loop (dispatch, collect, journal) vs the work
-    # between generations (tell, ask, checkpoint, report, metrics) while every actor is idle.
-    per_result_ms = 1000.0 * (in_runs - timers.wait_in_runs_s) / evaluations
+    per_result_ms = (1000.0 * (in_runs - timers.wait_in_runs_s) / evaluations
+                     if mode == "generational" else float("nan"))
     between_s = [b[0] - a[1] for a, b in zip(timers.generation_spans, timers.generation_spans[1:])]
     between_ms = 1000.0 * statistics.fmean(between_s) if between_s else float("nan")
     fsync_ms = 1000.0 * sum(
@@ -203,10 +341,13 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         if timers.first_dispatch <= begin < timers.last_done
     ) / evaluations
     cpu_ms = 1000.0 * (timers.cpu_in_runs_s - timers.cpu_wait_in_runs_s) / evaluations
-    # The best any scheduler could do with these exact durations is bounded below by the
-    # per-generation load (sum / slots) and by the longest single evaluation.
     row = {
         "slots": slots,
+        "mode": mode,
+        "method": method,
+        "duration": duration,
+        "jitter": jitter,
+        "pop_size": pop_size,
         "evaluations": evaluations,
         "failed": sum(1 for e in journal if e["status"] != "ok"),
         "generations": len(timers.generation_spans),
@@ -215,23 +356,30 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         "run_search_wall_s": total_s,
         "throughput": throughput,
         "ideal": ideal,
-        "efficiency": throughput / ideal,
+        "efficiency": efficiency,
+        "steady_efficiency": steady,
         "jitter_bound_efficiency": bound_efficiency,
         "driver_overhead_ms": overhead_ms,
+        "driver_cpu_ms": 1000.0 * driver_cpu_s / evaluations,
         "per_result_ms": per_result_ms,
         "between_generations_ms": between_ms,
         "fsync_ms": fsync_ms,
         "pool_loop_cpu_ms": cpu_ms,
         "summary_status": summary.get("status"),
+        "hypervolume": summary.get("hypervolume"),
     }
-    log(f"slots={slots:2d}  evals={evaluations:3d}  mean eval {mean_eval:.3f} s  "
-        f"search {span:6.2f} s (run_search {total_s:6.2f} s)  throughput {throughput:6.2f}/s  "
-        f"ideal {ideal:6.2f}/s  efficiency {row['efficiency']:.3f} "
-        f"(zero-overhead greedy bound {bound_efficiency:.3f})  "
-        f"driver overhead {overhead_ms:.2f} ms/eval (in pool loop {per_result_ms:.2f} ms/eval, "
-        f"between generations {between_ms:.0f} ms; fsync {fsync_ms:.2f} ms/eval, "
-        f"pool-loop CPU {cpu_ms:.2f} ms/eval)")
+    steady_text = f" (steady-state {steady:.3f})" if steady is not None else ""
+    log(f"{mode:12s} {method} {duration} slots={slots:2d}  evals={evaluations:4d}  "
+        f"mean eval {mean_eval:.3f} s  search {span:6.2f} s (run_search {total_s:6.2f} s)  "
+        f"efficiency {efficiency:.3f}{steady_text} (zero-overhead greedy bound "
+        f"{bound_efficiency:.3f})  driver main-thread {overhead_ms:.2f} ms/eval, driver CPU "
+        f"{row['driver_cpu_ms']:.2f} ms/eval, fsync {fsync_ms:.2f} ms/eval")
     return row
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
 
 
 def hamp_ask_tell(pop_size: int, generations: int, seed: int = 0) -> dict[str, float]:
@@ -270,21 +418,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hamp-generations", type=int, default=3,
                         help="HAMP generations timed for ask/tell (0: skip)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--modes", nargs="+", default=["generational"],
+                        choices=["generational", "async"])
+    parser.add_argument("--method", default="random", choices=["random", "hamp", "nsga2"])
+    parser.add_argument("--pop-factor", type=int, default=4,
+                        help="population = this x slots (1: population = slots)")
+    parser.add_argument("--jitter", type=float, default=0.1, help="relative duration jitter")
+    parser.add_argument("--duration", default="fixed", choices=["fixed", "macs"],
+                        help="macs: durations proportional to the candidate's MACs")
+    parser.add_argument("--sleep", type=float, default=1.0,
+                        help="seconds per evaluation (x MACs / dense MACs with --duration macs)")
+    parser.add_argument("--light", action="store_true",
+                        help="light actors: several simulated evaluators per process")
+    parser.add_argument("--per-process", type=int, default=8,
+                        help="simulated evaluators per light actor process")
     args = parser.parse_args(argv)
     if any(s < 1 for s in args.slots) or args.generations < 1 or args.nodes < 1:
         parser.error("--slots, --generations and --nodes must be >= 1")
+    if args.pop_factor < 1 or not 0 <= args.jitter <= 1 or args.per_process < 1:
+        parser.error("--pop-factor and --per-process must be >= 1, --jitter in [0, 1]")
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}, ray {ray.__version__}")
     units = math.ceil(max(args.slots) / args.nodes)
+    if args.light:  # whole light processes per node
+        per = min(args.per_process, max(args.slots))
+        units = per * math.ceil(units / per)
+    print(f"load average before: {os.getloadavg()}")
     cluster = _start_cluster(args.nodes, units)
     print(f"cluster: head + {args.nodes} worker nodes x {units} evaluator units")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
             for slots in args.slots:
-                rows.append(run_scaling(slots, generations=args.generations, cluster=cluster,
-                                        workdir=Path(tmp), log=print))
+                for mode in args.modes:
+                    rows.append(run_scaling(
+                        slots, generations=args.generations, cluster=cluster,
+                        workdir=Path(tmp), log=print, mode=mode, method=args.method,
+                        pop_factor=args.pop_factor, jitter=args.jitter,
+                        duration=args.duration, sleep_s=args.sleep, light=args.light,
+                        per_process=args.per_process))
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -304,6 +477,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"tell {row['tell_ms']:7.1f} ms per generation "
                   f"(max ask {row['ask_max_ms']:.1f} ms)")
 
+    print(f"load average after: {os.getloadavg()}")
+    print("\n| mode | slots | evals | mean eval (s) | search wall (s) | efficiency | steady-state "
+          "| zero-overhead bound | driver main-thread (ms/eval) | driver CPU (ms/eval) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        steady = "-" if r["steady_efficiency"] is None else f"{r['steady_efficiency']:.3f}"
+        print(f"| {r['mode']} | {r['slots']} | {r['evaluations']} | {r['mean_eval_s']:.3f} | "
+              f"{r['search_wall_s']:.2f} | {r['efficiency']:.3f} | {steady} | "
+              f"{r['jitter_bound_efficiency']:.3f} | {r['driver_overhead_ms']:.2f} | "
+              f"{r['driver_cpu_ms']:.2f} |")
     print("\n| slots | evals | mean eval (s) | search wall (s) | throughput (eval/s) | ideal | "
           "efficiency | jitter bound | driver overhead (ms/eval) | in pool loop (ms/eval) | "
           "of which fsync (ms/eval) | pool-loop CPU (ms/eval) | between generations (ms) |")

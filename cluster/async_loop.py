@@ -11,9 +11,10 @@ population the size of the pool, that barrier idles a third of the cluster. Here
   amortised over a group. Genomes are deduplicated against everything asked before (journaled
   or in flight).
 * **Dispatch** runs in a thread of its own (:meth:`EvaluatorPool.serve`): an evaluator that
-  finishes gets the next queued candidate at once, whatever the main thread is computing, and
-  the queue is ordered longest expected cost first (the task's analytic MACs, known before
-  evaluating), so the long candidates start first and the short ones fill in. At most one
+  finishes gets the next queued candidate at once, whatever the main thread is computing. Ask
+  groups are served in order; inside a group the longest expected cost goes first (the task's
+  analytic MACs, known before evaluating), so the long candidates start first and the short
+  ones fill in (:class:`~prunesearch.cluster.actors.JobFeed`). At most one
   candidate per live actor is in flight; a candidate whose actor is lost goes back first in line.
 * **Tells.** The main thread takes every result that has arrived (one or more), journals each
   line with ``tell`` = the index of the group it is told in, then tells the group: the archive,
@@ -43,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pymoo.core.population import Population
 
 from prunesearch.cluster.actors import JobFeed, PoolJob
 from prunesearch.cluster.batch_plan import set_objectives
@@ -52,7 +52,7 @@ from prunesearch.cluster.report import write_summary
 from prunesearch.cluster.run_store import search_summary
 from prunesearch.methods.errors import RunStateError
 from prunesearch.methods.task import candidate_seed, failed_result
-from prunesearch.search.steady_state import SteadyState, default_ask_size
+from prunesearch.search.steady_state import SteadyState, default_ask_size, population_of
 
 if TYPE_CHECKING:  # the driver imports this module
     from prunesearch.cluster.driver import _Driver
@@ -85,6 +85,7 @@ class AsyncLoop:
         self.stop = threading.Event()
         self.forced = _forced_order()
         self._held: dict[int, tuple[PoolJob, dict[str, Any]]] = {}
+        self._groups = 0  # groups queued in the feed
 
     # ------------------------------------------------------------------ state
     @property
@@ -175,7 +176,7 @@ class AsyncLoop:
 
     def _tell(self, ids: list[int]) -> None:
         a = self.a
-        pop = Population.create(*[a.outstanding[cid][1] for cid in ids])
+        pop = population_of([a.outstanding[cid][1] for cid in ids])
         set_objectives(pop, ids, self.d.by_id, self.d.failed_F)
         a.steady.tell(pop)
         for cid in ids:
@@ -190,12 +191,17 @@ class AsyncLoop:
 
     # ------------------------------------------------------------------ live loop
     def _submit(self, ids: list[int]) -> None:
+        """Queue candidates as one group: after the groups queued before, longest MACs first."""
         d = self.d
+        if not ids:
+            return
+        self._groups += 1
         for cid in ids:
             genome = self.a.outstanding[cid][0]
             cost = float(d.task.cheap_metrics(list(genome)).get("macs") or 0.0)
             self.feed.put(PoolJob(candidate_id=cid, genome=genome,
-                                  seed=candidate_seed(d.config.seed, cid)), cost)
+                                  seed=candidate_seed(d.config.seed, cid)), cost,
+                          group=self._groups)
 
     def _serve(self) -> None:
         try:

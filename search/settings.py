@@ -280,7 +280,7 @@ class SearchSettings:
     async_ask_size: int | None = setting(
         None, min=1,
         help="async mode: offspring per ask (refills of the candidate queue); "
-             "null: max(2, ceil(evaluators / 4))")
+             "null: max(2, ceil(evaluators / 2))")
     async_checkpoint_s: float = setting(
         10.0, min=0.0,
         help="async mode: seconds between checkpoints (resume replays the journaled tells "

@@ -37,16 +37,23 @@ from typing import Any
 import numpy as np
 from pymoo.core.population import Population
 
-__all__ = ["SteadyState", "default_ask_size"]
+__all__ = ["SteadyState", "default_ask_size", "population_of"]
+
+
+def population_of(individuals: Any) -> Population:
+    """A pymoo population of asked individuals (the caller need not import pymoo)."""
+    return Population.create(*individuals)
 
 
 def default_ask_size(slots: int) -> int:
-    """Offspring per ask when ``search.async_ask_size`` is not set: ``max(2, ceil(slots / 4))``.
+    """Offspring per ask when ``search.async_ask_size`` is not set: ``max(2, ceil(slots / 2))``.
 
-    An ask costs HAMP about 0.1-0.15 s (surrogate fit, pre-screening, local-search ranking)
-    whatever its size, so asks are amortised over a quarter of the pool.
+    An ask costs HAMP 0.15-0.2 s at 64 slots (60% of it the random-forest fit), nearly whatever
+    its size (16 offspring: 164 ms, 32: 202 ms), so asks are amortised over half the pool: at
+    64 slots of 1 s evaluations a quarter of the pool per ask kept the driver's main thread
+    saturated on a 2-core machine (bench/scaling.py, docs/BENCHMARKS.md).
     """
-    return max(2, -(-int(slots) // 4))
+    return max(2, -(-int(slots) // 2))
 
 
 class SteadyState:

@@ -99,17 +99,20 @@ def test_async_search_keeps_more_actors_busy_than_one_ask_gives(ray_address, tmp
     assert 3 < most <= 5, stats
 
 
-def test_job_feed_dispatches_the_longest_expected_first_and_retries_before_all() -> None:
+def test_job_feed_serves_ask_groups_in_order_longest_first_within_and_retries_first() -> None:
     from prunesearch.cluster.actors import JobFeed, PoolJob
 
     feed = JobFeed()
     for cid, macs in enumerate([3.0, 9.0, 1.0, 9.0, 5.0]):
-        feed.put(PoolJob(candidate_id=cid, genome=(cid,), seed=0), macs)
+        feed.put(PoolJob(candidate_id=cid, genome=(cid,), seed=0), macs, group=1)
+    # A later ask's wide candidate waits for the earlier group (no starvation of narrow ones).
+    feed.put(PoolJob(candidate_id=5, genome=(5,), seed=0), 99.0, group=2)
     lost = PoolJob(candidate_id=7, genome=(7,), seed=0, attempt=2)
     feed.retry(lost)
-    assert len(feed) == 6
-    order = [feed.pop().candidate_id for _ in range(6)]
-    assert order == [7, 1, 3, 4, 0, 2]  # the re-submission, then by MACs (ties by id)
+    assert len(feed) == 7
+    order = [feed.pop().candidate_id for _ in range(7)]
+    # The re-submission, then group 1 by MACs (ties by id), then group 2.
+    assert order == [7, 1, 3, 4, 0, 2, 5]
     assert feed.pop() is None
 
 

@@ -1,0 +1,69 @@
+"""SteadyState: asynchronous ask/tell over the registry's algorithms (pure, no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymoo.termination.max_eval import MaximumFunctionCallTermination
+
+from prunesearch.search.problems import SyntheticPruningProblem
+from prunesearch.search.registry import make_algorithm
+from prunesearch.search.settings import LocalSearchSettings, SearchSettings
+from prunesearch.search.steady_state import SteadyState, default_ask_size
+
+BUDGET = 40
+
+
+def _run(method: str, order_seed: int) -> tuple[list[tuple[int, ...]], SteadyState]:
+    """Ask/tell with results coming back in an order drawn from ``order_seed``."""
+    problem = SyntheticPruningProblem()
+    settings = SearchSettings(pop_size=6, budget=BUDGET,
+                              local_search=LocalSearchSettings(parents=2, samples_per_parent=20))
+    algorithm = make_algorithm(method, settings)
+    algorithm.setup(problem, termination=MaximumFunctionCallTermination(BUDGET), seed=3)
+    steady = SteadyState(algorithm, ask_size=2)
+    rng = np.random.default_rng(order_seed)
+    asked, pending, told = [], [], 0
+    while told < BUDGET:
+        while len(pending) < 8 and len(asked) < BUDGET:
+            pop = steady.ask(BUDGET - len(asked), exclude=set(asked))
+            assert len(pop) <= BUDGET - len(asked)
+            if len(pop) == 0:
+                break
+            algorithm.evaluator.eval(problem, pop)
+            asked.extend(tuple(int(v) for v in x) for x in pop.get("X"))
+            pending.extend(pop)
+        k = min(len(pending), int(rng.integers(1, 4)))
+        group = [pending.pop(int(i)) for i in sorted(rng.choice(len(pending), k, replace=False),
+                                                         reverse=True)]
+        from pymoo.core.population import Population
+
+        held_before = steady.held
+        told_now = steady.tell(Population.create(*group))
+        if not told_now:
+            assert steady.held == held_before + k  # the initial population is held ...
+        told += k
+    steady.flush()
+    return asked, steady
+
+
+@pytest.mark.parametrize("method", ["hamp", "nsga2", "random"])
+def test_no_genome_is_asked_twice_and_every_result_is_told(method: str) -> None:
+    asked, steady = _run(method, order_seed=0)
+    assert len(asked) == BUDGET and len(set(asked)) == BUDGET
+    assert steady.held == 0 and steady.algorithm.n_real_evals == BUDGET
+    assert steady.initial_size == 6  # ... until the initial population (pop_size) is complete
+
+
+def test_same_arrival_order_same_search_other_order_other_search() -> None:
+    first, _ = _run("hamp", order_seed=1)
+    again, _ = _run("hamp", order_seed=1)
+    other, _ = _run("hamp", order_seed=2)
+    assert first == again
+    assert first != other
+
+
+def test_default_ask_size() -> None:
+    assert [default_ask_size(s) for s in (1, 4, 5, 16, 64)] == [2, 2, 3, 8, 32]
+    with pytest.raises(ValueError):
+        SteadyState(object(), ask_size=0)
