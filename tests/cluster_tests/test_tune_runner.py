@@ -241,48 +241,44 @@ def test_resume_never_unpickles_the_tune_experiment(ray_address, tmp_path, capsy
     assert [t["status"] for t in trials] == ["complete"] * len(trials)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "code"])
-def test_a_damaged_trial_checkpoint_is_exit_2_before_anything_starts(
-        ray_address, tmp_path, capsys, damage) -> None:
+def test_a_damaged_trial_checkpoint_is_exit_2_and_a_torn_one_is_skipped(
+        ray_address, tmp_path, capsys) -> None:
     run_dir, _ = _run(tmp_path, _raw([1, 2], num_to_keep=STEPS))
-    _interrupt(run_dir, keep_first=2)
-    marker = tmp_path / "marker"
-    checkpoint = sorted((run_dir / "tune" / "experiment").glob("*/checkpoint_*"))[0]
-    if damage == "garbage":
-        (checkpoint / "state.pt").write_bytes(b"\x00 not a torch file")
-    else:  # a pickle that runs code, its progress.json made to match it
-        crafted = pickle.dumps(_Boom(marker))
-        (checkpoint / "state.pt").write_bytes(crafted)
-        progress = json.loads((checkpoint / "progress.json").read_text())
-        progress.update(state_bytes=len(crafted),
-                        state_sha256=hashlib.sha256(crafted).hexdigest())
-        (checkpoint / "progress.json").write_text(json.dumps(progress))
-    capsys.readouterr()
-    assert main(["resume", str(run_dir)]) == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and "checkpoint" in err[0] and "Traceback" not in captured.err, err
-    assert captured.out == ""
-    assert not marker.exists()
-    assert not (run_dir / "tune" / "experiment-1").exists()
-
-
-def test_a_checkpoint_torn_by_a_crash_is_skipped(ray_address, tmp_path, capsys) -> None:
-    """The newest checkpoint, never reported (the driver died while it was copied), is
-    passed over: the trial goes on from the one before."""
-    run_dir, _ = _run(tmp_path, _raw([1], num_to_keep=STEPS))
     uninterrupted = _scores(run_dir)
-    folder = next((run_dir / "tune" / "experiment").glob("_run_one_trial_*"))
-    for checkpoint in sorted(folder.glob("checkpoint_*"))[2:]:
-        shutil.rmtree(checkpoint)
-    torn = sorted(folder.glob("checkpoint_*"))[1]
-    (torn / "state.pt").write_bytes((torn / "state.pt").read_bytes()[:100])
-    (folder / "result.json").write_text((folder / "result.json").read_text().splitlines()[0]
-                                        + "\n")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    first, second = sorted((run_dir / "tune" / "experiment").glob("_run_one_trial_*"))
+    # The second trial's round-2 checkpoint was being copied when the driver died: torn and
+    # never reported (its result line is not there).
+    torn = sorted(second.glob("checkpoint_*"))[1]
+    torn_bytes = (torn / "state.pt").read_bytes()
+    _interrupt(run_dir, keep_first=2)
+    torn.mkdir()
+    (torn / "state.pt").write_bytes(torn_bytes[:100])
+    shutil.copy(second / "checkpoint_000000" / "progress.json", torn / "progress.json")
+    marker = tmp_path / "marker"
+    state = sorted(first.glob("checkpoint_*"))[0] / "state.pt"
+    progress_path = state.parent / "progress.json"
+    original, original_progress = state.read_bytes(), progress_path.read_text()
+    crafted = pickle.dumps(_Boom(marker))
+    progress = json.loads(original_progress)
+    progress.update(state_bytes=len(crafted), state_sha256=hashlib.sha256(crafted).hexdigest())
+    for damage in ("garbage", "code"):
+        if damage == "garbage":
+            state.write_bytes(b"\x00 not a torch file")
+        else:  # a pickle that runs code, its progress.json made to match it
+            state.write_bytes(crafted)
+            progress_path.write_text(json.dumps(progress))
+        capsys.readouterr()
+        assert main(["resume", str(run_dir)]) == 2, damage
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and "checkpoint" in err[0] and "Traceback" not in captured.err, err
+        assert captured.out == ""
+        assert not marker.exists()
+        assert not (run_dir / "tune" / "experiment-1").exists()
+    state.write_bytes(original)
+    progress_path.write_text(original_progress)
     assert main(["resume", str(run_dir)]) == 0, capsys.readouterr().err
-    assert _first_resumed_steps(run_dir) == [2]
+    assert _first_resumed_steps(run_dir) == [2, 2]
     assert _scores(run_dir) == uninterrupted
 
 
