@@ -145,8 +145,10 @@ def test_killed_driver_resumes_and_accounts_for_every_trial(ray_address, tmp_pat
     assert _scores(run_dir) == _scores(reference_dir)
     steps = [(r["trial_id"], r["step"]) for r in _rows(run_dir)]
     assert len(steps) == len(set(steps)) == 2 * STEPS
-    # The trial that had checkpointed round 1 went on at round 2, in a fresh experiment.
-    assert _first_resumed_steps(run_dir) == [2]
+    # The trial that had checkpointed round 1 went on at round 2, in a fresh experiment (the
+    # other, if it had started, had nothing checkpointed and begins again at round 1).
+    firsts = _first_resumed_steps(run_dir)
+    assert 2 in firsts and set(firsts) <= {1, 2}, firsts
 
 
 @pytest.mark.parametrize(("override", "message"), [
