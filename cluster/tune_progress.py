@@ -13,8 +13,9 @@ __all__ = ["progress_callback"]
 
 
 def progress_callback(run_name: str, log_path: Path, metric: str, mode: str) -> Any:
-    """A Tune callback for progress lines and dashboard metrics. Tune pickles it with the
-    experiment (and restores it on resume), so it holds plain data only."""
+    """A Tune callback for progress lines and dashboard metrics. Tune pickles it into its
+    experiment state (which prunesearch never restores: a resume makes a new one), so it holds
+    plain data only."""
     from ray.tune import Callback
 
     class _Progress(Callback):

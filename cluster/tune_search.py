@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-__all__ = ["PlannedSearch", "param_domains", "plan_points", "tell_finished"]
+__all__ = ["PlannedSearch", "param_domains", "plan_points", "point_key", "tell_finished"]
 
 
 def param_domains(space: Mapping[str, Any], search: str) -> dict[str, Any]:

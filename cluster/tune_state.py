@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,7 +344,9 @@ def load_state(location: str) -> Any:
                             f"({type(exc).__name__}): the run directory is damaged; start "
                             "again with 'prunesearch run CONFIG --overwrite'") from None
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on a refused file: the error says
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever torch says, the file is refused
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise RunStateError(f"trial checkpoint {location} is damaged or not a data-only "

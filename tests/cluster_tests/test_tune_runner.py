@@ -5,8 +5,11 @@ first checkpoint resumes to the uninterrupted results, and bad input is refused 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from prunesearch.cluster.cli import main
 from prunesearch.cluster.config import dump_config, load_config
 from prunesearch.cluster.registry import METHODS
 from prunesearch.cluster.tune_runner import run_trials
+from prunesearch.cluster.tune_state import RESUME_KEY
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -126,10 +130,11 @@ def test_killed_driver_resumes_and_accounts_for_every_trial(ray_address, tmp_pat
          "--address", ray_address], stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"]})
     deadline = time.monotonic() + 120
-    while not list((run_dir / "tune" / "experiment").glob("*/checkpoint_*")):
+    while not list((run_dir / "tune" / "experiment").glob("*/checkpoint_*/progress.json")):
         assert proc.poll() is None, (tmp_path / "driver.out").read_text()[-2000:]
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.05)
+    time.sleep(0.2)  # the checkpoint's last file lands (a step takes 1 s: no second one)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
@@ -140,6 +145,10 @@ def test_killed_driver_resumes_and_accounts_for_every_trial(ray_address, tmp_pat
     assert _scores(run_dir) == _scores(reference_dir)
     steps = [(r["trial_id"], r["step"]) for r in _rows(run_dir)]
     assert len(steps) == len(set(steps)) == 2 * STEPS
+    # The trial that had checkpointed round 1 went on at round 2, in a fresh experiment (the
+    # other, if it had started, had nothing checkpointed and begins again at round 1).
+    firsts = _first_resumed_steps(run_dir)
+    assert 2 in firsts and set(firsts) <= {1, 2}, firsts
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -156,3 +165,145 @@ def test_bad_tune_input_is_exit_2_with_one_line(tmp_path, capsys, override, mess
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+# ------------------------------------------------- resume reads data only, never Tune's pickles
+def _first_resumed_steps(run_dir: Path) -> list[int]:
+    """The first step each continued trial of the second attempt reported."""
+    firsts = []
+    for folder in sorted((run_dir / "tune" / "experiment-1").glob("_run_one_trial_*")):
+        if RESUME_KEY in json.loads((folder / "params.json").read_text()):
+            lines = (folder / "result.json").read_text().splitlines()
+            firsts.append(json.loads(lines[0])["step"])
+    return firsts
+
+
+class _Boom:
+    """Unpickling this writes ``marker``: what a crafted file in a run directory would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def _interrupt(run_dir: Path, *, keep_first: int, drop: int = 0) -> None:
+    """Turn a complete run (every checkpoint kept) into one killed after round 1 of its first
+    ``keep_first`` trials, with the next ``drop`` trials never started."""
+    folders = sorted((run_dir / "tune" / "experiment").glob("_run_one_trial_*"))
+    for folder in folders[:keep_first]:
+        for checkpoint in sorted(folder.glob("checkpoint_*"))[1:]:
+            shutil.rmtree(checkpoint)
+        lines = (folder / "result.json").read_text().splitlines()
+        (folder / "result.json").write_text(lines[0] + "\n")
+    for folder in folders[keep_first:keep_first + drop]:
+        shutil.rmtree(folder)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    (run_dir / "trials.json").unlink()
+
+
+def _plant_pickles(run_dir: Path, marker: Path) -> int:
+    """Replace every file Tune would unpickle on restore with one that writes ``marker``."""
+    crafted = pickle.dumps(_Boom(marker))
+    planted = 0
+    experiment = run_dir / "tune" / "experiment"
+    paths = {experiment / "tuner.pkl", experiment / "trainable.pkl"}
+    for pattern in ("searcher-state-*.pkl", "experiment_state-*.json", "*/params.pkl"):
+        paths.update(experiment.glob(pattern))
+    for path in paths:
+        path.write_bytes(crafted)
+        planted += 1
+    return planted
+
+
+@pytest.mark.parametrize(("search", "seeds", "samples"), [("grid", [1, 2], 1),
+                                                           ("random", [1, 2, 3, 4], 3)])
+def test_resume_never_unpickles_the_tune_experiment(ray_address, tmp_path, capsys, search,
+                                                    seeds, samples) -> None:
+    raw = _raw(seeds, search=search, num_samples=samples, num_to_keep=STEPS)
+    run_dir, first = _run(tmp_path, raw)
+    assert first["status"] == "complete"
+    uninterrupted = _scores(run_dir)
+    _interrupt(run_dir, keep_first=1, drop=1)
+    marker = tmp_path / "marker"
+    assert _plant_pickles(run_dir, marker) >= 4
+
+    assert main(["resume", str(run_dir)]) == 0, capsys.readouterr().err
+    assert not marker.exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    n_trials = first["trials"]["complete"]
+    assert summary["status"] == "complete" and summary["trials"]["complete"] == n_trials
+    assert _scores(run_dir) == uninterrupted
+    steps = [(r["trial_id"], r["step"]) for r in _rows(run_dir)]
+    assert len(steps) == len(set(steps)) == n_trials * STEPS
+    assert _first_resumed_steps(run_dir) == [2]
+    trials = json.loads((run_dir / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["complete"] * len(trials)
+
+
+def test_a_damaged_trial_checkpoint_is_exit_2_and_a_torn_one_is_skipped(
+        ray_address, tmp_path, capsys) -> None:
+    run_dir, _ = _run(tmp_path, _raw([1, 2], num_to_keep=STEPS))
+    uninterrupted = _scores(run_dir)
+    first, second = sorted((run_dir / "tune" / "experiment").glob("_run_one_trial_*"))
+    # The second trial's round-2 checkpoint was being copied when the driver died: torn and
+    # never reported (its result line is not there).
+    torn = sorted(second.glob("checkpoint_*"))[1]
+    torn_bytes = (torn / "state.pt").read_bytes()
+    _interrupt(run_dir, keep_first=2)
+    torn.mkdir()
+    (torn / "state.pt").write_bytes(torn_bytes[:100])
+    shutil.copy(second / "checkpoint_000000" / "progress.json", torn / "progress.json")
+    marker = tmp_path / "marker"
+    state = sorted(first.glob("checkpoint_*"))[0] / "state.pt"
+    progress_path = state.parent / "progress.json"
+    original, original_progress = state.read_bytes(), progress_path.read_text()
+    crafted = pickle.dumps(_Boom(marker))
+    progress = json.loads(original_progress)
+    progress.update(state_bytes=len(crafted), state_sha256=hashlib.sha256(crafted).hexdigest())
+    for damage in ("garbage", "code"):
+        if damage == "garbage":
+            state.write_bytes(b"\x00 not a torch file")
+        else:  # a pickle that runs code, its progress.json made to match it
+            state.write_bytes(crafted)
+            progress_path.write_text(json.dumps(progress))
+        capsys.readouterr()
+        assert main(["resume", str(run_dir)]) == 2, damage
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and "checkpoint" in err[0] and "Traceback" not in captured.err, err
+        assert captured.out == ""
+        assert not marker.exists()
+        assert not (run_dir / "tune" / "experiment-1").exists()
+    state.write_bytes(original)
+    progress_path.write_text(original_progress)
+    assert main(["resume", str(run_dir)]) == 0, capsys.readouterr().err
+    assert _first_resumed_steps(run_dir) == [2, 2]
+    assert _scores(run_dir) == uninterrupted
+
+
+def test_optuna_search_resumes_with_the_finished_trials_told(ray_address, tmp_path,
+                                                             capsys) -> None:
+    raw = _raw([1, 2, 3, 4, 5], search="optuna", num_samples=3, num_to_keep=STEPS)
+    run_dir, first = _run(tmp_path, raw)
+    assert first["trials"]["complete"] == 3
+    folders = sorted((run_dir / "tune" / "experiment").glob("_run_one_trial_*"))
+    kept = {json.loads((f / "params.json").read_text())["seed"] for f in folders[::2]}
+    finished_rows = _scores(run_dir)
+    _interrupt(run_dir, keep_first=1, drop=1)
+    marker = tmp_path / "marker"
+    _plant_pickles(run_dir, marker)
+    assert main(["resume", str(run_dir)]) == 0, capsys.readouterr().err
+    assert not marker.exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trials"]["total"] == 3 and summary["trials"]["complete"] == 3
+    scores = _scores(run_dir)
+    steps = [(r["trial_id"], r["step"]) for r in _rows(run_dir)]
+    assert len(steps) == len(set(steps)) == 3 * STEPS
+    # The continued trial and the untouched one end as they did; a third was suggested anew.
+    for seed in kept:
+        for step in range(1, STEPS + 1):
+            assert scores[(seed, step)] == finished_rows[(seed, step)]
+    assert _first_resumed_steps(run_dir) == [2]
