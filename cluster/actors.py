@@ -290,19 +290,8 @@ class EvaluatorPool:
                 on_result(job, failed_result(f"evaluator raised: {_reason(exc)}"))
                 continue
             except RayError as exc:  # the actor died: process killed, node lost, OOM
-                self.deaths += 1
-                reason = _reason(exc)
-                job.errors.append(reason)
-                self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
-                          f"(attempt {job.attempt}): {reason}")
-                # Ray restarts the actor (max_restarts); pings say when it is back or gone.
-                health.ping(slot)
-                if job.attempt < max_attempts:
-                    job.attempt += 1
-                    queue.appendleft(job)
-                else:
-                    on_result(job, failed_result(
-                        f"evaluator died {job.attempt} times: {reason}"))
+                self._actor_died(slot, job, exc, max_attempts, queue.appendleft,
+                                 on_result, failed_result)
                 continue
             idle.append(slot)
             # Hand the finished actor its next candidate before journaling (fsync) this result,
@@ -365,22 +354,31 @@ class EvaluatorPool:
                 on_result(job, failed_result(f"evaluator raised: {_reason(exc)}"))
                 continue
             except RayError as exc:  # the actor died: process killed, node lost, OOM
-                self.deaths += 1
-                reason = _reason(exc)
-                job.errors.append(reason)
-                self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
-                          f"(attempt {job.attempt}): {reason}")
-                health.ping(slot)
-                if job.attempt < max_attempts:
-                    job.attempt += 1
-                    feed.retry(job)
-                else:
-                    on_result(job, failed_result(
-                        f"evaluator died {job.attempt} times: {reason}"))
+                self._actor_died(slot, job, exc, max_attempts, feed.retry,
+                                 on_result, failed_result)
                 continue
             idle.append(slot)
             dispatch()
             on_result(job, result)
+
+    def _actor_died(self, slot: _Slot, job: PoolJob, exc: BaseException, max_attempts: int,
+                    requeue: Callable[[PoolJob], None],
+                    on_result: Callable[[PoolJob, dict[str, Any]], None],
+                    failed_result: Callable[[str], dict[str, Any]]) -> None:
+        """``job``'s actor died (process killed, node lost, OOM): count it, ping the slot (Ray
+        restarts the actor, ``max_restarts``; pings say when it is back or gone) and give the
+        job to ``requeue`` (first in line) until its attempts are used up, then fail it."""
+        self.deaths += 1
+        reason = _reason(exc)
+        job.errors.append(reason)
+        self._log(f"evaluator {slot.name} died on candidate {job.candidate_id} "
+                  f"(attempt {job.attempt}): {reason}")
+        self._health.ping(slot)
+        if job.attempt < max_attempts:
+            job.attempt += 1
+            requeue(job)
+        else:
+            on_result(job, failed_result(f"evaluator died {job.attempt} times: {reason}"))
 
     def _replace(self, slot: _Slot, exc: BaseException) -> _Slot | None:
         """A slot's actor is gone for good (restarts used up): start a fresh one in its place.

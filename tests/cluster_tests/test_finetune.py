@@ -45,6 +45,8 @@ def quick_run(tmp_path_factory) -> Path:
                 "--set", "search.budget=8", "--set", "search.pop_size=8",
                 "--set", "evaluator.finetune_steps=3", "--set", "hardware.repeats=10",
                 "--set", "hardware.calibration_genomes=2", "--set", "finetune.batch_size=64",
+                # Plumbing under test, not latency quality: one calibration round, short entries.
+                "--set", "hardware.calibration_rounds=1", "--set", "hardware.table_repeats=5",
                 "--set", "finetune.lr=0.02")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir

@@ -27,6 +27,8 @@ def quick_run(tmp_path_factory) -> Path:
     proc = _cli("run", "configs/quickstart.yaml", "--output", str(run_dir),
                 "--set", "search.budget=24", "--set", "search.pop_size=8",
                 "--set", "hardware.repeats=10", "--set", "hardware.calibration_genomes=2",
+                # Plumbing under test, not latency quality: one calibration round, short entries.
+                "--set", "hardware.calibration_rounds=1", "--set", "hardware.table_repeats=5",
                 # The plumbing is under test, not the base model: 5 epochs keep the ResNet-14's
                 # training (cached afterwards) near what the old 3-conv model cost.
                 "--set", "model.pretrain_epochs=5")
@@ -132,6 +134,8 @@ def test_a_deleted_or_changed_latency_table_is_refused_on_resume_unless_retimed(
         assert len(lines) == 1 and what in lines[0] and "--retime-table" in lines[0], lines
         assert refused.stdout == ""
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+        if reason == "changed":
+            continue  # the accepted path is the same for both; once keeps pytest short
 
         accepted = _cli("resume", str(run_dir), "--retime-table")
         assert accepted.returncode == 0, accepted.stderr[-3000:]
