@@ -63,11 +63,29 @@ class SteadyState:
         algorithm: a registry algorithm (an :class:`~.base.ArchivedSearch` pymoo algorithm)
             after ``setup(problem, termination=..., seed=...)``, before its first ask.
         ask_size: offspring of variation per ask once the initial population is told.
+        believer: rank each ask (HAMP's pre-screen and local search) with the candidates in
+            flight counted as evaluated at their predicted objectives ("kriging believer").
+        initial_tell: tell the held initial results once this many arrived (default: the
+            whole initial population).
+        lean_initial: until the initial population is told, ask one random genome at a time
+            and keep no queue beyond one candidate per evaluator (:attr:`queue_extra` 0).
+        pooled_credits: HAMP's per-batch records (pre-screen AUC, batch rank correlation)
+            pool the told groups until one ask's worth is in (otherwise they only see the
+            candidates of the last ask that the told group holds, rarely enough to score).
+
+        All four are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        measured best.
 
     Attributes:
         initial_size: size of the initial population (known after the first ask).
         tells: groups told to the algorithm so far (the held initial results count once).
     """
+
+    # Defaults for states pickled before these options existed (exact resume of old runs).
+    believer = False
+    initial_tell: int | None = None
+    lean_initial = False
+    pooled_credits = False
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
                  initial_tell: int | None = None, lean_initial: bool = False,
