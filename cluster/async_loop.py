@@ -140,7 +140,7 @@ class AsyncLoop:
         d, a = self.d, self.a
         task = d.task
         new: list[int] = []
-        target = a.slots + a.steady.ask_size
+        target = a.slots + a.steady.queue_extra
         while not a.exhausted and len(a.outstanding) < target:
             limit = self._limit()
             if limit <= 0:

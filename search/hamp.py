@@ -273,6 +273,13 @@ class HAMP(ArchivedSearch, Algorithm):
         # sample, where the search now is); it is still fitted, and the batch predicted, so that
         # the check can reopen.
         predictor = fitted if self._batch_gate_open() else None
+        # Asynchronous mode (search/steady_state.py, believer=True): candidates in flight count
+        # as evaluated at their predicted objectives when this batch is ranked.
+        pending = getattr(self, "pending_X", None)
+        self._pending_predicted = None
+        if predictor is not None and pending is not None and len(pending):
+            believed, _ = predictor(pending)
+            self._pending_predicted = believed[non_dominated(believed)]
         self._ls_stats["batch_rank_correlation"] = (
             float(np.mean(self.batch_correlations)) if self.batch_correlations else None)
         pool = self.local_search.offspring_pool if predictor is not None else 1
@@ -299,7 +306,11 @@ class HAMP(ArchivedSearch, Algorithm):
             X = np.asarray(batch.get("X"), dtype=float)
             predicted, _ = fitted(X)
             key = self.known_genomes.key
-            self._batch_predictions = {key(x): p for x, p in zip(X, predicted)}
+            new = {key(x): p for x, p in zip(X, predicted)}
+            if getattr(self, "accumulate_credits", False):
+                self._batch_predictions.update(new)  # async: told over several tells
+            else:
+                self._batch_predictions = new
         return batch
 
     def _batch_gate_open(self) -> bool:
@@ -311,14 +322,17 @@ class HAMP(ArchivedSearch, Algorithm):
 
     def _credit_batch_predictions(self) -> None:
         """Spearman correlation of the last batch's predicted and real expensive objectives."""
-        predictions, self._batch_predictions = self._batch_predictions, {}
-        n = self._last_batch_size
-        if n == 0 or not predictions:
-            return
-        start = len(self.archive_F) - n
-        key = self.known_genomes.key
-        rows = [(i, predictions[key(x)]) for i, x in enumerate(self.archive_X[start:], start)
-                if key(x) in predictions and self.archive_feasible[i]]
+        if getattr(self, "accumulate_credits", False):
+            rows = self._accumulated_prediction_rows()
+        else:
+            predictions, self._batch_predictions = self._batch_predictions, {}
+            n = self._last_batch_size
+            if n == 0 or not predictions:
+                return
+            start = len(self.archive_F) - n
+            key = self.known_genomes.key
+            rows = [(i, predictions[key(x)]) for i, x in enumerate(self.archive_X[start:], start)
+                    if key(x) in predictions and self.archive_feasible[i]]
         if len(rows) < 5:
             return
         idx = np.array([i for i, _ in rows])
@@ -332,6 +346,23 @@ class HAMP(ArchivedSearch, Algorithm):
             self.batch_correlations.append(float(np.mean(values)))
             excess = len(self.batch_correlations) - self.portfolio.window
             del self.batch_correlations[: max(0, excess)]
+
+    def _accumulated_prediction_rows(self) -> list:
+        """Asynchronous mode: predicted rows of the told group join those of earlier groups
+        until one ask's worth (at least 5) is in; then they are scored together."""
+        n = self._last_batch_size
+        start = len(self.archive_F) - n
+        key = self.known_genomes.key
+        pending = getattr(self, "_prediction_rows", [])
+        for i, x in enumerate(self.archive_X[start:], start):
+            p = self._batch_predictions.pop(key(x), None)
+            if p is not None and self.archive_feasible[i]:
+                pending.append((i, p))
+        if len(pending) < max(5, self.n_offsprings):
+            self._prediction_rows = pending
+            return []
+        self._prediction_rows = []
+        return pending
 
     # ------------------------------------------------------------------------ surrogate
     def _surrogate_wanted(self) -> bool:
@@ -409,6 +440,8 @@ class HAMP(ArchivedSearch, Algorithm):
         shift, scale, ref = self._normaliser()
         pred_n = (predicted - shift) / scale
         front_n = (self.archive_F[self.front_indices()] - shift) / scale
+        if believed is None and getattr(self, "_pending_predicted", None) is not None:
+            believed = self._pending_predicted
         if believed is not None and len(believed):
             front_n = np.vstack([front_n, (believed - shift) / scale])
         samples = None
@@ -441,8 +474,13 @@ class HAMP(ArchivedSearch, Algorithm):
         keep = np.concatenate([np.asarray(chosen, dtype=int), np.asarray(explore, dtype=int)])
         self._ls_stats.update(pool=len(X), prescreened=len(chosen))
         key = self.known_genomes.key
-        self._screened = {"chosen": {key(x) for x in X[np.asarray(chosen, dtype=int)]},
-                          "random": {key(x) for x in X[np.asarray(explore, dtype=int)]}}
+        screened = {"chosen": {key(x) for x in X[np.asarray(chosen, dtype=int)]},
+                    "random": {key(x) for x in X[np.asarray(explore, dtype=int)]}}
+        if getattr(self, "accumulate_credits", False):
+            for label, keys in screened.items():  # async: told over several tells
+                self._screened[label].update(keys)
+        else:
+            self._screened = screened
         out = pool[keep]
         out.set("predicted_F", predicted[keep])
         return out
@@ -465,6 +503,8 @@ class HAMP(ArchivedSearch, Algorithm):
         improvement, or minus its distance behind the front (failed ones lowest), the ranking
         score the surrogate itself uses, here on real objectives.
         """
+        if getattr(self, "accumulate_credits", False):
+            return self._credit_prescreen_accumulated()
         screened, self._screened = self._screened, {"chosen": set(), "random": set()}
         n = self._last_batch_size
         if n == 0 or not screened["chosen"] or not screened["random"]:
@@ -484,6 +524,47 @@ class HAMP(ArchivedSearch, Algorithm):
         scores = improvement_scores(Fn, (front - shift) / scale, ref)
         scores[~self.archive_feasible[start:]] = -np.inf
         a, b = scores[chosen], scores[random_]
+        auc = float(np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
+        self.prescreen_credits.append(auc)
+        del self.prescreen_credits[: max(0, len(self.prescreen_credits) - self.portfolio.window)]
+        return auc
+
+    def _credit_prescreen_accumulated(self) -> float | None:
+        """Asynchronous mode: the told group's screened offspring are scored (against the front
+        before the group) and pooled with earlier groups' until one ask's worth, holding both
+        chosen and random ones, is in; then the AUC is credited as in a generation."""
+        n = self._last_batch_size
+        if n == 0:
+            return None
+        start = len(self.archive_F) - n
+        key = self.known_genomes.key
+        labels = []
+        for x in self.archive_X[start:]:
+            k = key(x)
+            label = None
+            for name in ("chosen", "random"):
+                if k in self._screened[name]:
+                    self._screened[name].discard(k)
+                    label = name
+            labels.append(label)
+        if not any(labels):
+            return None
+        shift, scale, ref = self._normaliser()
+        before = np.flatnonzero(self.archive_feasible[:start])
+        front = self.archive_F[before]
+        front = front[non_dominated(front)] if len(front) else front
+        scores = improvement_scores((self.archive_F[start:] - shift) / scale,
+                                    (front - shift) / scale, ref)
+        scores[~self.archive_feasible[start:]] = -np.inf
+        pool = getattr(self, "_prescreen_scores", {"chosen": [], "random": []})
+        for label, score in zip(labels, scores):
+            if label is not None:
+                pool[label].append(float(score))
+        self._prescreen_scores = pool
+        a, b = np.array(pool["chosen"]), np.array(pool["random"])
+        if len(a) + len(b) < self.n_offsprings or not len(a) or not len(b):
+            return None
+        self._prescreen_scores = {"chosen": [], "random": []}
         auc = float(np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
         self.prescreen_credits.append(auc)
         del self.prescreen_credits[: max(0, len(self.prescreen_credits) - self.portfolio.window)]

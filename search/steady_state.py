@@ -63,17 +63,44 @@ class SteadyState:
         algorithm: a registry algorithm (an :class:`~.base.ArchivedSearch` pymoo algorithm)
             after ``setup(problem, termination=..., seed=...)``, before its first ask.
         ask_size: offspring of variation per ask once the initial population is told.
+        believer: rank each ask (HAMP's pre-screen and local search) with the candidates in
+            flight counted as evaluated at their predicted objectives ("kriging believer").
+        initial_tell: tell the held initial results once this many arrived (default: the
+            whole initial population).
+        lean_initial: until the initial population is told, ask one random genome at a time
+            and keep no queue beyond one candidate per evaluator (:attr:`queue_extra` 0).
+        pooled_credits: HAMP's per-batch records (pre-screen AUC, batch rank correlation)
+            pool the told groups until one ask's worth is in (otherwise they only see the
+            candidates of the last ask that the told group holds, rarely enough to score).
+
+        All four are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        measured best.
 
     Attributes:
         initial_size: size of the initial population (known after the first ask).
         tells: groups told to the algorithm so far (the held initial results count once).
     """
 
-    def __init__(self, algorithm: Any, *, ask_size: int) -> None:
+    # Defaults for states pickled before these options existed (exact resume of old runs).
+    believer = False
+    initial_tell: int | None = None
+    lean_initial = False
+    pooled_credits = False
+
+    def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
+                 initial_tell: int | None = None, lean_initial: bool = False,
+                 pooled_credits: bool = False) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
+        if initial_tell is not None and initial_tell < 1:
+            raise ValueError(f"initial_tell must be >= 1 or None, got {initial_tell!r}")
         self.algorithm = algorithm
         self.ask_size = int(ask_size)
+        self.believer = bool(believer)
+        self.initial_tell = initial_tell
+        self.lean_initial = bool(lean_initial)
+        self.pooled_credits = bool(pooled_credits)
+        self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
         self._held = Population.empty()
@@ -101,15 +128,23 @@ class SteadyState:
         if self.initial_size is None:
             pop = algorithm.ask()
         elif not algorithm.is_initialized:
-            pop = self._random(min(self.ask_size, limit))
+            pop = self._random(min(1 if self.lean_initial else self.ask_size, limit))
         else:
             self._configure()
+            if self.believer:
+                algorithm.pending_X = (np.array(list(self._pending.values()), dtype=float)
+                                       if self._pending else None)
             pop = algorithm.ask()
+            if self.believer:
+                algorithm.pending_X = None
         if pop is None or len(pop) == 0:
             pop = Population.empty()
         pop = self._drop(pop, exclude)[:limit]
         if self.initial_size is None:
             self.initial_size = len(pop)
+        if self.believer:
+            for x in (pop.get("X") if len(pop) else []):
+                self._pending[self._key(x)] = np.asarray(x, dtype=float)
         return pop
 
     def tell(self, pop: Population) -> bool:
@@ -120,9 +155,15 @@ class SteadyState:
             the initial population is complete.
         """
         algorithm = self.algorithm
+        if self.believer:
+            for x in (pop.get("X") if len(pop) else []):
+                self._pending.pop(self._key(x), None)
         if not algorithm.is_initialized:
             self._held = Population.merge(self._held, pop)
-            if len(self._held) < max(1, self.initial_size or 0):
+            need = max(1, self.initial_size or 0)
+            if self.initial_tell is not None:
+                need = min(need, self.initial_tell)
+            if len(self._held) < need:
                 return False
             pop, self._held = self._held, Population.empty()
         algorithm.tell(infills=pop)
@@ -138,6 +179,15 @@ class SteadyState:
             self.tells += 1
 
     @property
+    def queue_extra(self) -> int:
+        """Candidates the caller keeps asked beyond one per evaluator: ``ask_size``; with
+        ``lean_initial``, none until the initial population is told (so that few random
+        genomes wait in the queue while there is nothing to breed from)."""
+        if self.lean_initial and not self.initialized:
+            return 0
+        return self.ask_size
+
+    @property
     def held(self) -> int:
         """Initial results held until the initial population is complete."""
         return len(self._held)
@@ -149,6 +199,10 @@ class SteadyState:
             return
         self._steady = True
         algorithm = self.algorithm
+        if self.pooled_credits:
+            # HAMP's per-batch records (pre-screen AUC, batch rank correlation) pool the told
+            # groups until one ask's worth is in.
+            algorithm.accumulate_credits = True
         pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
         if hasattr(algorithm, "n_offsprings"):
             algorithm.n_offsprings = self.ask_size
@@ -171,6 +225,10 @@ class SteadyState:
             algorithm.known_genomes.known.add(algorithm.known_genomes.key(x))
         pop.set("origin", "initial")
         return pop
+
+    @staticmethod
+    def _key(x: Any) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.rint(np.asarray(x, dtype=float)))
 
     @staticmethod
     def _drop(pop: Population, exclude: Collection[tuple[int, ...]]) -> Population:

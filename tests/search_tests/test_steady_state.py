@@ -14,20 +14,25 @@ from prunesearch.search.steady_state import SteadyState, default_ask_size
 BUDGET = 40
 
 
-def _run(method: str, order_seed: int) -> tuple[list[tuple[int, ...]], SteadyState]:
+def _run(method: str, order_seed: int,
+         **options: object) -> tuple[list[tuple[int, ...]], SteadyState]:
     """Ask/tell with results coming back in an order drawn from ``order_seed``."""
     problem = SyntheticPruningProblem()
     settings = SearchSettings(pop_size=6, budget=BUDGET,
                               local_search=LocalSearchSettings(parents=2, samples_per_parent=20))
     algorithm = make_algorithm(method, settings)
     algorithm.setup(problem, termination=MaximumFunctionCallTermination(BUDGET), seed=3)
-    steady = SteadyState(algorithm, ask_size=2)
+    steady = SteadyState(algorithm, ask_size=2, **options)
     rng = np.random.default_rng(order_seed)
     asked, pending, told = [], [], 0
     while told < BUDGET:
         while len(pending) < 8 and len(asked) < BUDGET:
+            lean = steady.lean_initial and steady.initial_size is not None
+            lean = lean and not steady.initialized
             pop = steady.ask(BUDGET - len(asked), exclude=set(asked))
             assert len(pop) <= BUDGET - len(asked)
+            if lean:
+                assert len(pop) <= 1 and steady.queue_extra == 0
             if len(pop) == 0:
                 break
             algorithm.evaluator.eval(problem, pop)
@@ -67,3 +72,23 @@ def test_default_ask_size() -> None:
     assert [default_ask_size(s) for s in (1, 4, 5, 16, 64)] == [2, 2, 3, 8, 32]
     with pytest.raises(ValueError):
         SteadyState(object(), ask_size=0)
+
+
+EXPERIMENTS = {"believer": True, "initial_tell": 3, "lean_initial": True, "pooled_credits": True}
+
+
+def test_async_experiment_options_keep_the_contract() -> None:
+    asked, steady = _run("hamp", order_seed=1, **EXPERIMENTS)
+    assert len(asked) == BUDGET and len(set(asked)) == BUDGET
+    assert steady.held == 0 and steady.algorithm.n_real_evals == BUDGET
+    assert steady.queue_extra == steady.ask_size  # initialised: the queue is back
+    again, _ = _run("hamp", order_seed=1, **EXPERIMENTS)
+    plain, plain_steady = _run("hamp", order_seed=1)
+    assert asked == again and asked != plain
+    # Initial population told after 3 results, one random genome per ask until then: fewer
+    # random genomes before HAMP breeds.
+    def initial(s: SteadyState) -> int:
+        return s.algorithm.archive_origin.count("initial")
+    assert initial(steady) < initial(plain_steady)
+    with pytest.raises(ValueError):
+        SteadyState(object(), ask_size=2, initial_tell=0)
