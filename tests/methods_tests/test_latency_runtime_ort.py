@@ -64,7 +64,7 @@ def test_methods_run_without_onnxruntime_installed():
     assert "needs the onnxruntime package" in proc.stdout and "pip install" in proc.stdout
 
 
-def _digits_config(runtime: str = "eager"):
+def _digits_config(runtime: str = "eager", cache_tolerance: float = 0.5):
     import types
 
     from prunesearch.methods.settings import (
@@ -79,7 +79,7 @@ def _digits_config(runtime: str = "eager"):
         model=ModelSettings(name="digits-cnn", pretrain_epochs=20),
         hardware=HardwareSettings(runtime=runtime, batch_size=8, threads=1, granularity=16,
                                   warmup=1, repeats=6, calibration_genomes=2, table_warmup=1,
-                                  table_repeats=5, cache_tolerance=0.5),
+                                  table_repeats=5, cache_tolerance=cache_tolerance),
         evaluator=EvaluatorSettings(finetune_steps=0),
     )
 
@@ -99,17 +99,20 @@ def test_a_cached_table_timed_under_other_conditions_is_timed_again(tmp_path):
     (path,) = cache.glob("*.json")
     cached = json.loads(path.read_text())
     assert cached["statistic"] == "p25" and cached["timing"]["cache"] == "none"
-    # As if the cache had been timed on a machine 4x as busy: entries and their calibration.
-    cached["entries"] = {k: 4 * v for k, v in cached["entries"].items()}
-    cached["calibration"]["scale"] *= 4
-    cached["calibration"]["offset_ms"] *= 4
+    # As if the cache had been timed on a machine 10x as slow: entries and their calibration
+    # (900% off; the tolerances below leave room for a busy CI machine's own timing noise).
+    cached["entries"] = {k: 10 * v for k, v in cached["entries"].items()}
+    cached["calibration"]["scale"] *= 10
+    cached["calibration"]["offset_ms"] *= 10
     path.write_text(json.dumps(cached))
     second = PruningTask(_digits_config(), cache_dir=cache).table
     assert second.timing["cache"].startswith("rejected")
     assert second.timing["entries_timed"] == len(second)
-    bigger = sum(second.entries[k] > 2.5 * first.entries[k] for k in first.entries)
-    assert bigger < len(first) / 4  # the quadrupled entries were not kept
-    third = PruningTask(_digits_config(), cache_dir=cache).table
+    bigger = sum(second.entries[k] > 5 * first.entries[k] for k in first.entries)
+    assert bigger < len(first) / 4  # the inflated entries were not kept
+    # The table just timed agrees with a fresh calibration within the tolerance: reused as is.
+    # (3.0: two timings of a millisecond network on a loaded 2-core machine were 62% apart.)
+    third = PruningTask(_digits_config(cache_tolerance=3.0), cache_dir=cache).table
     assert third.timing["cache"].startswith("reused") and third.timing["entries_timed"] == 0
 
 
