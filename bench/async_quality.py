@@ -134,7 +134,8 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
     algorithm = _algorithm(method, slots, total, seed, problem)
     steady = SteadyState(algorithm, ask_size=args.ask_size or default_ask_size(slots),
                          believer=args.believer, initial_tell=args.initial_tell,
-                         lean_initial=args.lean_initial, pooled_credits=args.pooled_credits)
+                         lean_initial=args.lean_initial, pooled_credits=args.pooled_credits,
+                         aligned_credits=args.aligned_credits)
     outstanding: dict[int, Any] = {}
     seen: set[tuple[int, ...]] = set()
     feed: list[tuple[int, float, int]] = []  # (ask group, -MACs, id)
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pooled-credits", action="store_true",
                         help="async: HAMP's per-batch pre-screen/surrogate records pool told "
                              "groups until one ask's worth")
+    parser.add_argument("--aligned-credits", action="store_true",
+                        help="async: HAMP's records and portfolio credit go to the ask that "
+                             "bred the told candidates")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
     parser.add_argument("--json", type=Path)

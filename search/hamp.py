@@ -289,7 +289,8 @@ class HAMP(ArchivedSearch, Algorithm):
         else:
             # Every candidate so far failed (or nearly): restart from random genomes.
             off = self._random_unknown(self.n_offsprings)
-        if predictor is not None and len(off) > self.n_offsprings:
+        off_screened = predictor is not None and len(off) > self.n_offsprings
+        if off_screened:
             off = self._prescreen(off, predictor)
         off.set("origin", "variation")
         moves = (self._local_search_moves(exclude=off, predictor=predictor)
@@ -311,6 +312,16 @@ class HAMP(ArchivedSearch, Algorithm):
                 self._batch_predictions.update(new)  # async: told over several tells
             else:
                 self._batch_predictions = new
+        if getattr(self, "aligned_credits", False):
+            # Asynchronous mode: what bred this ask, credited when its own results are told
+            # (open_ask_record, _credit_asks).
+            screened = self._screened if off_screened else {"chosen": set(), "random": set()}
+            self._infill_stash = {
+                "operator": self.pending_operator, "screened": screened,
+                "predictions": (dict(self._batch_predictions)
+                                if fitted is not None and self.expensive_objectives else {})}
+            self._screened = {"chosen": set(), "random": set()}
+            self._batch_predictions = {}
         return batch
 
     def _batch_gate_open(self) -> bool:
@@ -333,6 +344,11 @@ class HAMP(ArchivedSearch, Algorithm):
             key = self.known_genomes.key
             rows = [(i, predictions[key(x)]) for i, x in enumerate(self.archive_X[start:], start)
                     if key(x) in predictions and self.archive_feasible[i]]
+        self._score_predictions(rows)
+
+    def _score_predictions(self, rows: list) -> None:
+        """Record the rank correlation of predicted and real objectives over ``rows``
+        ((archive index, predicted objectives) pairs; fewer than 5: nothing)."""
         if len(rows) < 5:
             return
         idx = np.array([i for i, _ in rows])
@@ -363,6 +379,101 @@ class HAMP(ArchivedSearch, Algorithm):
             return []
         self._prediction_rows = []
         return pending
+
+    # ------------------------------------------------------- asynchronous: per-ask records
+    def open_ask_record(self, pop: Population) -> None:
+        """Asynchronous mode (``aligned_credits``): tag the candidates of the ask just made.
+
+        ``pop`` is what the caller kept of the last ask (deduplicated, cut to its limit). The
+        record holds the operator whose selection made the population they were bred from,
+        which of them the pre-screen chose or drew at random, and their predicted objectives;
+        :meth:`_credit_asks` fills it as they are told and closes it when all of them are.
+        """
+        stash, self._infill_stash = getattr(self, "_infill_stash", None), None
+        if stash is None or not len(pop):
+            return
+        key = self.known_genomes.key
+        keys = [key(x) for x in pop.get("X")]
+        self._ask_number = getattr(self, "_ask_number", 0) + 1
+        records = getattr(self, "_ask_records", {})
+        owner = getattr(self, "_ask_of", {})
+        records[self._ask_number] = {
+            "operator": stash["operator"], "size": len(keys), "told": 0, "gain": 0.0,
+            "indices": [], "rows": [], "scores": {"chosen": [], "random": []},
+            "screened": {label: set(keys) & members
+                         for label, members in stash["screened"].items()},
+            "predictions": {k: stash["predictions"][k] for k in keys
+                            if k in stash["predictions"]}}
+        for k in keys:
+            owner[k] = self._ask_number
+        self._ask_records, self._ask_of = records, owner
+
+    def _credit_asks(self) -> list[dict[str, Any]]:
+        """Score the told group's candidates against the front before the group, by the ask
+        that bred them; close every ask now fully told. Returns the closed asks' credits.
+
+        A closed ask credits, as a generation does: its operator (portfolio) with the
+        hypervolume its candidates added (summed over the groups they were told in, each
+        against the front before that group), the pre-screen with the AUC of its chosen vs
+        random offspring, the surrogate with the rank correlation over its candidates, and
+        the local search with its per-origin front contributions.
+        """
+        records = getattr(self, "_ask_records", {})
+        owner = getattr(self, "_ask_of", {})
+        n = self._last_batch_size
+        start = len(self.archive_F) - n
+        key = self.known_genomes.key
+        members: dict[int, list[int]] = {}
+        for i in range(start, len(self.archive_F)):
+            ask = owner.pop(key(self.archive_X[i]), None)
+            if ask is not None and ask in records:
+                members.setdefault(ask, []).append(i)
+        if not members:
+            return []
+        shift, scale, ref = self._normaliser()
+        ok = self.archive_feasible
+        before = np.flatnonzero(ok[:start])
+        front = (self.archive_F[before] - shift) / scale
+        front = front[non_dominated(front)] if len(front) else front
+        Fn = (self.archive_F[start:] - shift) / scale
+        scores = improvement_scores(Fn, front, ref)
+        scores[~ok[start:]] = -np.inf
+        hv_before = hypervolume(front, ref) if len(front) else 0.0
+        closed = []
+        for ask in sorted(members):
+            record, idx = records[ask], members[ask]
+            record["told"] += len(idx)
+            record["indices"].extend(idx)
+            for i in idx:
+                k = key(self.archive_X[i])
+                for label, keys in record["screened"].items():
+                    if k in keys:
+                        record["scores"][label].append(float(scores[i - start]))
+                p = record["predictions"].get(k)
+                if p is not None and ok[i]:
+                    record["rows"].append((i, p))
+            good = [i - start for i in idx if ok[i]]
+            if good:
+                F = np.vstack([front, Fn[good]]) if len(front) else Fn[good]
+                record["gain"] += hypervolume(F[non_dominated(F)], ref) - hv_before
+            if record["told"] >= record["size"]:
+                closed.append(self._close_ask(records.pop(ask)))
+        return closed
+
+    def _close_ask(self, record: dict[str, Any]) -> dict[str, Any]:
+        a = np.array(record["scores"]["chosen"])
+        b = np.array(record["scores"]["random"])
+        auc = None
+        if len(a) and len(b):
+            auc = float(np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
+            self.prescreen_credits.append(auc)
+            del self.prescreen_credits[: max(0, len(self.prescreen_credits)
+                                              - self.portfolio.window)]
+        self._score_predictions(record["rows"])
+        self._credit_origins(np.array(record["indices"], dtype=int))
+        if record["operator"] is not None:
+            self.portfolio.reward(record["operator"], record["gain"])
+        return {"operator": record["operator"], "gain": record["gain"], "prescreen": auc}
 
     # ------------------------------------------------------------------------ surrogate
     def _surrogate_wanted(self) -> bool:
@@ -639,13 +750,24 @@ class HAMP(ArchivedSearch, Algorithm):
     # --------------------------------------------------------------------------- advance
     def _advance(self, infills=None, **kwargs) -> None:
         infills = infills if infills is not None else Population.empty()
-        self._credit_origins()
-        prescreen_credit = self._credit_prescreen()
-        self._credit_batch_predictions()
+        aligned = getattr(self, "aligned_credits", False)
+        if aligned:
+            # Asynchronous mode: every record (portfolio credit included) goes to the ask
+            # that bred the told candidates, once all of that ask is told.
+            closed = self._credit_asks()
+            prescreen_credit = next((c["prescreen"] for c in reversed(closed)
+                                     if c["prescreen"] is not None), None)
+        else:
+            self._credit_origins()
+            prescreen_credit = self._credit_prescreen()
+            self._credit_batch_predictions()
         entries = self._hv_entries()
         credit = None
         rewarded = self.pending_operator
-        if rewarded is not None:
+        if aligned:
+            rewarded = [c["operator"] for c in closed if c["operator"] is not None] or None
+            credit = ([c["gain"] for c in closed if c["operator"] is not None] or None)
+        elif rewarded is not None:
             credit = entries["hv"] - entries["hv_before"]
             self.portfolio.reward(self.pending_operator, credit)
         name = self.portfolio.choose(self.random_state)
@@ -672,11 +794,16 @@ class HAMP(ArchivedSearch, Algorithm):
         ratio = 1.0 if mean_var <= 0 else mean_ls / mean_var
         return int(np.clip(round(cap * ratio), min(2, cap), cap))
 
-    def _credit_origins(self) -> None:
-        """Mean exclusive front-HV contribution per evaluation, by origin, of the last batch."""
+    def _credit_origins(self, indices: np.ndarray | None = None) -> None:
+        """Mean exclusive front-HV contribution per evaluation, by origin, of the last batch
+        (or of the archive rows ``indices``: one ask, in asynchronous mode)."""
         n = self._last_batch_size
         start = len(self.archive_F) - n
-        origins = np.array(self.archive_origin[start:])
+        if indices is None:
+            origins = np.array(self.archive_origin[start:])
+        else:
+            n = len(indices)
+            origins = np.array([self.archive_origin[i] for i in indices])
         if n == 0 or not np.any(origins == "local_search"):
             return
         shift, scale, ref = self._normaliser()
@@ -686,7 +813,7 @@ class HAMP(ArchivedSearch, Algorithm):
         contrib = np.zeros(len(self.archive_F))
         if inside.any():
             contrib[front[inside]] = hv_contributions(Fn[inside], ref=ref)
-        batch = contrib[start:]
+        batch = contrib[start:] if indices is None else contrib[np.asarray(indices, dtype=int)]
         for origin, history in self.origin_credits.items():
             mask = origins == origin
             if mask.any():

@@ -72,8 +72,12 @@ class SteadyState:
         pooled_credits: HAMP's per-batch records (pre-screen AUC, batch rank correlation)
             pool the told groups until one ask's worth is in (otherwise they only see the
             candidates of the last ask that the told group holds, rarely enough to score).
+        aligned_credits: HAMP's records (portfolio credit, pre-screen AUC, batch rank
+            correlation, local-search share) go to the ask that bred the told candidates: each
+            ask is tagged with the operator whose selection made the population it was bred
+            from, and its records are closed once all of its candidates are told.
 
-        All four are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        All five are experiments measured in docs/BENCHMARKS.md; the defaults are the
         measured best.
 
     Attributes:
@@ -86,10 +90,11 @@ class SteadyState:
     initial_tell: int | None = None
     lean_initial = False
     pooled_credits = False
+    aligned_credits = False
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
                  initial_tell: int | None = None, lean_initial: bool = False,
-                 pooled_credits: bool = False) -> None:
+                 pooled_credits: bool = False, aligned_credits: bool = False) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -100,6 +105,7 @@ class SteadyState:
         self.initial_tell = initial_tell
         self.lean_initial = bool(lean_initial)
         self.pooled_credits = bool(pooled_credits)
+        self.aligned_credits = bool(aligned_credits)
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -139,7 +145,10 @@ class SteadyState:
                 algorithm.pending_X = None
         if pop is None or len(pop) == 0:
             pop = Population.empty()
+        bred = self.initial_size is not None and algorithm.is_initialized
         pop = self._drop(pop, exclude)[:limit]
+        if bred and self.aligned_credits and hasattr(algorithm, "open_ask_record"):
+            algorithm.open_ask_record(pop)
         if self.initial_size is None:
             self.initial_size = len(pop)
         if self.believer:
@@ -203,6 +212,8 @@ class SteadyState:
             # HAMP's per-batch records (pre-screen AUC, batch rank correlation) pool the told
             # groups until one ask's worth is in.
             algorithm.accumulate_credits = True
+        if self.aligned_credits:
+            algorithm.aligned_credits = True
         pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
         if hasattr(algorithm, "n_offsprings"):
             algorithm.n_offsprings = self.ask_size
