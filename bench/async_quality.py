@@ -135,7 +135,8 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
     steady = SteadyState(algorithm, ask_size=args.ask_size or default_ask_size(slots),
                          believer=args.believer, initial_tell=args.initial_tell,
                          lean_initial=args.lean_initial, pooled_credits=args.pooled_credits,
-                         aligned_credits=args.aligned_credits)
+                         aligned_credits=args.aligned_credits, queue_margin=args.queue_margin,
+                         seeded_fillers=args.seeded_fillers)
     outstanding: dict[int, Any] = {}
     seen: set[tuple[int, ...]] = set()
     feed: list[tuple[int, float, int]] = []  # (ask group, -MACs, id)
@@ -231,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aligned-credits", action="store_true",
                         help="async: HAMP's records and portfolio credit go to the ask that "
                              "bred the told candidates")
+    parser.add_argument("--queue-margin", type=int, default=None,
+                        help="async: ask again once the queue beyond the slots is below this "
+                             "(default: the ask size)")
+    parser.add_argument("--seeded-fillers", action="store_true",
+                        help="async: seeded uniform genomes (then random ones) fill evaluators "
+                             "while the initial population is incomplete")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
     parser.add_argument("--json", type=Path)

@@ -256,6 +256,32 @@ class HAMP(ArchivedSearch, Algorithm):
         rest.set("origin", "initial")
         return Population.merge(pop, rest)
 
+    #: Asynchronous mode (``SteadyState(seeded_fillers=True)``): keep ratios of the uniform
+    #: genomes that fill free evaluators while the initial population is incomplete, after the
+    #: seeds of the initial population (midpoints of :data:`DEFAULT_KEEP_RATIOS`, then thinner).
+    FILLER_KEEP_RATIOS: tuple[float, ...] = (0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25,
+                                             0.2, 0.15, 0.1)
+
+    def filler_genomes(self, n: int) -> Population:
+        """Up to ``n`` seeded uniform genomes not yet known (pruning genomes only, where the
+        initial population is seeded; otherwise none): the next keep ratios of
+        :attr:`FILLER_KEEP_RATIOS`. Deterministic (no random draw)."""
+        ratios = self.initial_keep_ratios
+        if ratios is None:
+            ratios = DEFAULT_KEEP_RATIOS if isinstance(self.problem, GenomeProblem) else ()
+        if not self.integer or not ratios or n <= 0:
+            return Population.empty()
+        out = []
+        key = self.known_genomes.key
+        for r in self.FILLER_KEEP_RATIOS:
+            x = np.rint(self.xl + r * (self.xu - self.xl))
+            k = key(x)
+            if k not in self.known_genomes.known and all(key(y) != k for y in out):
+                out.append(x)
+            if len(out) >= n:
+                break
+        return Population.new(X=np.array(out)) if out else Population.empty()
+
     def _initialize_advance(self, infills=None, **kwargs) -> None:
         self.pop = self._ranked(infills if infills is not None else Population.empty())
         self.last_operator = "initial"

@@ -77,7 +77,16 @@ class SteadyState:
             ask is tagged with the operator whose selection made the population it was bred
             from, and its records are closed once all of its candidates are told.
 
-        All five are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        queue_margin: keep asked candidates beyond one per evaluator down to this many before
+            asking again (:attr:`queue_extra`; default ``ask_size``): a smaller margin lets
+            asked candidates wait less in the queue (they are bred from fresher results), a
+            larger one covers more results arriving while an ask is computed.
+
+        seeded_fillers: while the initial population is incomplete, fill free evaluators with
+            the algorithm's seeded genomes first (HAMP on pruning genomes: uniform keep ratios
+            between and below the initial seeds, ``HAMP.filler_genomes``), random ones after.
+
+        All seven are experiments measured in docs/BENCHMARKS.md; the defaults are the
         measured best.
 
     Attributes:
@@ -91,10 +100,13 @@ class SteadyState:
     lean_initial = False
     pooled_credits = False
     aligned_credits = False
+    queue_margin: int | None = None
+    seeded_fillers = False
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
                  initial_tell: int | None = None, lean_initial: bool = False,
-                 pooled_credits: bool = False, aligned_credits: bool = False) -> None:
+                 pooled_credits: bool = False, aligned_credits: bool = False,
+                 queue_margin: int | None = None, seeded_fillers: bool = False) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -106,6 +118,10 @@ class SteadyState:
         self.lean_initial = bool(lean_initial)
         self.pooled_credits = bool(pooled_credits)
         self.aligned_credits = bool(aligned_credits)
+        if queue_margin is not None and queue_margin < 0:
+            raise ValueError(f"queue_margin must be >= 0 or None, got {queue_margin!r}")
+        self.queue_margin = queue_margin
+        self.seeded_fillers = bool(seeded_fillers)
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -194,7 +210,7 @@ class SteadyState:
         genomes wait in the queue while there is nothing to breed from)."""
         if self.lean_initial and not self.initialized:
             return 0
-        return self.ask_size
+        return self.ask_size if self.queue_margin is None else self.queue_margin
 
     @property
     def held(self) -> int:
@@ -227,7 +243,11 @@ class SteadyState:
 
     def _random(self, n: int) -> Population:
         algorithm = self.algorithm
-        pop = algorithm._random_unknown(n)
+        pop = Population.empty()
+        if self.seeded_fillers and hasattr(algorithm, "filler_genomes"):
+            pop = algorithm.filler_genomes(n)
+        if len(pop) < n:
+            pop = Population.merge(pop, algorithm._random_unknown(n - len(pop), exclude=pop))
         if len(pop) == 0:
             return pop
         if algorithm.integer:
