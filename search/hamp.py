@@ -282,6 +282,39 @@ class HAMP(ArchivedSearch, Algorithm):
                 break
         return Population.new(X=np.array(out)) if out else Population.empty()
 
+    def filler_moves(self, held: Population, n: int) -> Population:
+        """Asynchronous mode (``SteadyState(bred_fillers=True)``): up to ``n`` unknown
+        neighbour moves (:func:`~.local_search.neighbour_moves`, no surrogate) of the
+        non-dominated feasible results held so far, their parents taken in turn; none while
+        fewer than two results are held."""
+        if not len(held) or n <= 0:
+            return Population.empty()
+        F = np.asarray(held.get("F"), dtype=float)
+        X = np.asarray(held.get("X"), dtype=float)
+        ok = np.array([not bool(ind.get("failed")) and np.all(np.isfinite(ind.F))
+                       for ind in held])
+        if ok.sum() < 2:
+            return Population.empty()
+        parents = np.flatnonzero(ok)[non_dominated(F[ok])]
+        key = self.known_genomes.key
+        taken = set(self.known_genomes.known)
+        out = []
+        turn = getattr(self, "_filler_turn", 0)
+        for _ in range(4 * n):
+            if len(out) >= n:
+                break
+            parent = X[parents[turn % len(parents)]]
+            turn += 1
+            for x in neighbour_moves(parent, xl=self.xl, xu=self.xu, integer=self.integer,
+                                     n_samples=4, rng=self.random_state,
+                                     step_fraction=self.step_fraction):
+                if key(x) not in taken:
+                    taken.add(key(x))
+                    out.append(x)
+                    break
+        self._filler_turn = turn
+        return Population.new(X=np.array(out)) if out else Population.empty()
+
     def _initialize_advance(self, infills=None, **kwargs) -> None:
         self.pop = self._ranked(infills if infills is not None else Population.empty())
         self.last_operator = "initial"

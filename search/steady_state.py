@@ -86,7 +86,11 @@ class SteadyState:
             the algorithm's seeded genomes first (HAMP on pruning genomes: uniform keep ratios
             between and below the initial seeds, ``HAMP.filler_genomes``), random ones after.
 
-        All seven are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        bred_fillers: while the initial population is incomplete, fill free evaluators with
+            neighbour moves of the held results' non-dominated ones (``HAMP.filler_moves``;
+            random genomes while fewer than two are held).
+
+        All eight are experiments measured in docs/BENCHMARKS.md; the defaults are the
         measured best.
 
     Attributes:
@@ -102,11 +106,13 @@ class SteadyState:
     aligned_credits = False
     queue_margin: int | None = None
     seeded_fillers = False
+    bred_fillers = False
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
                  initial_tell: int | None = None, lean_initial: bool = False,
                  pooled_credits: bool = False, aligned_credits: bool = False,
-                 queue_margin: int | None = None, seeded_fillers: bool = False) -> None:
+                 queue_margin: int | None = None, seeded_fillers: bool = False,
+                 bred_fillers: bool = False) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -122,6 +128,7 @@ class SteadyState:
             raise ValueError(f"queue_margin must be >= 0 or None, got {queue_margin!r}")
         self.queue_margin = queue_margin
         self.seeded_fillers = bool(seeded_fillers)
+        self.bred_fillers = bool(bred_fillers)
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -246,6 +253,8 @@ class SteadyState:
         pop = Population.empty()
         if self.seeded_fillers and hasattr(algorithm, "filler_genomes"):
             pop = algorithm.filler_genomes(n)
+        if self.bred_fillers and len(pop) < n and hasattr(algorithm, "filler_moves"):
+            pop = Population.merge(pop, algorithm.filler_moves(self._held, n - len(pop)))
         if len(pop) < n:
             pop = Population.merge(pop, algorithm._random_unknown(n - len(pop), exclude=pop))
         if len(pop) == 0:
