@@ -136,7 +136,8 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
                          believer=args.believer, initial_tell=args.initial_tell,
                          lean_initial=args.lean_initial, pooled_credits=args.pooled_credits,
                          aligned_credits=args.aligned_credits, queue_margin=args.queue_margin,
-                         seeded_fillers=args.seeded_fillers, bred_fillers=args.bred_fillers)
+                         seeded_fillers=args.seeded_fillers, bred_fillers=args.bred_fillers,
+                         cut_every=args.cut_every)
     outstanding: dict[int, Any] = {}
     seen: set[tuple[int, ...]] = set()
     feed: list[tuple[int, float, int]] = []  # (ask group, -MACs, id)
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bred-fillers", action="store_true",
                         help="async: neighbour moves of the held results' front fill "
                              "evaluators while the initial population is incomplete")
+    parser.add_argument("--cut-every", type=int, default=None,
+                        help="async HAMP: one selection cut (and portfolio draw) per this many "
+                             "told results")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
     parser.add_argument("--json", type=Path)

@@ -820,7 +820,22 @@ class HAMP(ArchivedSearch, Algorithm):
             self._credit_origins()
             prescreen_credit = self._credit_prescreen()
             self._credit_batch_predictions()
-        entries = self._hv_entries()
+        cut_every = getattr(self, "cut_every", None)
+        if cut_every:
+            # Asynchronous mode: told groups join the population uncut until ``cut_every``
+            # results are in; then one operator cuts it back, as a generation does.
+            self._uncut = getattr(self, "_uncut", 0) + len(infills)
+            self._cut_start = getattr(self, "_cut_start", len(self.archive_F) - len(infills))
+            if self._uncut < cut_every:
+                self.pop = self._ranked(Population.merge(self.pop, infills))
+                return
+            self._last_batch_size, since = len(self.archive_F) - self._cut_start, \
+                self._last_batch_size
+            entries = self._hv_entries()
+            self._last_batch_size = since
+            self._uncut, self._cut_start = 0, len(self.archive_F)
+        else:
+            entries = self._hv_entries()
         credit = None
         rewarded = self.pending_operator
         if aligned:

@@ -90,7 +90,12 @@ class SteadyState:
             neighbour moves of the held results' non-dominated ones (``HAMP.filler_moves``;
             random genomes while fewer than two are held).
 
-        All eight are experiments measured in docs/BENCHMARKS.md; the defaults are the
+        cut_every: HAMP: told results join the population uncut until this many are in; then
+            the portfolio draws one operator that cuts it back to ``pop_size`` and is credited,
+            at the next cut, with the hypervolume the results told in between added (as one
+            generation; default None: a cut at every tell).
+
+        All nine are experiments measured in docs/BENCHMARKS.md; the defaults are the
         measured best.
 
     Attributes:
@@ -107,12 +112,13 @@ class SteadyState:
     queue_margin: int | None = None
     seeded_fillers = False
     bred_fillers = False
+    cut_every: int | None = None
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
                  initial_tell: int | None = None, lean_initial: bool = False,
                  pooled_credits: bool = False, aligned_credits: bool = False,
                  queue_margin: int | None = None, seeded_fillers: bool = False,
-                 bred_fillers: bool = False) -> None:
+                 bred_fillers: bool = False, cut_every: int | None = None) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -129,6 +135,9 @@ class SteadyState:
         self.queue_margin = queue_margin
         self.seeded_fillers = bool(seeded_fillers)
         self.bred_fillers = bool(bred_fillers)
+        if cut_every is not None and cut_every < 1:
+            raise ValueError(f"cut_every must be >= 1 or None, got {cut_every!r}")
+        self.cut_every = cut_every
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -237,6 +246,8 @@ class SteadyState:
             algorithm.accumulate_credits = True
         if self.aligned_credits:
             algorithm.aligned_credits = True
+        if self.cut_every and hasattr(algorithm, "portfolio"):
+            algorithm.cut_every = int(self.cut_every)
         pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
         if hasattr(algorithm, "n_offsprings"):
             algorithm.n_offsprings = self.ask_size
