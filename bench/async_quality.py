@@ -56,6 +56,9 @@ from prunesearch.search.synthetic import (
     synthetic_hv_ref,
 )
 
+#: SteadyState options the flags set (None: SteadyState's default, the driver's).
+STEADY_OPTIONS = ("believer", "initial_tell", "lean_initial", "pooled_credits", "aligned_credits",
+                  "queue_margin", "seeded_fillers", "bred_fillers", "cut_every")
 DENSE_MACS = float(np.sum(UPPER.astype(float) ** 2))
 
 
@@ -132,12 +135,9 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
     problem = _problem()
     total = 4 * budget  # room to run on until the horizon
     algorithm = _algorithm(method, slots, total, seed, problem)
-    steady = SteadyState(algorithm, ask_size=args.ask_size or default_ask_size(slots),
-                         believer=args.believer, initial_tell=args.initial_tell,
-                         lean_initial=args.lean_initial, pooled_credits=args.pooled_credits,
-                         aligned_credits=args.aligned_credits, queue_margin=args.queue_margin,
-                         seeded_fillers=args.seeded_fillers, bred_fillers=args.bred_fillers,
-                         cut_every=args.cut_every)
+    options = {name: getattr(args, name) for name in STEADY_OPTIONS
+               if getattr(args, name) is not None}
+    steady = SteadyState(algorithm, ask_size=args.ask_size or default_ask_size(slots), **options)
     outstanding: dict[int, Any] = {}
     seen: set[tuple[int, ...]] = set()
     feed: list[tuple[int, float, int]] = []  # (ask group, -MACs, id)
@@ -219,27 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", default="fixed", choices=["fixed", "macs"])
     parser.add_argument("--ask-size", type=int, default=None,
                         help="async offspring per ask (default: default_ask_size(slots))")
-    parser.add_argument("--believer", action="store_true",
+    parser.add_argument("--believer", action=argparse.BooleanOptionalAction, default=None,
                         help="async: rank asks with in-flight candidates believed at their "
                              "predicted objectives")
     parser.add_argument("--initial-tell", type=int, default=None,
                         help="async: tell the held initial results once this many arrived")
-    parser.add_argument("--lean-initial", action="store_true",
+    parser.add_argument("--lean-initial", action=argparse.BooleanOptionalAction, default=None,
                         help="async: one random genome per ask and no queue beyond the slots "
                              "until the initial population is told")
-    parser.add_argument("--pooled-credits", action="store_true",
+    parser.add_argument("--pooled-credits", action=argparse.BooleanOptionalAction, default=None,
                         help="async: HAMP's per-batch pre-screen/surrogate records pool told "
                              "groups until one ask's worth")
-    parser.add_argument("--aligned-credits", action="store_true",
+    parser.add_argument("--aligned-credits", action=argparse.BooleanOptionalAction, default=None,
                         help="async: HAMP's records and portfolio credit go to the ask that "
                              "bred the told candidates")
     parser.add_argument("--queue-margin", type=int, default=None,
                         help="async: ask again once the queue beyond the slots is below this "
                              "(default: the ask size)")
-    parser.add_argument("--seeded-fillers", action="store_true",
+    parser.add_argument("--seeded-fillers", action=argparse.BooleanOptionalAction, default=None,
                         help="async: seeded uniform genomes (then random ones) fill evaluators "
                              "while the initial population is incomplete")
-    parser.add_argument("--bred-fillers", action="store_true",
+    parser.add_argument("--bred-fillers", action=argparse.BooleanOptionalAction, default=None,
                         help="async: neighbour moves of the held results' front fill "
                              "evaluators while the initial population is incomplete")
     parser.add_argument("--cut-every", type=int, default=None,

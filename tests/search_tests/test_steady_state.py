@@ -92,3 +92,38 @@ def test_async_experiment_options_keep_the_contract() -> None:
     assert initial(steady) < initial(plain_steady)
     with pytest.raises(ValueError):
         SteadyState(object(), ask_size=2, initial_tell=0)
+
+
+def test_bred_fillers_are_unknown_neighbours_of_the_held_front() -> None:
+    problem = SyntheticPruningProblem()
+    settings = SearchSettings(pop_size=6, budget=BUDGET)
+    algorithm = make_algorithm("hamp", settings)
+    algorithm.setup(problem, termination=MaximumFunctionCallTermination(BUDGET), seed=3)
+    steady = SteadyState(algorithm, ask_size=2, lean_initial=True, bred_fillers=True)
+    first = steady.ask(BUDGET)
+    algorithm.evaluator.eval(problem, first)
+    from pymoo.core.population import Population
+
+    assert not steady.tell(Population.create(*first[:4]))  # held: the initial population is 6
+    held = np.asarray(first[:4].get("X"), dtype=float)
+    F = np.asarray(first[:4].get("F"), dtype=float)
+    from prunesearch.search.indicators import non_dominated
+
+    parents = held[non_dominated(F)]
+    known = {tuple(x) for x in np.asarray(first.get("X"), dtype=int)}
+    fillers = [steady.ask(BUDGET, exclude=known) for _ in range(6)]
+    X = np.array([np.asarray(p.get("X"))[0] for p in fillers], dtype=float)
+    assert len({tuple(x) for x in X}) == 6 and not {tuple(int(v) for v in x) for x in X} & known
+    # Each one is a one- or two-gene step from a non-dominated held result (a random genome of
+    # this 30-gene problem is dozens of steps from any other).
+    steps = np.abs(X[:, None, :] - parents[None, :, :]).sum(axis=2).min(axis=1)
+    assert np.all(steps <= 2), steps
+    assert {str(o) for o in np.concatenate([p.get("origin") for p in fillers])} == {"initial"}
+    plain = SteadyState(make_algorithm("hamp", settings), ask_size=2, lean_initial=True,
+                        bred_fillers=False)
+    plain.algorithm.setup(problem, termination=MaximumFunctionCallTermination(BUDGET), seed=3)
+    first = plain.ask(BUDGET)
+    plain.algorithm.evaluator.eval(problem, first)
+    plain.tell(Population.create(*first[:4]))
+    x = np.asarray(plain.ask(BUDGET).get("X"), dtype=float)[0]
+    assert np.abs(x[None, :] - parents).sum(axis=1).min() > 2
