@@ -8,9 +8,11 @@ without changing what they do between an ask and a tell:
 
 * **Initial population.** The first ask is the algorithm's own initial population (HAMP's seeded
   keep ratios plus random genomes, NSGA-II's random sampling). Until that many results have
-  come back, further asks are random unknown genomes (as in asynchronous steady-state EMO:
-  there is nothing to breed from yet), and the results are held and told together as the
-  initial population, so ``_initialize_advance`` sees a full population. Every later result is
+  come back, the results are held and told together as the initial population, so
+  ``_initialize_advance`` sees a full population, and each evaluator that frees up meanwhile
+  gets one filler (``lean_initial``: asked one at a time, no queue beyond the evaluators):
+  a neighbour move of a non-dominated held result (``bred_fillers``, HAMP; a random unknown
+  genome while fewer than two are held, and for the other algorithms). Every later result is
   told as it arrives.
 * **Later asks** are the algorithm's normal ``ask()`` with fewer offspring: ``ask_size``
   offspring of variation per ask (HAMP: plus its surrogate-ranked local-search moves, their cap
@@ -20,6 +22,8 @@ without changing what they do between an ask and a tell:
   the algorithm's environmental selection (HAMP: the operator its portfolio draws, credited with
   the hypervolume change that the told group brought): a (mu + k) steady-state scheme, with k
   the size of the told group.
+* **Believer asks.** HAMP ranks each ask (pre-screen, local search) with the candidates in
+  flight counted as evaluated at their surrogate-predicted objectives (``believer``).
 * **Duplicates.** Everything asked counts as known at once (:class:`~.base.ArchivedSearch`), so
   no genome is asked twice; :meth:`SteadyState.ask` also drops genomes the caller names as
   known or in flight.
@@ -65,10 +69,12 @@ class SteadyState:
         ask_size: offspring of variation per ask once the initial population is told.
         believer: rank each ask (HAMP's pre-screen and local search) with the candidates in
             flight counted as evaluated at their predicted objectives ("kriging believer").
+            Default on.
         initial_tell: tell the held initial results once this many arrived (default: the
             whole initial population).
         lean_initial: until the initial population is told, ask one random genome at a time
             and keep no queue beyond one candidate per evaluator (:attr:`queue_extra` 0).
+            Default on.
         pooled_credits: HAMP's per-batch records (pre-screen AUC, batch rank correlation)
             pool the told groups until one ask's worth is in (otherwise they only see the
             candidates of the last ask that the told group holds, rarely enough to score).
@@ -88,22 +94,26 @@ class SteadyState:
 
         bred_fillers: while the initial population is incomplete, fill free evaluators with
             neighbour moves of the held results' non-dominated ones (``HAMP.filler_moves``;
-            random genomes while fewer than two are held).
+            random genomes while fewer than two are held). Default on.
 
         cut_every: HAMP: told results join the population uncut until this many are in; then
             the portfolio draws one operator that cuts it back to ``pop_size`` and is credited,
             at the next cut, with the hypervolume the results told in between added (as one
             generation; default None: a cut at every tell).
 
-        All nine are experiments measured in docs/BENCHMARKS.md; the defaults are the
-        measured best.
+        All nine were measured in docs/BENCHMARKS.md (issue 13); the defaults (``believer``,
+        ``lean_initial``, ``bred_fillers`` on, the rest off) are the measured best. No option
+        touches the generational mode: HAMP reads the attributes they set
+        (``pending_X``, ``accumulate_credits``, ``aligned_credits``, ``cut_every``) only when
+        this class sets them.
 
     Attributes:
         initial_size: size of the initial population (known after the first ask).
         tells: groups told to the algorithm so far (the held initial results count once).
     """
 
-    # Defaults for states pickled before these options existed (exact resume of old runs).
+    # Defaults for states pickled before these options existed (exact resume of old runs:
+    # off, as those runs were made; new states get the constructor's defaults).
     believer = False
     initial_tell: int | None = None
     lean_initial = False
@@ -114,11 +124,11 @@ class SteadyState:
     bred_fillers = False
     cut_every: int | None = None
 
-    def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = False,
-                 initial_tell: int | None = None, lean_initial: bool = False,
+    def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = True,
+                 initial_tell: int | None = None, lean_initial: bool = True,
                  pooled_credits: bool = False, aligned_credits: bool = False,
                  queue_margin: int | None = None, seeded_fillers: bool = False,
-                 bred_fillers: bool = False, cut_every: int | None = None) -> None:
+                 bred_fillers: bool = True, cut_every: int | None = None) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:

@@ -74,16 +74,20 @@ def test_default_ask_size() -> None:
         SteadyState(object(), ask_size=0)
 
 
-EXPERIMENTS = {"believer": True, "initial_tell": 3, "lean_initial": True, "pooled_credits": True}
+EXPERIMENTS = {"believer": True, "initial_tell": 3, "lean_initial": True, "pooled_credits": True,
+               "aligned_credits": False, "queue_margin": 1, "seeded_fillers": True,
+               "bred_fillers": True, "cut_every": 3}
+#: The design before issue 13's quality work: every option off.
+OLD_DESIGN = {"believer": False, "lean_initial": False, "bred_fillers": False}
 
 
 def test_async_experiment_options_keep_the_contract() -> None:
     asked, steady = _run("hamp", order_seed=1, **EXPERIMENTS)
     assert len(asked) == BUDGET and len(set(asked)) == BUDGET
     assert steady.held == 0 and steady.algorithm.n_real_evals == BUDGET
-    assert steady.queue_extra == steady.ask_size  # initialised: the queue is back
+    assert steady.queue_extra == 1  # initialised: the queue is back (queue_margin)
     again, _ = _run("hamp", order_seed=1, **EXPERIMENTS)
-    plain, plain_steady = _run("hamp", order_seed=1)
+    plain, plain_steady = _run("hamp", order_seed=1, **OLD_DESIGN)
     assert asked == again and asked != plain
     # Initial population told after 3 results, one random genome per ask until then: fewer
     # random genomes before HAMP breeds.
@@ -127,3 +131,16 @@ def test_bred_fillers_are_unknown_neighbours_of_the_held_front() -> None:
     plain.tell(Population.create(*first[:4]))
     x = np.asarray(plain.ask(BUDGET).get("X"), dtype=float)[0]
     assert np.abs(x[None, :] - parents).sum(axis=1).min() > 2
+
+
+def test_aligned_credits_close_every_fully_told_ask_and_keep_the_contract() -> None:
+    asked, steady = _run("hamp", order_seed=1, aligned_credits=True)
+    assert len(asked) == BUDGET and len(set(asked)) == BUDGET
+    algorithm = steady.algorithm
+    # Every ask whose candidates were all told is closed; only asks with candidates never
+    # told (none here: the whole budget was told) could stay open.
+    assert algorithm._ask_number > 3 and not algorithm._ask_records and not algorithm._ask_of
+    rewarded = [h["rewarded"] for h in algorithm.history_log if h.get("rewarded")]
+    assert rewarded and all(isinstance(r, list) for r in rewarded)
+    default, _ = _run("hamp", order_seed=1)
+    assert asked != default
