@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                              "told results")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
+    parser.add_argument("--curve", action="store_true",
+                        help="also print the median HV at 20/40/60/80/100%% of the budget")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if min(args.slots) < 1 or args.seeds < 1 or args.evals_per_slot < 1:
@@ -274,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
             evals_by_time = [sum(1 for t, _ in run if t <= horizons[s])
                              for s, run in enumerate(per_seed)]
             time_for_budget = [run[budget - 1][0] for run in per_seed]
+            marks = [budget * i // 5 for i in range(1, 6)]
+            curve = [statistics.median(_hv([f for _, f in run[:m]]) for run in per_seed)
+                     for m in marks]
             rows.append({
-                "slots": slots, "method": name, "budget": budget,
+                "slots": slots, "method": name, "budget": budget, "curve_evals": marks,
+                "hv_curve": curve,
                 "hv_equal_evals": statistics.median(at_evals),
                 "hv_equal_time": statistics.median(at_time),
                 "evals_by_time": statistics.median(evals_by_time),
@@ -300,6 +306,17 @@ def main(argv: list[str] | None = None) -> int:
               + (f"HAMP async / NSGA-II async at equal wall-clock "
                  f"{aa['hv_equal_time'] / by['nsga2 async']['hv_equal_time']:.4f}"
                  if "nsga2 async" in by else ""))
+    if args.curve:
+        print("\nmedian HV after the first n evaluations (n = 20/40/60/80/100% of the budget):")
+        for r in rows:
+            ratio = ""
+            if r["method"] == "hamp async":
+                g = next(q for q in rows if q["slots"] == r["slots"]
+                         and q["method"] == "hamp generational")
+                ratio = " (async/generational: " + " ".join(
+                    f"{a / b:.3f}" for a, b in zip(r["hv_curve"], g["hv_curve"])) + ")"
+            print(f"slots {r['slots']} {r['method']} n={r['curve_evals']}: "
+                  + " ".join(f"{v:.4f}" for v in r["hv_curve"]) + ratio)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
