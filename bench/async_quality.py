@@ -11,7 +11,7 @@ tells:
 * generational: ask a batch (``pop_size`` = slots), dispatch it in ask order to the first free
   slot, wait for the last result, tell the batch; asks and tells run while every slot is idle.
 * async: exactly the driver's async loop (:class:`~prunesearch.search.steady_state.SteadyState`,
-  a queue of ``slots + ask_size`` asked candidates, longest expected MACs dispatched first, a
+  a queue of ``slots + queue_extra`` asked candidates, longest expected MACs dispatched first, a
   dispatch thread that never waits for the main thread): the main thread tells every result
   that arrived while it was busy as one group, then refills the queue.
 

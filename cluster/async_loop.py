@@ -5,7 +5,9 @@ times (a wide candidate fine-tunes several times longer than a narrow one, nodes
 population the size of the pool, that barrier idles a third of the cluster. Here:
 
 * **A queue of asked candidates** is kept at ``slots + ask_size`` (``slots`` = the pool size at
-  the start of the run): whenever told results lower it, the algorithm is asked for another
+  the start of the run; until the initial population is told, ``slots``: one filler per free
+  evaluator, ``SteadyState.queue_extra``): whenever told results lower it, the algorithm is
+  asked for another
   group (:class:`~prunesearch.search.steady_state.SteadyState`: ``ask_size`` offspring, HAMP's
   surrogate-ranked local-search moves among them), so one ask (~0.1-0.15 s for HAMP) is
   amortised over a group. Genomes are deduplicated against everything asked before (journaled
@@ -135,7 +137,7 @@ class AsyncLoop:
               "journaled order")
 
     def _refill(self) -> list[int]:
-        """Ask groups until ``slots + ask_size`` candidates are outstanding (or the budget or
+        """Ask groups until ``slots + queue_extra`` candidates are outstanding (or the budget or
         the algorithm runs out); returns the new candidate ids."""
         d, a = self.d, self.a
         task = d.task
