@@ -72,7 +72,7 @@ class SteadyState:
             Default on.
         initial_tell: tell the held initial results once this many arrived (default: the
             whole initial population).
-        lean_initial: until the initial population is told, ask one random genome at a time
+        lean_initial: until the initial population is told, ask one filler genome at a time
             and keep no queue beyond one candidate per evaluator (:attr:`queue_extra` 0).
             Default on.
         pooled_credits: HAMP's per-batch records (pre-screen AUC, batch rank correlation)
@@ -82,20 +82,16 @@ class SteadyState:
             correlation, local-search share) go to the ask that bred the told candidates: each
             ask is tagged with the operator whose selection made the population it was bred
             from, and its records are closed once all of its candidates are told.
-
         queue_margin: keep asked candidates beyond one per evaluator down to this many before
             asking again (:attr:`queue_extra`; default ``ask_size``): a smaller margin lets
             asked candidates wait less in the queue (they are bred from fresher results), a
             larger one covers more results arriving while an ask is computed.
-
         seeded_fillers: while the initial population is incomplete, fill free evaluators with
             the algorithm's seeded genomes first (HAMP on pruning genomes: uniform keep ratios
             between and below the initial seeds, ``HAMP.filler_genomes``), random ones after.
-
         bred_fillers: while the initial population is incomplete, fill free evaluators with
             neighbour moves of the held results' non-dominated ones (``HAMP.filler_moves``;
             random genomes while fewer than two are held). Default on.
-
         cut_every: HAMP: told results join the population uncut until this many are in; then
             the portfolio draws one operator that cuts it back to ``pop_size`` and is credited,
             at the next cut, with the hypervolume the results told in between added (as one
