@@ -230,14 +230,23 @@ def test_a_second_run_on_a_live_directory_is_refused_and_the_first_is_intact(
     first = _start(["run", str(job), "--output", str(run_dir), "--address", ray_address],
                    tmp_path)
     _wait_for(first, lambda: _lines(run_dir) >= 1)
-    for args in (["run", str(job), "--output", str(run_dir), "--overwrite"],
-                 ["resume", str(run_dir)]):
-        second = subprocess.run([sys.executable, "-m", "prunesearch", *args, "--address",
-                                 ray_address], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=120)
-        lines = [line for line in second.stderr.splitlines() if line.strip()]
-        assert second.returncode == 2, second.stderr
-        assert len(lines) == 1 and f"in use by process {first.pid}" in lines[0], second.stderr
+    # Held mid-run (stopped, its lock still held) while the others try, so that it cannot
+    # finish first on a slow machine: CI once saw the 60-evaluation run complete before the
+    # second command started, and `resume` then (rightly) said "already complete".
+    first.send_signal(signal.SIGSTOP)
+    try:
+        for args in (["run", str(job), "--output", str(run_dir), "--overwrite"],
+                     ["resume", str(run_dir)]):
+            second = subprocess.run([sys.executable, "-m", "prunesearch", *args, "--address",
+                                     ray_address], cwd=tmp_path, capture_output=True,
+                                    text=True, timeout=120)
+            lines = [line for line in second.stderr.splitlines() if line.strip()]
+            assert second.returncode == 2, second.stderr
+            assert len(lines) == 1 and f"in use by process {first.pid}" in lines[0], (
+                second.stderr)
+        assert _lines(run_dir) < BUDGET  # the first really was live throughout
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, _output(first)
     _assert_same_as_reference(run_dir, reference)
     assert not list(tmp_path.glob(".run.replaced-*"))
