@@ -165,8 +165,11 @@ def test_halp_measured_latency_is_within_the_tables_held_out_error(task, halp_re
     rng = np.random.default_rng(12345)  # not the calibration genomes' seed
     held_out = [task.space.random_genome(rng) for _ in range(4)]
     genomes = [*held_out, tuple(task.upper), halp_result.result.genome]
-    measured = np.asarray(time_genomes(task.base_model, task.space, genomes, task.hardware,
-                                       rounds=3))
+    # Three independent timings, the fastest kept per network (the usual robust latency
+    # statistic): one timing of a sub-millisecond network on a loaded 2-core machine was once
+    # 33% off while the others stayed under 14%.
+    measured = np.min([time_genomes(task.base_model, task.space, genomes, task.hardware,
+                                    rounds=3) for _ in range(3)], axis=0)
     table = task.cost.evaluate(np.asarray(genomes))["latency_ms"]
     rel = np.abs(table - measured) / measured
     # The target (0.45x dense in the table) is a real speed-up end to end ...
