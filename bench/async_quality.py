@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial-tell", type=int, default=None,
                         help="async: tell the held initial results once this many arrived")
     parser.add_argument("--lean-initial", action=argparse.BooleanOptionalAction, default=None,
-                        help="async: one random genome per ask and no queue beyond the slots "
+                        help="async: one filler genome per ask and no queue beyond the slots "
                              "until the initial population is told")
     parser.add_argument("--pooled-credits", action=argparse.BooleanOptionalAction, default=None,
                         help="async: HAMP's per-batch pre-screen/surrogate records pool told "
