@@ -47,7 +47,8 @@ from prunesearch.cluster.report import (
     write_pareto_png,
     write_summary,
 )
-from prunesearch.cluster.run_store import load_weights, write_measured, write_meta
+from prunesearch.cluster.retime import retime_front
+from prunesearch.cluster.run_store import ModelStore, write_meta
 from prunesearch.methods.errors import RunStateError, UsageError
 
 __all__ = ["resolve_targets", "run_halp"]
@@ -267,18 +268,17 @@ class _HALPRunner:
             self.log(f"target {index} failed: {record['reason']}")
 
     def _measure(self) -> None:
-        """Re-time every finished network end to end, one at a time, on the idle device."""
-        measured = {str(k): v for k, v in read_measured(self.run_dir).items()}
-        for index in sorted(self.records):
-            record = self.records[index]
-            if record["status"] != "ok" or str(index) in measured:
-                continue
-            weights = load_weights(self.run_dir / "models", index)
-            timing = self.task.measure(record["genome"], weights)
-            measured[str(index)] = {k: float(v) for k, v in dict(timing).items()}
-            write_measured(self.run_dir, measured)
+        """Re-time every finished network end to end on the idle device, in passes over all of
+        them (:func:`~prunesearch.cluster.retime.retime_front`)."""
+        done = {i: r for i, r in self.records.items() if r["status"] == "ok"}
+        measured = retime_front(
+            self.run_dir, sorted(done), done, models=ModelStore(self.run_dir / "models"),
+            measure=self.task.measure, where="the driver", log=self.log,
+            rounds=int(getattr(self.config.hardware, "calibration_rounds", 1)))
+        for index in sorted(done) if measured is not None else ():
+            timing = measured[str(index)]
             self.log(f"target {index}: measured {timing['latency_ms_measured']:.4f} ms end to "
-                     f"end (table {record['objectives']['latency_ms']:.4f} ms)")
+                     f"end (table {done[index]['objectives']['latency_ms']:.4f} ms)")
 
     def _finish(self, status: str) -> dict[str, Any]:
         records = [self.records[i] for i in sorted(self.records)]

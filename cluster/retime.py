@@ -19,9 +19,14 @@ TABLE_WARN_ERROR = 0.20
 
 def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mapping[str, Any]], *,
                  models: ModelStore, measure: Callable[[Any, Any], Mapping[str, float]],
-                 where: str, log: Callable[[str], None]) -> dict[str, dict[str, float]] | None:
-    """Re-time the front members not yet in ``state/measured.json``, saving after each one (an
-    interrupted re-timing resumes where it stopped).
+                 where: str, log: Callable[[str], None],
+                 rounds: int = 1) -> dict[str, dict[str, Any]] | None:
+    """Re-time the front members not yet in ``state/measured.json``, in ``rounds`` passes over
+    the whole front (alternating direction), saving after each timing (an interrupted
+    re-timing resumes where it stopped). A member's figures are the medians of its passes, so
+    a slow spell of the machine (a neighbour's burst; seconds long on a shared VM) spoils one
+    pass of several members rather than every figure of one; the passes are kept in its
+    ``rounds`` list.
 
     Args:
         run_dir: the run directory.
@@ -31,20 +36,43 @@ def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mappin
         measure: ``measure(genome, weights) -> timing`` on an idle device.
         where: what does the timing, for the log line.
         log: progress lines.
+        rounds: passes over the front (``hardware.calibration_rounds``).
 
     Returns:
         Every measurement of the run, keyed by candidate id as text; ``None`` when every
         member was already measured.
     """
+    rounds = max(1, int(rounds))
     measured = {str(k): v for k, v in read_measured(run_dir).items()}
-    todo = sorted(cid for cid in front_ids if str(cid) not in measured)
+
+    def done(cid: int) -> int:
+        entry = measured.get(str(cid))
+        if entry is None:
+            return 0
+        # Entries written before passes existed are one complete measurement.
+        return len(entry["rounds"]) if "rounds" in entry else rounds
+
+    todo = sorted(cid for cid in front_ids if done(cid) < rounds)
     if not todo:
         return None
-    log(f"re-timing {len(todo)} front members end to end on {where}")
-    for cid in todo:
-        timing = measure(by_id[cid]["genome"], models.load_weights(cid))
-        measured[str(cid)] = {k: float(v) for k, v in dict(timing).items()}
-        write_measured(run_dir, measured)
+    passes = f" in {rounds} passes" if rounds > 1 else ""
+    log(f"re-timing {len(todo)} front members end to end on {where}{passes}")
+    weights = {}
+    for r in range(rounds):
+        for cid in (todo if r % 2 == 0 else list(reversed(todo))):
+            entry = measured.get(str(cid), {"rounds": []})
+            if done(cid) > r:
+                continue
+            if cid not in weights:
+                weights[cid] = models.load_weights(cid)
+            timing = {k: float(v) for k, v in dict(measure(by_id[cid]["genome"],
+                                                           weights[cid])).items()}
+            passes_so_far = [*entry["rounds"], timing]
+            keys = sorted({k for p in passes_so_far for k in p})
+            measured[str(cid)] = {
+                **{k: float(np.median([p[k] for p in passes_so_far if k in p])) for k in keys},
+                "rounds": passes_so_far}
+            write_measured(run_dir, measured)
     return measured
 
 

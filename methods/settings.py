@@ -211,12 +211,13 @@ class HardwareSettings:
     warmup: int = setting(10, min=0, help="untimed runs before timing")
     repeats: int = setting(100, min=3, help="timed runs; median and p90 reported")
     calibration_genomes: int = setting(
-        5, min=0, help="random genomes timed end to end to calibrate the latency table"
+        8, min=0, help="random genomes timed end to end to calibrate the latency table"
     )
     calibration: str = setting(
-        "linear", choices=_calibration_names,
-        help="latency-table calibration: measured = scale * table_sum + offset (linear), "
-             "scale only, or none"
+        "robust", choices=_calibration_names,
+        help="latency-table calibration: measured = scale * table_sum + offset fitted by "
+             "Theil-Sen (robust: one network timed in a slow spell does not tilt it) or least "
+             "squares (linear), scale only, or none"
     )
     table_warmup: int = setting(3, min=0, help="untimed runs per latency-table layer entry")
     table_repeats: int = setting(
@@ -232,7 +233,7 @@ class HardwareSettings:
                        "table entries (each network's figure is the median of its rounds)"
     )
     keep_freed_memory: bool = setting(
-        False, help="in processes that time latency, keep freed memory in the C allocator "
+        True, help="in processes that time latency, keep freed memory in the C allocator "
                     "(glibc mallopt: no trimming, no per-allocation mmap) so activations do not "
                     "page-fault afresh every forward; on CPUs this makes layer sums additive "
                     "(docs/METHODS.md). Linux/glibc only; ignored elsewhere"

@@ -40,7 +40,7 @@ __all__ = [
     "leave_one_out",
 ]
 
-CALIBRATIONS = ("linear", "scale", "none")
+CALIBRATIONS = ("robust", "linear", "scale", "none")
 
 _FORMAT = 1
 
@@ -105,7 +105,8 @@ class LatencyTable:
     Args:
         key: What the entries were measured on.
         entries: ``LayerSpec.key() -> milliseconds`` (median of isolated runs).
-        calibration: ``linear`` (scale and offset), ``scale`` (scale only) or ``none``.
+        calibration: ``robust`` (scale and offset, Theil-Sen), ``linear`` (scale and offset,
+            least squares), ``scale`` (scale only) or ``none``.
         scale: Calibrated multiplier of the raw sum.
         offset_ms: Calibrated additive term.
         calibration_points: ``[(raw_ms, measured_ms), ...]`` the calibration was fitted on.
@@ -367,7 +368,15 @@ def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float],
         raise ValueError(f"calibration={calibration!r} needs at least one timed network")
     scale = float(statistics.median(m / r for r, m in zip(raw_ms, measured_ms)))
     offset = 0.0
-    if calibration == "linear" and len(set(raw_ms)) >= 2:
+    if calibration == "robust" and len(set(raw_ms)) >= 2:
+        # Theil-Sen: the median of the pairwise slopes, so that one calibration network timed
+        # during a slow spell (a neighbour's burst, a hypervisor steal) does not tilt the line.
+        from scipy.stats import theilslopes
+
+        slope, intercept, _, _ = theilslopes(measured_ms, raw_ms)
+        if slope > 0:
+            scale, offset = float(slope), float(intercept)
+    elif calibration == "linear" and len(set(raw_ms)) >= 2:
         n = len(raw_ms)
         mean_r = sum(raw_ms) / n
         mean_m = sum(measured_ms) / n
