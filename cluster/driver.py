@@ -439,7 +439,7 @@ class _Driver:
             self.run_dir, list(self.front), self.by_id, models=self.models,
             measure=self.pool.measure if on_actor else self.task.measure,
             where="an evaluator actor" if on_actor else "the driver", log=self.log,
-            rounds=int(getattr(self.config.hardware, "calibration_rounds", 1)))
+            rounds=self.config.hardware.calibration_rounds)
         if measured is not None:
             self._check_table(measured)
 

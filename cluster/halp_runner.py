@@ -274,7 +274,7 @@ class _HALPRunner:
         measured = retime_front(
             self.run_dir, sorted(done), done, models=ModelStore(self.run_dir / "models"),
             measure=self.task.measure, where="the driver", log=self.log,
-            rounds=int(getattr(self.config.hardware, "calibration_rounds", 1)))
+            rounds=self.config.hardware.calibration_rounds)
         for index in sorted(done) if measured is not None else ():
             timing = measured[str(index)]
             self.log(f"target {index}: measured {timing['latency_ms_measured']:.4f} ms end to "

@@ -60,9 +60,9 @@ def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mappin
     weights = {}
     for r in range(rounds):
         for cid in (todo if r % 2 == 0 else list(reversed(todo))):
-            entry = measured.get(str(cid), {"rounds": []})
             if done(cid) > r:
                 continue
+            entry = measured.get(str(cid), {"rounds": []})
             if cid not in weights:
                 weights[cid] = models.load_weights(cid)
             timing = {k: float(v) for k, v in dict(measure(by_id[cid]["genome"],
