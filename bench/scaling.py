@@ -30,7 +30,11 @@ the actor, and efficiency is measured directly: busy slot-seconds / (slots x spa
 start to the last end), beside the zero-overhead greedy bound of the same durations (per
 generation for the generational mode; over the whole run, in dispatch order, for async: the
 drain at the end of a finite budget is in both). "Steady-state" efficiency is the same ratio
-over the window that ends at the last dispatch (the final drain left out).
+over the window that ends at the last dispatch (the final drain left out). The "dispatch gap"
+is how long an evaluator sat idle between one evaluation's end and its next start (the round
+trip through Ray and the driver's dispatch thread); ``--ray-floor`` also runs a driverless Ray
+loop of the same slots and durations on the same cluster, whose gap and efficiency are what
+Ray's round trip alone costs on this machine.
 
 Usage::
 
@@ -180,6 +184,64 @@ class LightHost:
         return result
 
 
+@ray.remote
+class _SleepHost:
+    """The Ray floor's actor: ``max_concurrency`` threads that only sleep (no evaluator)."""
+
+    def sleep(self, seconds: float) -> tuple[float, float]:
+        start = time.time()
+        time.sleep(seconds)
+        return start, time.time()
+
+
+def ray_floor(slots: int, evaluations: int, *, jitter: float, sleep_s: float, per_process: int,
+              seed: int = 0) -> dict[str, Any]:
+    """Efficiency of a driverless loop on the same cluster: no search, no journal, no ask.
+
+    ``slots`` sleeping evaluators in light processes of ``per_process`` threads; one loop keeps
+    each busy (``ray.wait`` for one call, hand its slot the next sleep of 1 s +- ``jitter``). What
+    it loses to the zero-overhead bound is Ray's round trip on this machine, which no driver
+    change removes; the driver's own cost is what the search loses beyond it.
+    """
+    rng = np.random.default_rng(seed)
+    per = min(per_process, slots)
+    hosts = [_SleepHost.options(max_concurrency=per, num_cpus=0,
+                                resources={"evaluator": per}).remote()
+             for _ in range(math.ceil(slots / per))]
+    ray.get([h.sleep.remote(0.0) for h in hosts])
+    durations = sleep_s * (1.0 + jitter * rng.uniform(-1.0, 1.0, size=evaluations))
+    running: dict[Any, int] = {}
+    submitted = 0
+    starts: list[float] = []
+    ends: list[float] = []
+
+    def submit(slot: int) -> None:
+        nonlocal submitted
+        running[hosts[slot // per].sleep.remote(float(durations[submitted]))] = slot
+        submitted += 1
+
+    for slot in range(min(slots, evaluations)):
+        submit(slot)
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        slot = running.pop(ready[0])
+        start, end = ray.get(ready[0])
+        starts.append(start)
+        ends.append(end)
+        if submitted < evaluations:
+            submit(slot)
+    for h in hosts:
+        ray.kill(h)
+    busy = sum(b - a for a, b in zip(starts, ends))
+    efficiency = busy / (slots * (max(ends) - min(starts)))
+    order = np.argsort(starts)
+    bound_span = greedy_makespan([ends[i] - starts[i] for i in order], slots)
+    bound = busy / (slots * bound_span)
+    return {"slots": slots, "evaluations": evaluations, "efficiency": efficiency,
+            "zero_overhead_bound": bound,
+            "dispatch_gap_ms": _quantiles_ms(dispatch_gaps(starts, ends, slots))}
+
+
 @contextmanager
 def _light_actors(per_process: int) -> Iterator[None]:
     """Make EvaluatorPool start one LightHost per ``per_process`` slots (this process only)."""
@@ -261,6 +323,30 @@ def greedy_makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
+def dispatch_gaps(starts: list[float], ends: list[float], slots: int) -> list[float]:
+    """Seconds an evaluator sat idle between one evaluation's end and its next start.
+
+    The dispatch thread hands each freed evaluator the next queued candidate, first freed first
+    served, so the (slots + i)-th start in time order follows the i-th end. The gap is the round
+    trip that costs efficiency: the result reaching the driver, the dispatch thread getting the
+    GIL, the next call reaching the actor (and, where the queue ran dry, the wait for an ask).
+    """
+    s, e = sorted(starts), sorted(ends)
+    return [s[slots + i] - e[i] for i in range(len(s) - slots)]
+
+
+def _quantiles_ms(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    q = np.quantile(np.asarray(values) * 1000.0, [0.5, 0.9, 0.99])
+    return {"mean": 1000.0 * statistics.fmean(values), "p50": float(q[0]), "p90": float(q[1]),
+            "p99": float(q[2])}
+
+
+def _gap_text(gap: dict[str, float] | None) -> str:
+    return "-" if gap is None else f"{gap['mean']:.1f} / {gap['p50']:.1f}"
+
+
 def lpt_bound(durations: list[float], slots: int) -> float:
     """Makespan of list scheduling in the given order (each job to the first free slot)."""
     return greedy_makespan(durations, slots)
@@ -321,6 +407,7 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
     bound_efficiency = evaluations * mean_eval / (slots * bound_span)
     efficiency = throughput / ideal
     steady = None
+    gaps: list[float] = []
     if light:  # measured on the actors: busy slot-seconds over slots x span
         starts = [float(e["metrics"]["t_start"]) for e in journal]
         ends = [float(e["metrics"]["t_end"]) for e in journal]
@@ -331,6 +418,7 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         steady = busy_steady / (slots * (last_start - t0)) if last_start > t0 else None
         span = t1 - t0
         throughput = evaluations / span
+        gaps = dispatch_gaps(starts, ends, slots)
     in_runs = sum(end - begin for begin, end in timers.generation_spans)
     per_result_ms = (1000.0 * (in_runs - timers.wait_in_runs_s) / evaluations
                      if mode == "generational" else float("nan"))
@@ -358,6 +446,7 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         "ideal": ideal,
         "efficiency": efficiency,
         "steady_efficiency": steady,
+        "dispatch_gap_ms": _quantiles_ms(gaps),
         "jitter_bound_efficiency": bound_efficiency,
         "driver_overhead_ms": overhead_ms,
         "driver_cpu_ms": 1000.0 * driver_cpu_s / evaluations,
@@ -369,6 +458,10 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         "hypervolume": summary.get("hypervolume"),
     }
     steady_text = f" (steady-state {steady:.3f})" if steady is not None else ""
+    if row["dispatch_gap_ms"] is not None:
+        g = row["dispatch_gap_ms"]
+        steady_text += (f" dispatch gap mean {g['mean']:.1f} ms, p50 {g['p50']:.1f}, "
+                        f"p90 {g['p90']:.1f}, p99 {g['p99']:.1f}")
     log(f"{mode:12s} {method} {duration} slots={slots:2d}  evals={evaluations:4d}  "
         f"mean eval {mean_eval:.3f} s  search {span:6.2f} s (run_search {total_s:6.2f} s)  "
         f"efficiency {efficiency:.3f}{steady_text} (zero-overhead greedy bound "
@@ -432,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="light actors: several simulated evaluators per process")
     parser.add_argument("--per-process", type=int, default=8,
                         help="simulated evaluators per light actor process")
+    parser.add_argument("--ray-floor", action="store_true",
+                        help="also run a driverless Ray loop of the same slots and durations "
+                             "(light actors): what Ray's round trip alone costs here")
     args = parser.parse_args(argv)
     if any(s < 1 for s in args.slots) or args.generations < 1 or args.nodes < 1:
         parser.error("--slots, --generations and --nodes must be >= 1")
@@ -448,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = _start_cluster(args.nodes, units)
     print(f"cluster: head + {args.nodes} worker nodes x {units} evaluator units")
     rows = []
+    floor_rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
             for slots in args.slots:
@@ -458,6 +555,18 @@ def main(argv: list[str] | None = None) -> int:
                         pop_factor=args.pop_factor, jitter=args.jitter,
                         duration=args.duration, sleep_s=args.sleep, light=args.light,
                         per_process=args.per_process))
+        if args.ray_floor:
+            ray.init(address=cluster.address)
+            for slots in args.slots:
+                floor = ray_floor(slots, args.pop_factor * slots * args.generations,
+                                  jitter=args.jitter, sleep_s=args.sleep,
+                                  per_process=args.per_process)
+                floor_rows.append(floor)
+                g = floor["dispatch_gap_ms"]
+                print(f"ray floor    slots={slots:2d}  evals={floor['evaluations']:4d}  "
+                      f"efficiency {floor['efficiency']:.3f} (zero-overhead bound "
+                      f"{floor['zero_overhead_bound']:.3f})  dispatch gap mean {g['mean']:.1f} "
+                      f"ms, p50 {g['p50']:.1f}, p90 {g['p90']:.1f}, p99 {g['p99']:.1f}")
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -479,14 +588,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"load average after: {os.getloadavg()}")
     print("\n| mode | slots | evals | mean eval (s) | search wall (s) | efficiency | steady-state "
-          "| zero-overhead bound | driver main-thread (ms/eval) | driver CPU (ms/eval) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| zero-overhead bound | driver main-thread (ms/eval) | driver CPU (ms/eval) "
+          "| dispatch gap mean / p50 (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         steady = "-" if r["steady_efficiency"] is None else f"{r['steady_efficiency']:.3f}"
         print(f"| {r['mode']} | {r['slots']} | {r['evaluations']} | {r['mean_eval_s']:.3f} | "
               f"{r['search_wall_s']:.2f} | {r['efficiency']:.3f} | {steady} | "
               f"{r['jitter_bound_efficiency']:.3f} | {r['driver_overhead_ms']:.2f} | "
-              f"{r['driver_cpu_ms']:.2f} |")
+              f"{r['driver_cpu_ms']:.2f} | {_gap_text(r['dispatch_gap_ms'])} |")
     print("\n| slots | evals | mean eval (s) | search wall (s) | throughput (eval/s) | ideal | "
           "efficiency | jitter bound | driver overhead (ms/eval) | in pool loop (ms/eval) | "
           "of which fsync (ms/eval) | pool-loop CPU (ms/eval) | between generations (ms) |")
@@ -499,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['per_result_ms']:.2f} | {r['fsync_ms']:.2f} | {r['pool_loop_cpu_ms']:.2f} | "
               f"{r['between_generations_ms']:.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"scaling": rows, "hamp": hamp_rows}, indent=2))
+        args.json.write_text(json.dumps({"scaling": rows, "hamp": hamp_rows,
+                                               "ray_floor": floor_rows}, indent=2))
     worst = min(r["efficiency"] for r in rows)
     print(f"\nworst efficiency {worst:.3f} (target >= 0.9 at 16 slots); "
           f"max driver overhead {max(r['driver_overhead_ms'] for r in rows):.2f} ms/eval "

@@ -116,6 +116,27 @@ def test_job_feed_serves_ask_groups_in_order_longest_first_within_and_retries_fi
     assert feed.pop() is None
 
 
+def test_job_feed_wakes_a_waiting_dispatcher_the_moment_a_job_is_queued() -> None:
+    """The dispatch thread waits on the feed while an evaluator is idle: a job queued by the
+    main thread must end that wait at once, not at the end of the poll interval."""
+    import threading
+
+    from prunesearch.cluster.actors import JobFeed, PoolJob
+
+    feed = JobFeed()
+    start = time.perf_counter()
+    assert feed.wait(0.05) is False  # nothing queued: the full timeout passes
+    assert time.perf_counter() - start >= 0.045
+    timer = threading.Timer(0.05, feed.put, args=(PoolJob(candidate_id=1, genome=(1,), seed=0),))
+    start = time.perf_counter()
+    timer.start()
+    assert feed.wait(5.0) is True
+    waited = time.perf_counter() - start
+    assert 0.04 <= waited < 1.0, waited  # woken by the put, long before the 5 s timeout
+    assert feed.wait(5.0) is True  # a queued job: no wait at all
+    assert feed.pop().candidate_id == 1
+
+
 def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_order(
         ray_address, tmp_path) -> None:
     run_dir = tmp_path / "killed"
