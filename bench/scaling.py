@@ -232,8 +232,7 @@ def ray_floor(slots: int, evaluations: int, *, jitter: float, sleep_s: float, pe
             submit(slot)
     for h in hosts:
         ray.kill(h)
-    busy = sum(b - a for a, b in zip(starts, ends))
-    efficiency = busy / (slots * (max(ends) - min(starts)))
+    busy, efficiency = _busy_efficiency(starts, ends, slots)
     order = np.argsort(starts)
     bound_span = greedy_makespan([ends[i] - starts[i] for i in order], slots)
     bound = busy / (slots * bound_span)
@@ -321,6 +320,13 @@ def greedy_makespan(durations: list[float], slots: int) -> float:
     for duration in durations:
         heapq.heappush(free, heapq.heappop(free) + duration)
     return max(free)
+
+
+def _busy_efficiency(starts: list[float], ends: list[float],
+                     slots: int) -> tuple[float, float]:
+    """Busy slot-seconds, and their share of ``slots`` x the span from first start to last end."""
+    busy = sum(b - a for a, b in zip(starts, ends))
+    return busy, busy / (slots * (max(ends) - min(starts)))
 
 
 def dispatch_gaps(starts: list[float], ends: list[float], slots: int) -> list[float]:
@@ -412,8 +418,7 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         starts = [float(e["metrics"]["t_start"]) for e in journal]
         ends = [float(e["metrics"]["t_end"]) for e in journal]
         t0, t1, last_start = min(starts), max(ends), max(starts)
-        busy = sum(b - a for a, b in zip(starts, ends))
-        efficiency = busy / (slots * (t1 - t0))
+        _, efficiency = _busy_efficiency(starts, ends, slots)
         busy_steady = sum(max(0.0, min(b, last_start) - a) for a, b in zip(starts, ends))
         steady = busy_steady / (slots * (last_start - t0)) if last_start > t0 else None
         span = t1 - t0

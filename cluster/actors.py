@@ -139,6 +139,7 @@ class PoolJob:
 #: Poll interval for results while an evaluator is idle, right after activity (serve).
 _QUICK_POLL_S = 0.001
 
+
 class JobFeed:
     """A thread-safe queue of jobs for :meth:`EvaluatorPool.serve`.
 
