@@ -58,7 +58,7 @@ from prunesearch.search.synthetic import (
 
 #: SteadyState options the flags set (None: SteadyState's default, the driver's).
 STEADY_OPTIONS = ("believer", "initial_tell", "lean_initial", "pooled_credits", "aligned_credits",
-                  "queue_margin", "seeded_fillers", "bred_fillers", "cut_every")
+                  "queue_margin", "seeded_fillers", "bred_fillers", "cut_every", "surrogate_caps")
 DENSE_MACS = float(np.sum(UPPER.astype(float) ** 2))
 
 
@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-every", type=int, default=None,
                         help="async HAMP: one selection cut (and portfolio draw) per this many "
                              "told results")
+    parser.add_argument("--surrogate-caps", action=argparse.BooleanOptionalAction, default=None,
+                        help="async HAMP: fit the forest on the most recent 1,024 evaluations, "
+                             "512 draws per tree")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
     parser.add_argument("--curve", action="store_true",

@@ -131,6 +131,13 @@ class HAMP(ArchivedSearch, Algorithm):
 
     operator_name = "initial"
 
+    #: Training-set caps of the random forest (``max_points``, ``max_samples``) that the
+    #: asynchronous mode sets (:class:`~.steady_state.SteadyState`): it refits at every ask,
+    #: about twice per population's worth of results, so an uncapped refit grows with the
+    #: archive until it saturates the driver. None (generational mode, and states pickled
+    #: before the caps existed): uncapped. The user's ``surrogate_options`` win over these.
+    surrogate_caps: dict[str, int] | None = None
+
     def __init__(
         self,
         *,
@@ -566,7 +573,10 @@ class HAMP(ArchivedSearch, Algorithm):
                 span = np.ptp(F_ok[:, cheap], axis=0)
                 span = np.where(span > 0, span, 1.0)
                 X_train = np.hstack([X_train, (F_ok[:, cheap] - lo) / span])
-            model = make_surrogate(self.surrogate_name, **self.surrogate_options)
+            options = dict(self.surrogate_options)
+            if self.surrogate_caps and self.surrogate_name == "random_forest":
+                options = {**self.surrogate_caps, **options}
+            model = make_surrogate(self.surrogate_name, **options)
             with warnings.catch_warnings():
                 # GP hyper-parameter fits warn about convergence on small archives; harmless.
                 warnings.simplefilter("ignore")

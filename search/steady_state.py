@@ -97,7 +97,13 @@ class SteadyState:
             at the next cut, with the hypervolume the results told in between added (as one
             generation; default None: a cut at every tell).
 
-        All nine were measured in docs/BENCHMARKS.md (issue 13); the defaults (``believer``,
+        surrogate_caps: HAMP: fit the random forest on the most recent 1,024 evaluations with
+            512 bootstrap draws per tree (:attr:`SURROGATE_CAPS`; ``HAMP.surrogate_caps``):
+            an ask refits the forest, and uncapped its cost grows with the archive until the
+            driver cannot keep up (64 slots of 1 s evaluations: 0.95 s per ask at 3,200
+            evaluations). Default on.
+
+        All nine options before ``surrogate_caps`` were measured in docs/BENCHMARKS.md (issue 13); the defaults (``believer``,
         ``lean_initial``, ``bred_fillers`` on, the rest off) are the measured best. No option
         touches the generational mode: HAMP reads the attributes they set
         (``pending_X``, ``accumulate_credits``, ``aligned_credits``, ``cut_every``) only when
@@ -119,12 +125,17 @@ class SteadyState:
     seeded_fillers = False
     bred_fillers = False
     cut_every: int | None = None
+    surrogate_caps = False
+
+    #: The random forest's caps in asynchronous mode (``surrogate_caps``).
+    SURROGATE_CAPS = {"max_points": 1024, "max_samples": 512}
 
     def __init__(self, algorithm: Any, *, ask_size: int, believer: bool = True,
                  initial_tell: int | None = None, lean_initial: bool = True,
                  pooled_credits: bool = False, aligned_credits: bool = False,
                  queue_margin: int | None = None, seeded_fillers: bool = False,
-                 bred_fillers: bool = True, cut_every: int | None = None) -> None:
+                 bred_fillers: bool = True, cut_every: int | None = None,
+                 surrogate_caps: bool = True) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -144,6 +155,7 @@ class SteadyState:
         if cut_every is not None and cut_every < 1:
             raise ValueError(f"cut_every must be >= 1 or None, got {cut_every!r}")
         self.cut_every = cut_every
+        self.surrogate_caps = bool(surrogate_caps)
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -252,6 +264,8 @@ class SteadyState:
             algorithm.accumulate_credits = True
         if self.aligned_credits:
             algorithm.aligned_credits = True
+        if self.surrogate_caps and hasattr(algorithm, "surrogate_caps"):
+            algorithm.surrogate_caps = dict(self.SURROGATE_CAPS)
         if self.cut_every and hasattr(algorithm, "portfolio"):
             algorithm.cut_every = int(self.cut_every)
         pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)

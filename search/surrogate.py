@@ -51,12 +51,23 @@ class RandomForestSurrogate:
             correlation 0.77 vs 0.70, and fits 2,000 x 60 with 100 trees in about 0.5 s).
         min_samples_leaf: Minimum samples per leaf (2 smooths the evaluation noise).
         n_jobs: Threads for fitting and prediction (results do not depend on it).
+        max_samples: Bootstrap draws per tree once the training set holds more than this
+            many evaluations (below it, the usual ``n`` draws); every point is still seen by
+            some trees. None (default): no cap.
+        max_points: Fit on the most recent this many evaluations only (the search
+            concentrates them near the current front, as the Gaussian process does). None
+            (default): every evaluation.
+
+        A tree's fit costs about ``n log n`` and the out-of-bag estimate ``n``, so without caps
+        a refit at every ask grows with the archive; HAMP's asynchronous mode sets both
+        (docs/METHODS.md, "Asynchronous mode"), the generational mode fits uncapped.
     """
 
     provides_uncertainty = False
 
     def __init__(self, *, n_trees: int = 100, max_features: float | str = "sqrt",
-                 min_samples_leaf: int = 2, n_jobs: int = 1) -> None:
+                 min_samples_leaf: int = 2, n_jobs: int = 1,
+                 max_samples: int | None = None, max_points: int | None = None) -> None:
         if n_trees < 1:
             raise ValueError(f"n_trees must be >= 1, got {n_trees!r}")
         if max_features != "sqrt" and not (
@@ -66,7 +77,15 @@ class RandomForestSurrogate:
                              f"got {max_features!r}")
         if min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be >= 1, got {min_samples_leaf!r}")
+        if max_samples is not None and (isinstance(max_samples, bool)
+                                        or not isinstance(max_samples, int) or max_samples < 8):
+            raise ValueError(f"max_samples must be an integer >= 8 or None, got {max_samples!r}")
+        if max_points is not None and (isinstance(max_points, bool)
+                                       or not isinstance(max_points, int) or max_points < 8):
+            raise ValueError(f"max_points must be an integer >= 8 or None, got {max_points!r}")
         self.n_trees = n_trees
+        self.max_points = max_points
+        self.max_samples = max_samples
         self.max_features = max_features
         self.min_samples_leaf = min_samples_leaf
         self.n_jobs = n_jobs
@@ -76,6 +95,8 @@ class RandomForestSurrogate:
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, random_state: int) -> None:
         Y = np.asarray(Y, dtype=float).reshape(len(X), -1)
+        if self.max_points is not None and len(X) > self.max_points:
+            X, Y = np.asarray(X)[-self.max_points:], Y[-self.max_points:]
         # Standardised targets weigh every objective equally in the multi-output split criterion.
         self._mean = Y.mean(axis=0)
         self._scale = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
@@ -83,6 +104,8 @@ class RandomForestSurrogate:
             n_estimators=self.n_trees, max_features=self.max_features,
             min_samples_leaf=self.min_samples_leaf, n_jobs=self.n_jobs,
             random_state=random_state, oob_score=len(X) >= 8,
+            max_samples=(self.max_samples if self.max_samples is not None
+                         and len(X) > self.max_samples else None),
         )
         with warnings.catch_warnings():
             # Tiny archives leave some samples in every bootstrap draw: sklearn warns, harmless.

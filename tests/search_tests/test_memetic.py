@@ -152,6 +152,33 @@ def test_forest_reports_held_out_rank_correlation():
     assert abs(model.held_out_rank_correlation) < 0.3
 
 
+def test_forest_fits_on_the_most_recent_points_and_caps_each_trees_draws():
+    # The refit at every ask must not grow with the archive (issue 13): past ``max_points``
+    # only the most recent evaluations are fitted, and each tree draws ``max_samples``.
+    rng = np.random.default_rng(1)
+    X = rng.random((400, 5))
+    y = (X @ np.array([2.0, 1.0, 0.5, 0.0, 0.0]))[:, None]
+    capped = RandomForestSurrogate(n_trees=20, max_points=150, max_samples=64)
+    capped.fit(X, y, random_state=3)
+    recent = RandomForestSurrogate(n_trees=20, max_points=None, max_samples=64)
+    recent.fit(X[-150:], y[-150:], random_state=3)
+    probe = rng.random((30, 5))
+    assert np.array_equal(capped.predict(probe)[0], recent.predict(probe)[0])
+    assert all(len(idx) == 64 for idx in capped._model.estimators_samples_)
+    uncapped = RandomForestSurrogate(n_trees=20, max_points=None, max_samples=None)
+    uncapped.fit(X, y, random_state=3)
+    assert all(len(idx) == 400 for idx in uncapped._model.estimators_samples_)
+    assert not np.array_equal(uncapped.predict(probe)[0], capped.predict(probe)[0])
+    small = RandomForestSurrogate(n_trees=5, max_samples=512)  # below the cap: n draws
+    small.fit(X[:100], y[:100], random_state=0)
+    assert all(len(idx) == 100 for idx in small._model.estimators_samples_)
+    for bad in (0, 7, 2.5, True):
+        with pytest.raises(ValueError, match="max_points"):
+            RandomForestSurrogate(max_points=bad)
+        with pytest.raises(ValueError, match="max_samples"):
+            RandomForestSurrogate(max_samples=bad)
+
+
 def test_resume_with_prescreening_is_exact(problem):
     full = hamp()
     full.setup(problem, termination=("n_evals", 110), seed=7)

@@ -144,3 +144,44 @@ def test_aligned_credits_close_every_fully_told_ask_and_keep_the_contract() -> N
     assert rewarded and all(isinstance(r, list) for r in rewarded)
     default, _ = _run("hamp", order_seed=1)
     assert asked != default
+
+
+def test_async_mode_caps_the_forest_generational_and_old_states_fit_uncapped(monkeypatch) -> None:
+    # Async HAMP refits at every ask: its forest is capped (SteadyState.SURROGATE_CAPS) so the
+    # refit does not grow with the archive; generational HAMP and async states pickled before
+    # the option existed (class default False) fit uncapped, as they were made.
+    import prunesearch.search.hamp as hamp_module
+
+    seen: list[dict] = []
+    real = hamp_module.make_surrogate
+
+    def spy(name, **options):
+        seen.append(options)
+        return real(name, **options)
+
+    monkeypatch.setattr(hamp_module, "make_surrogate", spy)
+    _run("hamp", order_seed=0)
+    fits = seen[1:]  # seen[0]: HAMP's constructor validating its options
+    assert fits and all(o.get("max_points") == 1024 and o.get("max_samples") == 512
+                        for o in fits)
+    seen.clear()
+    monkeypatch.setattr(SteadyState, "__init__", _old_init(SteadyState.__init__))
+    _run("hamp", order_seed=0)
+    assert len(seen) > 1 and not any("max_points" in o or "max_samples" in o for o in seen)
+    seen.clear()
+    problem = SyntheticPruningProblem()
+    settings = SearchSettings(pop_size=6, budget=24)
+    algorithm = make_algorithm("hamp", settings)
+    algorithm.setup(problem, termination=MaximumFunctionCallTermination(24), seed=3)
+    while algorithm.has_next():
+        pop = algorithm.ask()
+        algorithm.evaluator.eval(problem, pop)
+        algorithm.tell(infills=pop)
+    assert len(seen) > 1 and not any("max_points" in o or "max_samples" in o for o in seen)
+
+
+def _old_init(init):
+    def old(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        del self.surrogate_caps  # as a state pickled before the option reads it
+    return old
