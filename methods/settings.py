@@ -28,6 +28,12 @@ def _model_names() -> tuple[str, ...]:
     return model_names()
 
 
+def _is_model_name(name: object) -> bool:
+    from prunesearch.methods.families import is_model_name
+
+    return isinstance(name, str) and is_model_name(name)
+
+
 def _runtime_names() -> tuple[str, ...]:
     from prunesearch.methods.cost.runtimes import runtime_names
 
@@ -166,7 +172,7 @@ class ModelSettings:
     alternatives: set one, leave the other null (``name`` defaults to ``digits-cnn``).
     """
 
-    name: str | None = setting(None, choices=_model_names,
+    name: str | None = setting(None, choices=_model_names, member=_is_model_name,
                                help="model name from the model-family registry, or "
                                     "torchvision:NAME (default digits-cnn)")
     checkpoint: str | None = setting(

@@ -38,6 +38,7 @@ def setting(
     max: float | None = None,  # noqa: A002
     help: str = "",  # noqa: A002
     default_factory: Any = dataclasses.MISSING,
+    member: Callable[[Any], bool] | None = None,
 ) -> Any:
     """Declare a validated config field.
 
@@ -50,10 +51,13 @@ def setting(
         max: Inclusive upper bound for numbers.
         help: One-line description, shown in error messages and docs.
         default_factory: Factory for mutable defaults (tuples are preferred).
+        member: With callable ``choices``: ``value -> bool`` that answers membership without
+            listing every choice (a registry whose full list is costly to build); the list is
+            then built only for the message that refuses a value.
     """
     if choices is not None and not callable(choices):
         choices = tuple(choices)
-    meta = {"choices": choices, "min": min, "max": max, "help": help}
+    meta = {"choices": choices, "min": min, "max": max, "help": help, "member": member}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -185,7 +189,11 @@ def _check_range(key: str, value: Any, f: dataclasses.Field) -> None:
     for v in values:
         if v is None:
             continue
-        choices = allowed_values(f)
+        member = meta.get("member")
+        if member is not None and member(v):
+            choices = None
+        else:
+            choices = allowed_values(f)
         if choices is not None and v not in choices:
             raise ConfigError(
                 f"{key}: {v!r} is not allowed; choose one of: " + ", ".join(map(str, choices))

@@ -33,6 +33,7 @@ __all__ = [
     "ModelFamily",
     "family_entry",
     "family_of",
+    "is_model_name",
     "model_family",
     "model_names",
     "register_family",
@@ -146,12 +147,31 @@ def register_family(family: ModelFamily) -> ModelFamily:
         raise ValueError("a model family needs a name")
     if family.name in FAMILIES and FAMILIES[family.name] is not family:
         raise ValueError(f"model family {family.name!r} is already registered")
-    taken = {m for f in FAMILIES.values() if f is not family for m in f.models}
-    clash = sorted(taken & set(family.models))
+    others = [f for f in FAMILIES.values() if f is not family]
+    # Membership, not listing: a lazy family (torchvision's model zoo) is listed only when a
+    # name under its prefix is looked up, so registering the families imports nothing heavy.
+    clash = sorted({m for m in _eager_names(family.models) if any(m in f.models for f in others)}
+                   | {m for f in others for m in _eager_names(f.models) if m in family.models})
+    prefix = getattr(family.models, "prefix", None)
+    if prefix is not None and any(getattr(f.models, "prefix", None) == prefix for f in others):
+        raise ValueError(f"model-name prefix {prefix!r} already belongs to another family")
     if clash:
         raise ValueError(f"model names {clash} already belong to another family")
     FAMILIES[family.name] = family
     return family
+
+
+def _eager_names(models: Any) -> tuple[str, ...]:
+    """The names of a family's model map known without importing anything (a lazy map's
+    ``fixed`` names; every name of a plain mapping)."""
+    if getattr(models, "prefix", None) is not None:
+        return tuple(models.fixed)
+    return tuple(models)
+
+
+def is_model_name(name: str) -> bool:
+    """Whether some family builds ``name`` (membership: lists no lazy family needlessly)."""
+    return any(name in family.models for family in FAMILIES.values())
 
 
 def family_entry(name: str) -> ModelFamily:
@@ -174,6 +194,9 @@ def model_family(model_name: str) -> ModelFamily:
     Raises:
         UnknownNameError: no family builds ``model_name``.
     """
+    for family in FAMILIES.values():
+        if model_name in family.models:
+            return family
     owners = {m: family for family in FAMILIES.values() for m in family.models}
     return lookup(owners, model_name, key="model.name", kind="model")
 

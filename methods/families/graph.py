@@ -59,12 +59,24 @@ def structure_copy(model: nn.Module) -> nn.Module:
 
 
 class LazyModels(Mapping[str, Callable[[int], nn.Module]]):
-    """A model-name mapping computed on first use (keeps heavy imports off module import)."""
+    """A model-name mapping computed on first use (keeps heavy imports off module import).
+
+    Args:
+        names: every name (may import heavy modules: called only when needed).
+        builder: ``name -> build(num_classes)``.
+        prefix: when set, every name outside ``fixed`` starts with it, so membership of a name
+            without it is answered without calling ``names`` (a config naming ``digits-cnn``
+            never imports torchvision's model zoo).
+        fixed: names known without calling ``names``.
+    """
 
     def __init__(self, names: Callable[[], Sequence[str]],
-                 builder: Callable[[str], Callable[[int], nn.Module]]) -> None:
+                 builder: Callable[[str], Callable[[int], nn.Module]], *,
+                 prefix: str | None = None, fixed: Sequence[str] = ()) -> None:
         self._names = names
         self._builder = builder
+        self.prefix = prefix
+        self.fixed = tuple(fixed)
 
     def __getitem__(self, name: str) -> Callable[[int], nn.Module]:
         if name not in self._names():
@@ -78,6 +90,11 @@ class LazyModels(Mapping[str, Callable[[int], nn.Module]]):
         return len(tuple(self._names()))
 
     def __contains__(self, name: object) -> bool:
+        if name in self.fixed:
+            return True
+        if self.prefix is not None and not (isinstance(name, str)
+                                            and name.startswith(self.prefix)):
+            return False
         return name in self._names()
 
 
@@ -183,7 +200,8 @@ class CustomFamily(DependencyGraphFamily):
         from prunesearch.methods.objects import registered
 
         self.models = LazyModels(lambda: registered("object:model-"),
-                                 lambda name: lambda num_classes: build_source(name, num_classes))
+                                 lambda name: lambda num_classes: build_source(name, num_classes),
+                                 prefix="object:model-")
 
     def owns(self, model: Any) -> bool:
         return isinstance(model, nn.Module)

@@ -59,7 +59,7 @@ class TorchvisionFamily(DependencyGraphFamily):
     """Torchvision classifiers (random init) on images of any size."""
 
     name = "torchvision"
-    models = LazyModels(_names, _builder)
+    models = LazyModels(_names, _builder, prefix=PREFIX, fixed=_LEGACY)
 
     def owns(self, model: Any) -> bool:
         return type(model).__module__.startswith("torchvision.")

@@ -72,3 +72,36 @@ def test_search_settings_and_synthetic_need_no_pymoo():
             "print('pymoo' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_config_loads_without_listing_torchvisions_model_zoo():
+    # Listing torchvision's classifiers imports its model zoo (and torch._dynamo): 1.3 s of
+    # every CLI command and evaluator process. Membership is answered without it, unless the
+    # config names a torchvision model; a refused name still lists every valid one.
+    code = (
+        "import sys\n"
+        "from prunesearch.cluster.config import load_config\n"
+        "from prunesearch.methods.families import model_family\n"
+        "load_config({'model': {'name': 'resnet20'}})\n"
+        "model_family('digits-cnn')\n"
+        "print('torchvision.models' in sys.modules)\n"
+        "load_config({'model': {'name': 'torchvision:resnet18'}})\n"
+        "print('torchvision.models' in sys.modules)\n"
+        "try:\n"
+        "    load_config({'model': {'name': 'torchvision:no_such_net'}})\n"
+        "except Exception as exc:\n"
+        "    print('torchvision:densenet121' in str(exc) and 'no_such_net' in str(exc))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["False", "True", "True"], proc.stdout
+
+
+def test_a_second_family_claiming_a_name_is_refused():
+    from prunesearch.methods.families import FAMILIES, register_family
+    from prunesearch.methods.families.digits_cnn import DigitsCNNFamily
+
+    class Twin(DigitsCNNFamily):
+        name = "digits-twin"
+
+    with pytest.raises(ValueError, match="already belong to another family"):
+        register_family(Twin())
+    assert "digits-twin" not in FAMILIES
