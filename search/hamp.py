@@ -137,6 +137,14 @@ class HAMP(ArchivedSearch, Algorithm):
     #: archive until it saturates the driver. None (generational mode, and states pickled
     #: before the caps existed): uncapped. The user's ``surrogate_options`` win over these.
     surrogate_caps: dict[str, int] | None = None
+    #: Refit the surrogate only once this many more evaluations succeeded since its last fit
+    #: (the asynchronous mode sets ``pop_size``: the generational mode's cadence, one fit per
+    #: population's worth of results, where an ask per half population would refit twice as
+    #: often). None (generational mode, older states): a fresh fit at every ask. The fitted
+    #: model is never pickled: what a fit used (archive rows, seed) is, so a resumed search
+    #: refits exactly the same one.
+    surrogate_refit_every: int | None = None
+    _surrogate_fit: dict[str, int] | None = None
 
     def __init__(
         self,
@@ -207,6 +215,12 @@ class HAMP(ArchivedSearch, Algorithm):
                                    min_probability=min_probability)
         # pymoo's binary_tournament reads this: feasibility, then rank, then crowding.
         self.tournament_type = "comp_by_rank_and_crowding"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A fitted surrogate is a cache (rebuilt from _surrogate_fit), never checkpointed.
+        state = self.__dict__.copy()
+        state.pop("_surrogate_cache", None)
+        return state
 
     # ----------------------------------------------------------------------------- setup
     def _setup(self, problem, **kwargs) -> None:
@@ -559,13 +573,43 @@ class HAMP(ArchivedSearch, Algorithm):
         ok = ~self.archive_failed
         if ok.sum() < self.min_archive_for_surrogate or len(self.front_indices()) == 0:
             return None
-        rng = self.random_state
         start = time.perf_counter()
+        n_ok = int(ok.sum())
+        record = self._surrogate_fit
+        if (self.surrogate_refit_every and record is not None
+                and n_ok - record["n_ok"] < self.surrogate_refit_every):
+            seed, rows = record["seed"], record["rows"]  # the last fit's, reused (or rebuilt)
+        else:
+            # (No draw without expensive objectives: nothing is fitted, as before the cadence.)
+            seed = (int(self.random_state.integers(2**31 - 1)) if self.expensive_objectives
+                    else 0)
+            rows = len(self.archive_F)
+            self._surrogate_fit = ({"n_ok": n_ok, "rows": rows, "seed": seed}
+                                   if self.surrogate_refit_every else None)
+        cached = getattr(self, "_surrogate_cache", None)
+        if cached is not None and cached[0] == (rows, seed):
+            fitted = cached[1]
+        else:
+            fitted = self._fit_surrogate_on(rows, seed)
+            self._surrogate_cache = ((rows, seed), fitted) if self.surrogate_refit_every else None
+        model, lo, span, corr = fitted
+        self._ls_stats["rank_correlation"] = corr
+        self._ls_stats["ls_fit_s"] = time.perf_counter() - start
+        if corr is not None and corr < self.local_search.min_rank_correlation:
+            return None
+        self._ls_stats["surrogate_used"] = True
+        return self._predictor(model, lo, span)
+
+    def _fit_surrogate_on(self, rows: int, seed: int) -> tuple[Any, Any, Any, float | None]:
+        """The surrogate fitted on the first ``rows`` archive rows (failed ones left out) with
+        ``random_state=seed``: ``(model, cheap-feature offset, cheap-feature span, held-out
+        rank correlation)``; model None when every objective is cheap."""
+        ok = ~self.archive_failed[:rows]
         cheap, exp = list(self.cheap_objectives), list(self.expensive_objectives)
-        F_ok = self.archive_F[ok]
-        lo = span = model = None
+        F_ok = self.archive_F[:rows][ok]
+        lo = span = model = corr = None
         if exp:
-            X_train = self._scale_genomes(self.archive_X[ok])
+            X_train = self._scale_genomes(self.archive_X[:rows][ok])
             if cheap and self.cheap_features:
                 # The exact cheap objectives as extra inputs: a smooth summary of the widths
                 # that tells the forest what a small move changes.
@@ -580,14 +624,14 @@ class HAMP(ArchivedSearch, Algorithm):
             with warnings.catch_warnings():
                 # GP hyper-parameter fits warn about convergence on small archives; harmless.
                 warnings.simplefilter("ignore")
-                model.fit(X_train, F_ok[:, exp], random_state=int(rng.integers(2**31 - 1)))
+                model.fit(X_train, F_ok[:, exp], random_state=seed)
             corr = getattr(model, "held_out_rank_correlation", None)
-            self._ls_stats["rank_correlation"] = corr
-            if corr is not None and corr < self.local_search.min_rank_correlation:
-                self._ls_stats["ls_fit_s"] = time.perf_counter() - start
-                return None
-        self._ls_stats["ls_fit_s"] = time.perf_counter() - start
-        self._ls_stats["surrogate_used"] = True
+        return model, lo, span, corr
+
+    def _predictor(self, model: Any, lo: Any, span: Any):
+        """``predict(C) -> (objectives, std | None)`` of a fitted surrogate (cheap objectives
+        exact)."""
+        cheap, exp = list(self.cheap_objectives), list(self.expensive_objectives)
         n_obj = self.problem.n_obj
 
         def predict(C: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -102,6 +102,10 @@ class SteadyState:
             an ask refits the forest, and uncapped its cost grows with the archive until the
             driver cannot keep up (64 slots of 1 s evaluations: 0.95 s per ask at 3,200
             evaluations). Default on.
+        surrogate_refit: HAMP: refit the surrogate once per ``pop_size`` successful results
+            (``HAMP.surrogate_refit_every``), the generational mode's cadence, and reuse the
+            last fit for the asks in between (an ask per ``ask_size`` results would otherwise
+            refit about twice as often as a generation does). Default on.
 
         All nine options before ``surrogate_caps`` were measured in docs/BENCHMARKS.md (issue 13); the defaults (``believer``,
         ``lean_initial``, ``bred_fillers`` on, the rest off) are the measured best. No option
@@ -126,6 +130,7 @@ class SteadyState:
     bred_fillers = False
     cut_every: int | None = None
     surrogate_caps = False
+    surrogate_refit = False
 
     #: The random forest's caps in asynchronous mode (``surrogate_caps``).
     SURROGATE_CAPS = {"max_points": 1024, "max_samples": 512}
@@ -135,7 +140,7 @@ class SteadyState:
                  pooled_credits: bool = False, aligned_credits: bool = False,
                  queue_margin: int | None = None, seeded_fillers: bool = False,
                  bred_fillers: bool = True, cut_every: int | None = None,
-                 surrogate_caps: bool = True) -> None:
+                 surrogate_caps: bool = True, surrogate_refit: bool = True) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -156,6 +161,7 @@ class SteadyState:
             raise ValueError(f"cut_every must be >= 1 or None, got {cut_every!r}")
         self.cut_every = cut_every
         self.surrogate_caps = bool(surrogate_caps)
+        self.surrogate_refit = bool(surrogate_refit)
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -266,9 +272,11 @@ class SteadyState:
             algorithm.aligned_credits = True
         if self.surrogate_caps and hasattr(algorithm, "surrogate_caps"):
             algorithm.surrogate_caps = dict(self.SURROGATE_CAPS)
+        pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
+        if self.surrogate_refit and hasattr(algorithm, "surrogate_refit_every"):
+            algorithm.surrogate_refit_every = max(1, pop_size)
         if self.cut_every and hasattr(algorithm, "portfolio"):
             algorithm.cut_every = int(self.cut_every)
-        pop_size = int(getattr(algorithm, "pop_size", self.ask_size) or self.ask_size)
         if hasattr(algorithm, "n_offsprings"):
             algorithm.n_offsprings = self.ask_size
             local = getattr(algorithm, "local_search", None)

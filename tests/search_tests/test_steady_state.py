@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from pymoo.termination.max_eval import MaximumFunctionCallTermination
@@ -14,9 +16,10 @@ from prunesearch.search.steady_state import SteadyState, default_ask_size
 BUDGET = 40
 
 
-def _run(method: str, order_seed: int,
+def _run(method: str, order_seed: int, roundtrip: bool = False,
          **options: object) -> tuple[list[tuple[int, ...]], SteadyState]:
-    """Ask/tell with results coming back in an order drawn from ``order_seed``."""
+    """Ask/tell with results coming back in an order drawn from ``order_seed`` (``roundtrip``:
+    the state is pickled and restored after every tell, as a resumed driver's would be)."""
     problem = SyntheticPruningProblem()
     settings = SearchSettings(pop_size=6, budget=BUDGET,
                               local_search=LocalSearchSettings(parents=2, samples_per_parent=20))
@@ -48,6 +51,9 @@ def _run(method: str, order_seed: int,
         if not told_now:
             assert steady.held == held_before + k  # the initial population is held ...
         told += k
+        if roundtrip:
+            steady = pickle.loads(pickle.dumps(steady))
+            algorithm = steady.algorithm
     steady.flush()
     return asked, steady
 
@@ -178,6 +184,38 @@ def test_async_mode_caps_the_forest_generational_and_old_states_fit_uncapped(mon
         algorithm.evaluator.eval(problem, pop)
         algorithm.tell(infills=pop)
     assert len(seen) > 1 and not any("max_points" in o or "max_samples" in o for o in seen)
+
+
+def test_async_hamp_refits_once_per_population_and_a_restored_state_refits_the_same_forest(
+        monkeypatch) -> None:
+    # Async asks come every ask_size results; the forest is refit once per pop_size successes
+    # (the generational cadence) and reused in between. The fit is never pickled: a state
+    # restored after every tell rebuilds each reused forest from its record, so the search
+    # asks exactly what the uninterrupted one asked.
+    import prunesearch.search.hamp as hamp_module
+
+    fits: list[tuple[int, int]] = []
+    real = hamp_module.HAMP._fit_surrogate_on
+
+    def spy(self, rows, seed):
+        fits.append((int((~self.archive_failed[:rows]).sum()), seed))
+        return real(self, rows, seed)
+
+    monkeypatch.setattr(hamp_module.HAMP, "_fit_surrogate_on", spy)
+    uninterrupted, steady = _run("hamp", order_seed=0)
+    assert steady.algorithm.surrogate_refit_every == 6
+    n_ok = [n for n, _ in fits]
+    assert len(fits) >= 3 and all(b - a >= 6 for a, b in zip(n_ok, n_ok[1:])), fits
+    assert len({seed for _, seed in fits}) == len(fits)
+    fresh = list(fits)
+    fits.clear()
+    restored, _ = _run("hamp", order_seed=0, roundtrip=True)
+    assert restored == uninterrupted
+    # The same forests, some fitted again after a restore (same rows, same seed).
+    assert set(fits) == set(fresh) and len(fits) > len(fresh)
+    fits.clear()
+    every_ask, _ = _run("hamp", order_seed=0, surrogate_refit=False)  # a fit at every ask
+    assert len(fits) > len(fresh) and every_ask != uninterrupted
 
 
 def _old_init(init):
