@@ -173,6 +173,8 @@ class ArchivedSearch:
         self.archive_generation = np.empty(0, dtype=int)
         self.archive_origin: list[str] = []
         self.known_genomes = KnownGenomeElimination(integer=self.integer)
+        self._front_cache = None
+        self.__dict__.pop("_opt_index", None)
 
     # ----------------------------------------------------------------------------- budget
     @property
@@ -276,21 +278,51 @@ class ArchivedSearch:
         return (~self.archive_failed) & (self.archive_CV <= 0.0)
 
     def front_indices(self) -> np.ndarray:
-        """Archive indices of the feasible non-dominated set (the result)."""
-        feasible = np.flatnonzero(self.archive_feasible)
+        """Archive indices of the feasible non-dominated set (the result).
+
+        The archive only grows (``_record`` appends), so the front is kept from one call to
+        the next and updated with the rows added since: the non-dominated set of the old front
+        and the new rows is the non-dominated set of the whole archive (dominance is
+        transitive), at the cost of the front instead of the archive.
+        """
+        n = len(self.archive_F)
+        cache = getattr(self, "_front_cache", None)
+        if cache is not None and cache[0] == n:
+            return cache[1].copy()
+        start = cache[0] if cache is not None and cache[0] < n else 0
+        candidates = np.arange(start, n)
+        if start:
+            candidates = np.concatenate([cache[1], candidates])
+        feasible = candidates[self.archive_feasible[candidates]]
         if len(feasible) == 0:
-            return feasible
-        F = self.archive_F[feasible]
-        nd = feasible[non_dominated(F)]
-        # Equal objective vectors (noise-free duplicates of other genomes) are all kept: each is a
-        # distinct genome a user may pick.
-        return np.sort(nd)
+            front = feasible
+        else:
+            # Equal objective vectors (noise-free duplicates of other genomes) are all kept:
+            # each is a distinct genome a user may pick.
+            front = np.sort(feasible[non_dominated(self.archive_F[feasible])])
+        self._front_cache = (n, front)
+        return front.copy()
 
     def _set_optimum(self) -> None:
+        # pymoo reads ``opt`` after every advance (a tell, in asynchronous mode: dozens a
+        # second). One pymoo Individual per front member is costly, so the members that were
+        # on the front before keep theirs and only the new members are built.
         idx = self.front_indices()
-        X = self.archive_X[idx].astype(int) if self.integer else self.archive_X[idx]
-        opt = Population.new(X=X, F=self.archive_F[idx], CV=np.zeros((len(idx), 1)))
-        self.opt = opt
+        previous = self.__dict__.get("_opt_index")
+        old = self.__dict__.get("opt")
+        if previous is None or old is None or len(old) != len(previous):
+            keep_at, new_rows = np.full(len(idx), -1), idx
+        else:
+            position = {int(row): k for k, row in enumerate(previous)}
+            keep_at = np.array([position.get(int(row), -1) for row in idx], dtype=int)
+            new_rows = idx[keep_at < 0]
+        X = self.archive_X[new_rows].astype(int) if self.integer else self.archive_X[new_rows]
+        built = Population.new(X=X, F=self.archive_F[new_rows], CV=np.zeros((len(new_rows), 1)))
+        members, fresh = [], iter(built)
+        for k in keep_at:
+            members.append(old[int(k)] if k >= 0 else next(fresh))
+        self.opt = Population.create(*members) if members else Population.empty()
+        self.__dict__["_opt_index"] = idx
 
     def _log_generation(self, **entries: Any) -> None:
         self.history_log.append(

@@ -385,7 +385,13 @@ class HAMP(ArchivedSearch, Algorithm):
             return None
         if fitted is not None and self.expensive_objectives:
             X = np.asarray(batch.get("X"), dtype=float)
-            predicted, _ = fitted(X)
+            known = batch.get("predicted_F")
+            if all(p is not None for p in known):
+                # Pre-screened and local-search members were predicted by this very model
+                # already (a forest predicts each row alike whatever rows come with it).
+                predicted = np.asarray(list(known), dtype=float).reshape(len(X), -1)
+            else:
+                predicted, _ = fitted(X)
             key = self.known_genomes.key
             new = {key(x): p for x, p in zip(X, predicted)}
             if getattr(self, "accumulate_credits", False):
@@ -939,9 +945,14 @@ class HAMP(ArchivedSearch, Algorithm):
         Fn = (self.archive_F[front] - shift) / scale
         inside = np.all(Fn < ref, axis=1)
         contrib = np.zeros(len(self.archive_F))
+        batch_rows = (np.arange(start, len(self.archive_F)) if indices is None
+                      else np.asarray(indices, dtype=int))
         if inside.any():
-            contrib[front[inside]] = hv_contributions(Fn[inside], ref=ref)
-        batch = contrib[start:] if indices is None else contrib[np.asarray(indices, dtype=int)]
+            # Only the batch's front members: the other contributions are never read.
+            members = front[inside]
+            wanted = np.flatnonzero(np.isin(members, batch_rows))
+            contrib[members] = hv_contributions(Fn[inside], ref=ref, rows=wanted)
+        batch = contrib[batch_rows]
         for origin, history in self.origin_credits.items():
             mask = origins == origin
             if mask.any():

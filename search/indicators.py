@@ -39,12 +39,24 @@ def hypervolume(F: np.ndarray, ref: Sequence[float]) -> float:
     return float(HV(ref_point=ref)(F))
 
 
-def hv_contributions(F: np.ndarray, ref: Sequence[float]) -> np.ndarray:
+def hv_contributions(F: np.ndarray, ref: Sequence[float],
+                     rows: Sequence[int] | None = None) -> np.ndarray:
     """Exclusive hypervolume contribution of each row of ``F`` (a non-dominated set inside
-    ``ref``): the hypervolume lost when that row alone is removed."""
+    ``ref``): the hypervolume lost when that row alone is removed.
+
+    Args:
+        rows: only these rows' contributions are computed (the others are 0 in the result):
+            one hypervolume per row asked, not per row of ``F``.
+    """
     F = np.asarray(F, dtype=float)
+    out = np.zeros(len(F))
+    wanted = range(len(F)) if rows is None else sorted({int(i) for i in rows})
+    if not len(wanted):
+        return out
     total = hypervolume(F, ref)
-    return np.array([total - hypervolume(np.delete(F, i, axis=0), ref) for i in range(len(F))])
+    for i in wanted:
+        out[i] = total - hypervolume(np.delete(F, i, axis=0), ref)
+    return out
 
 
 def normalize_objectives(

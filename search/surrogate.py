@@ -50,7 +50,10 @@ class RandomForestSurrogate:
             pruning-like problem it ranked held-out genomes better than p/3 or all genes, rank
             correlation 0.77 vs 0.70, and fits 2,000 x 60 with 100 trees in about 0.5 s).
         min_samples_leaf: Minimum samples per leaf (2 smooths the evaluation noise).
-        n_jobs: Threads for fitting and prediction (results do not depend on it).
+        n_jobs: Threads for fitting (trees are built independently, each from its own seed:
+            the forest does not depend on it). Predictions always run in one thread: sklearn
+            sums the trees' predictions in the order threads finish, which changes the last
+            bits and could reorder a ranking between a run and its resume.
         max_samples: Bootstrap draws per tree once the training set holds more than this
             many evaluations (below it, the usual ``n`` draws); every point is still seen by
             some trees. None (default): no cap.
@@ -111,6 +114,7 @@ class RandomForestSurrogate:
             # Tiny archives leave some samples in every bootstrap draw: sklearn warns, harmless.
             warnings.simplefilter("ignore")
             self._model.fit(X, (Y - self._mean) / self._scale)
+        self._model.n_jobs = 1  # predictions: one thread, a fixed summation order
         self.held_out_rank_correlation = None
         oob = getattr(self._model, "oob_prediction_", None)
         if oob is not None:
