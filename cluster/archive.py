@@ -26,6 +26,7 @@ class Archive:
         self.by_id: dict[int, dict[str, Any]] = {}
         self.known: dict[tuple[int, ...], int] = {}
         self.front: dict[int, np.ndarray] = {}
+        self._front_matrix: np.ndarray | None = None  # the front's rows, in dict order
 
     @property
     def evaluations(self) -> int:
@@ -53,14 +54,34 @@ class Archive:
             return False
         return self._front_add(cid, f)
 
+    def _matrix(self) -> np.ndarray:
+        # One array for the whole front (a search's front holds hundreds of members, and a
+        # member-by-member loop cost the driver milliseconds per result at 64 results/s).
+        G = self._front_matrix
+        if G is None or len(G) != len(self.front):
+            values = list(self.front.values())
+            G = np.vstack(values) if values else np.empty((0, 0))
+            self._front_matrix = G
+        return G
+
     def dominated(self, f: np.ndarray) -> bool:
         """Whether a front member dominates objective vector ``f``."""
-        return any(np.all(g <= f) and np.any(g < f) for g in self.front.values())
+        G = self._matrix()
+        if len(G) == 0:
+            return False
+        f = np.asarray(f, dtype=float)
+        return bool(np.any(np.all(G <= f, axis=1) & np.any(G < f, axis=1)))
 
     def _front_add(self, cid: int, f: np.ndarray) -> bool:
         if self.dominated(f):
             return False
-        for other_id in [i for i, g in self.front.items() if np.all(f <= g) and np.any(f < g)]:
-            del self.front[other_id]
+        G = self._matrix()
+        if len(G):
+            beaten = np.all(f <= G, axis=1) & np.any(f < G, axis=1)
+            for other_id in [i for i, out in zip(self.front, beaten) if out]:
+                del self.front[other_id]
+            G = G[~beaten]
         self.front[cid] = f
+        row = np.asarray(f, dtype=float).reshape(1, -1)
+        self._front_matrix = np.vstack([G, row]) if len(G) else row
         return True

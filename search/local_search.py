@@ -199,7 +199,12 @@ def greedy_select(
     # The point that bounds a candidate's score from below in every objective.
     optimistic = predicted if samples is None else np.min(samples, axis=1)
     bound = hvi_upper_bound(optimistic, front, ref)
-    fallback = _fallback_score(predicted, front, ref)
+    # The fallback (distance behind the front) is needed up front only where the bound rules
+    # out any improvement; the others get theirs if their exact score comes out 0.
+    fallback = np.zeros(m)
+    hopeless = bound <= 0
+    if hopeless.any():
+        fallback[hopeless] = _fallback_score(predicted[hopeless], front, ref)
     base = _hv(front, ref)
 
     def exact(i: int) -> float:
