@@ -169,6 +169,7 @@ def test_async_mode_caps_the_forest_generational_and_old_states_fit_uncapped(mon
     _run("hamp", order_seed=0)
     fits = seen[1:]  # seen[0]: HAMP's constructor validating its options
     assert fits and all(o.get("max_points") == 1024 and o.get("max_samples") == 512
+                        and o.get("n_trees") == 50
                         for o in fits)
     seen.clear()
     monkeypatch.setattr(SteadyState, "__init__", _old_init(SteadyState.__init__))
