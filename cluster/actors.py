@@ -54,17 +54,9 @@ class EvaluatorActor:
     """
 
     def __init__(self, payload_box: list[Any], threads: int) -> None:
-        payload = ray.get(payload_box[0])
-        if payload.get("kind") != "synthetic":  # the synthetic stand-in never needs torch
-            try:
-                import torch
-
-                torch.set_num_threads(int(threads))
-            except ImportError:  # pragma: no cover - synthetic-only installs
-                pass
         from prunesearch.methods.task import make_evaluator
 
-        self._evaluator = make_evaluator(payload)
+        self._evaluator = make_evaluator(ray.get(payload_box[0]), threads=threads)
 
     def ready(self) -> bool:
         """Answer once the evaluator is built (used as a liveness ping)."""

@@ -310,12 +310,12 @@ class ArchivedSearch:
         idx = self.front_indices()
         previous = self.__dict__.get("_opt_index")
         old = self.__dict__.get("opt")
-        if previous is None or old is None or len(old) != len(previous):
-            keep_at, new_rows = np.full(len(idx), -1), idx
-        else:
-            position = {int(row): k for k, row in enumerate(previous)}
-            keep_at = np.array([position.get(int(row), -1) for row in idx], dtype=int)
-            new_rows = idx[keep_at < 0]
+        if previous is None or old is None or len(old) != len(previous) or not len(previous):
+            keep_at = np.full(len(idx), -1)
+        else:  # both index lists are sorted: a member's old position by binary search
+            pos = np.minimum(np.searchsorted(previous, idx), len(previous) - 1)
+            keep_at = np.where(previous[pos] == idx, pos, -1)
+        new_rows = idx[keep_at < 0]
         X = self.archive_X[new_rows].astype(int) if self.integer else self.archive_X[new_rows]
         built = Population.new(X=X, F=self.archive_F[new_rows], CV=np.zeros((len(new_rows), 1)))
         members, fresh = [], iter(built)

@@ -576,11 +576,10 @@ class HAMP(ArchivedSearch, Algorithm):
         """
         if not self._surrogate_wanted():
             return None
-        ok = ~self.archive_failed
-        if ok.sum() < self.min_archive_for_surrogate or len(self.front_indices()) == 0:
+        n_ok = int((~self.archive_failed).sum())
+        if n_ok < self.min_archive_for_surrogate or len(self.front_indices()) == 0:
             return None
         start = time.perf_counter()
-        n_ok = int(ok.sum())
         record = self._surrogate_fit
         if (self.surrogate_refit_every and record is not None
                 and n_ok - record["n_ok"] < self.surrogate_refit_every):
