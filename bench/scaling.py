@@ -362,7 +362,7 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
                 log: Callable[[str], None], mode: str = "generational", method: str = "random",
                 pop_factor: int = 4, jitter: float = 0.1, duration: str = "fixed",
                 sleep_s: float = 1.0, light: bool = False,
-                per_process: int = 8) -> dict[str, Any]:
+                per_process: int = 8, queue_margin: int | None = None) -> dict[str, Any]:
     """One search with ``slots`` evaluators; returns the measured figures."""
     pop_size = max(4, pop_factor * slots)
     budget = pop_factor * slots * generations
@@ -371,7 +371,8 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
         "evaluator": {"synthetic_sleep_s": sleep_s, "synthetic_jitter": jitter,
                       "synthetic_duration": duration},
         "search": {"pop_size": pop_size, "budget": budget, "mode": mode,
-                   "async_checkpoint_s": 10.0},
+                   "async_checkpoint_s": 10.0,
+                   **({} if queue_margin is None else {"async_queue_margin": queue_margin})},
         "cluster": {"num_evaluators": slots},
     })
     run_dir = workdir / f"{mode}-{method}-{duration}-slots-{slots}"
@@ -530,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="light actors: several simulated evaluators per process")
     parser.add_argument("--per-process", type=int, default=8,
                         help="simulated evaluators per light actor process")
+    parser.add_argument("--queue-margin", type=int, default=None,
+                        help="async: search.async_queue_margin (default: the config's)")
     parser.add_argument("--ray-floor", action="store_true",
                         help="also run a driverless Ray loop of the same slots and durations "
                              "(light actors): what Ray's round trip alone costs here")
@@ -559,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                         workdir=Path(tmp), log=print, mode=mode, method=args.method,
                         pop_factor=args.pop_factor, jitter=args.jitter,
                         duration=args.duration, sleep_s=args.sleep, light=args.light,
-                        per_process=args.per_process))
+                        per_process=args.per_process, queue_margin=args.queue_margin))
         if args.ray_floor:
             ray.init(address=cluster.address)
             for slots in args.slots:

@@ -78,7 +78,9 @@ class AsyncLoop:
             slots = int(driver.config.cluster.num_evaluators)
             ask_size = driver.config.search.async_ask_size or default_ask_size(slots)
             state.async_state = AsyncState(
-                steady=SteadyState(state.algorithm, ask_size=int(ask_size)), slots=slots)
+                steady=SteadyState(state.algorithm, ask_size=int(ask_size),
+                                   queue_margin=driver.config.search.async_queue_margin),
+                slots=slots)
         self.a: AsyncState = state.async_state
         self.pop_size = max(1, int(driver.config.search.pop_size))
         self.checkpoint_s = float(driver.config.search.async_checkpoint_s)

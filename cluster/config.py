@@ -19,11 +19,11 @@ import yaml
 from prunesearch.methods.io import atomic_write_text
 from prunesearch.methods.clad.settings import CLADSettings
 from prunesearch.methods.icpg.settings import ICPGSettings
-from prunesearch.methods.finetune import FinetuneSettings
 from prunesearch.methods.halp.settings import HALPSettings
 from prunesearch.methods.settings import (
     DataSettings,
     EvaluatorSettings,
+    FinetuneSettings,
     HardwareSettings,
     ModelSettings,
 )

@@ -214,6 +214,41 @@ def _sigterm_as_sigint() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Ray Tune's environment variable for how many trials may wait for resources at once.
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+def _trials_that_fit(cpu: float, gpu: float) -> int:
+    """How many trials of ``cpu`` / ``gpu`` each the connected cluster holds at once now."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [int(total.get(name, 0.0) // need) for name, need in (("CPU", cpu), ("GPU", gpu))
+            if need > 0]
+    return max(1, min(fits)) if fits else 1
+
+
+@contextlib.contextmanager
+def _pending_trials(n_trials: int, cpu: float, gpu: float, planned: bool) -> Iterator[None]:
+    """Let Tune start as many trials at once as the cluster holds.
+
+    With any searcher but its own grid generator, Tune keeps one trial pending at a time
+    (``TUNE_MAX_PENDING_TRIALS_PG`` "auto"), so trials start one process start (seconds)
+    apart however many slots are free. A planned search (grid, random: every point fixed
+    before any result) may have every trial pending, as Tune's grid generator does; an
+    adaptive one (optuna) as many as fit in the cluster now, so that no suggestion waits
+    without need for results. A value the user set is kept."""
+    if PENDING_ENV in os.environ:
+        yield
+        return
+    fit = _trials_that_fit(cpu, gpu)
+    os.environ[PENDING_ENV] = str(max(1, min(n_trials, 200 if planned else fit)))
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING_ENV, None)
+
+
 def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
                resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) a trial-based method as a Ray Tune experiment in ``run_dir``.
@@ -299,7 +334,9 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
                     callbacks=[progress],
                 ),
             )
-            with _sigterm_as_sigint():
+            planned = not (config.tune.search == "optuna" and space)
+            with _sigterm_as_sigint(), _pending_trials(n_trials, resources.cpu, resources.gpu,
+                                                       planned):
                 grid = tuner.fit()
         unfinished = [t for t in _trial_outcomes(grid, read_trials(storage))
                       if t["status"] == "unfinished"]

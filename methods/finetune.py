@@ -29,30 +29,9 @@ from torch import nn
 
 from prunesearch.methods.io import atomic_write_bytes
 from prunesearch.methods.models.training import param_groups
-from prunesearch.search.settings import setting
+from prunesearch.methods.settings import DISTILL_MODES, FinetuneSettings
 
 __all__ = ["DISTILL_MODES", "FinetuneResult", "FinetuneSettings", "final_finetune"]
-
-DISTILL_MODES = ("none", "kd", "attention")
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
-    """The ``finetune`` section: the final fine-tune of picked networks."""
-
-    epochs: int = setting(30, min=1, help="epochs over the training split")
-    lr: float = setting(0.01, min=0.0, help="initial learning rate (cosine-decayed to 0)")
-    momentum: float = setting(0.9, min=0.0, max=1.0)
-    weight_decay: float = setting(5e-4, min=0.0, help="on conv/linear weights (not BN, biases)")
-    batch_size: int = setting(128, min=1)
-    augmentation: bool = setting(True, help="random crop + flip (images >= 32 px only)")
-    distill: str = setting("none", choices=DISTILL_MODES,
-                           help="none, kd (logits) or attention (attention transfer + kd)")
-    temperature: float = setting(4.0, min=0.01, help="KD temperature")
-    kd_weight: float = setting(0.5, min=0.0, max=1.0, help="share of the KD term vs CE")
-    attention_weight: float = setting(100.0, min=0.0, help="weight of the attention loss")
-    train_subset: int | None = setting(
-        None, min=1, help="fine-tune on this many training images (seeded choice; null: all)")
 
 
 @dataclasses.dataclass

@@ -75,6 +75,8 @@ __all__ = [
     "ModelSettings",
     "HardwareSettings",
     "EvaluatorSettings",
+    "DISTILL_MODES",
+    "FinetuneSettings",
 ]
 
 
@@ -296,3 +298,25 @@ class EvaluatorSettings:
     def __post_init__(self) -> None:
         if self.kind == "synthetic" and self.synthetic_sleep_s < 0:
             raise ValueError("synthetic_sleep_s must be >= 0")
+
+
+DISTILL_MODES = ("none", "kd", "attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """The ``finetune`` section: the final fine-tune of picked networks."""
+
+    epochs: int = setting(30, min=1, help="epochs over the training split")
+    lr: float = setting(0.01, min=0.0, help="initial learning rate (cosine-decayed to 0)")
+    momentum: float = setting(0.9, min=0.0, max=1.0)
+    weight_decay: float = setting(5e-4, min=0.0, help="on conv/linear weights (not BN, biases)")
+    batch_size: int = setting(128, min=1)
+    augmentation: bool = setting(True, help="random crop + flip (images >= 32 px only)")
+    distill: str = setting("none", choices=DISTILL_MODES,
+                           help="none, kd (logits) or attention (attention transfer + kd)")
+    temperature: float = setting(4.0, min=0.01, help="KD temperature")
+    kd_weight: float = setting(0.5, min=0.0, max=1.0, help="share of the KD term vs CE")
+    attention_weight: float = setting(100.0, min=0.0, help="weight of the attention loss")
+    train_subset: int | None = setting(
+        None, min=1, help="fine-tune on this many training images (seeded choice; null: all)")

@@ -289,6 +289,11 @@ class SearchSettings:
         None, min=1,
         help="async mode: offspring per ask (refills of the candidate queue); "
              "null: max(2, ceil(evaluators / 2))")
+    async_queue_margin: int | None = setting(
+        None, min=0,
+        help="async mode: asked candidates kept queued beyond one per evaluator before "
+             "asking again; smaller is fresher (each ask sees more results), larger keeps "
+             "a freed evaluator from waiting for the next ask; null: the ask size")
     async_checkpoint_s: float = setting(
         10.0, min=0.0,
         help="async mode: seconds between checkpoints (resume replays the journaled tells "

@@ -7,17 +7,23 @@ Plain PyTorch (no Ray, no pymoo)::
                               bundle.train, bundle.val, target_ms=3.0,
                               settings=HALPSettings(), seed=0)
     result.module, result.genome, result.latency_ms
+
+Everything but the settings is imported on first use, so the config loader does not pay for
+torch.
 """
 
-from prunesearch.methods.halp.knapsack import KnapsackSolution, prefix_knapsack, quantise_costs
-from prunesearch.methods.halp.pruner import (
-    HALP_IMPORTANCE,
-    HALPResult,
-    prune_to_latency,
-    step_budgets,
-    target_latency_ms,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from prunesearch.methods.halp.settings import SCHEDULES, TARGET_UNITS, HALPSettings
+
+_LAZY = {
+    "KnapsackSolution": "knapsack", "prefix_knapsack": "knapsack", "quantise_costs": "knapsack",
+    "HALP_IMPORTANCE": "pruner", "HALPResult": "pruner", "prune_to_latency": "pruner",
+    "step_budgets": "pruner", "target_latency_ms": "pruner",
+}
 
 __all__ = [
     "HALP_IMPORTANCE",
@@ -32,3 +38,10 @@ __all__ = [
     "step_budgets",
     "target_latency_ms",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -81,6 +81,10 @@ def test_async_mode_is_validated() -> None:
     with pytest.raises(ConfigError, match="async"):
         load_config({"method": "clad", "search": {"mode": "async"}})
     assert load_config({"method": "hamp"}).search.mode == "generational"
+    with pytest.raises(ConfigError, match="search.async_queue_margin"):
+        load_config({**RAW, "search": {**RAW["search"], "async_queue_margin": -1}})
+    assert load_config({**RAW, "search": {**RAW["search"], "async_queue_margin": 0}}
+                       ).search.async_queue_margin == 0
 
 
 def test_async_search_keeps_more_actors_busy_than_one_ask_gives(ray_address, tmp_path) -> None:

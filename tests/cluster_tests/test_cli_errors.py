@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import subprocess
 import sys
+import types
 from pathlib import Path
+
+from prunesearch.cluster.cli import main
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prunesearch", *args], cwd=cwd or REPO,
+def _process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m prunesearch ARGS`` in a fresh interpreter (the entry point as shipped)."""
+    return subprocess.run([sys.executable, "-m", "prunesearch", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 
-def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+def _cli(*args: str) -> types.SimpleNamespace:
+    """The CLI in-process, as ``prunesearch ARGS`` from the repository root (saves a fresh
+    interpreter and its imports per call; :func:`_process` checks the real entry point)."""
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, unknown commands
+                code = exc.code
+    finally:
+        os.chdir(cwd)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _assert_one_line_error(proc, *needles: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -26,7 +49,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> 
 
 
 def test_missing_config_file(tmp_path):
-    _assert_one_line_error(_cli("run", str(tmp_path / "nope.yaml")), "does not exist")
+    _assert_one_line_error(_process("run", str(tmp_path / "nope.yaml")), "does not exist")
 
 
 def test_unknown_key_in_config_file(tmp_path):
@@ -84,7 +107,7 @@ def test_report_and_resume_of_missing_directory(tmp_path):
 
 
 def test_unknown_command_and_help():
-    proc = _cli("frobnicate")
+    proc = _process("frobnicate")
     assert proc.returncode == 2
     helped = _cli("run", "--help")
     assert helped.returncode == 0

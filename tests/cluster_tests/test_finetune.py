@@ -36,20 +36,15 @@ def _cli(*args: str) -> types.SimpleNamespace:
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+def _copy(run_dir: Path, target: Path) -> Path:
+    """This module's own copy of the shared quickstart run (conftest ``quickstart_template``)."""
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
+    return target
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> Path:
-    # Candidates get only 3 fine-tuning steps in the search, so the final fine-tune has
-    # something to recover.
-    run_dir = tmp_path_factory.mktemp("ft") / "run"
-    proc = _cli("run", "configs/quickstart.yaml", "--output", str(run_dir),
-                "--set", "search.budget=8", "--set", "search.pop_size=8",
-                "--set", "evaluator.finetune_steps=3", "--set", "hardware.repeats=10",
-                "--set", "hardware.calibration_genomes=2", "--set", "finetune.batch_size=64",
-                # Plumbing under test, not latency quality: one calibration round, short entries.
-                "--set", "hardware.calibration_rounds=1", "--set", "hardware.table_repeats=5",
-                "--set", "finetune.lr=0.02")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+def quick_run(quickstart_template, tmp_path_factory) -> Path:
+    return _copy(quickstart_template[0], tmp_path_factory.mktemp("ft") / "run")
 
 
 def _front(run_dir: Path) -> list[dict[str, str]]:

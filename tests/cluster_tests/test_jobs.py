@@ -66,6 +66,18 @@ def _stop_head(head: subprocess.Popen, sid: int) -> None:
         head.wait(timeout=10)
 
 
+def _head_logs(temp_dir: Path) -> str:
+    """The head's own output and its dashboard's log tail, for a failure's message (a head
+    that died mid-test says why only there)."""
+    parts = []
+    for path in [temp_dir / "head.log",
+                 *sorted(temp_dir.glob("session_*/logs/dashboard.log"))[-1:],
+                 *sorted(temp_dir.glob("session_*/logs/dashboard.err"))[-1:]]:
+        if path.is_file():
+            parts.append(f"\n--- {path.name} (tail) ---\n{path.read_text(errors='replace')[-2500:]}")
+    return "".join(parts)
+
+
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[dict]:
     # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
@@ -132,7 +144,8 @@ def test_job_submit_runs_a_search_on_a_token_protected_head(ray_head, repo_root,
         [RAY_CLI, "job", "status", "--address", ray_head["url"], submission_id],
         env=env, capture_output=True, text=True, timeout=30,
     )
-    detail = f"submit rc={submit.returncode}\n{submit.stdout[-4000:]}\n{submit.stderr[-2000:]}"
+    detail = (f"submit rc={submit.returncode}\n{submit.stdout[-4000:]}\n{submit.stderr[-2000:]}"
+              + _head_logs(ray_head["temp_dir"]))
     status_text = re.sub(r"\x1b\[[0-9;]*m", "", status.stdout + status.stderr)
     assert re.search(r"\bSUCCEEDED\b|\bsucceeded\b", status_text), status_text + detail
     assert submit.returncode == 0, detail
@@ -163,4 +176,5 @@ def test_job_client_without_token_mode_is_refused(ray_head, repo_root):
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "authentication token" in output.lower() or "401" in output, output[-2000:]
+    assert "authentication token" in output.lower() or "401" in output, (
+        output[-2000:] + _head_logs(ray_head["temp_dir"]))

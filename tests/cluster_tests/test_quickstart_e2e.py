@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +22,17 @@ def _cli(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _copy(run_dir: Path, target: Path) -> Path:
+    """This module's own copy of the shared quickstart run (conftest ``quickstart_template``)."""
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
+    return target
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("qs") / "run"
-    proc = _cli("run", "configs/quickstart.yaml", "--output", str(run_dir),
-                "--set", "search.budget=24", "--set", "search.pop_size=8",
-                "--set", "hardware.repeats=10", "--set", "hardware.calibration_genomes=2",
-                # Plumbing under test, not latency quality: one calibration round, short entries.
-                "--set", "hardware.calibration_rounds=1", "--set", "hardware.table_repeats=5",
-                # The plumbing is under test, not the base model: 5 epochs keep the ResNet-14's
-                # training (cached afterwards) near what the old 3-conv model cost.
-                "--set", "model.pretrain_epochs=5")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def quick_run(quickstart_template, tmp_path_factory) -> Path:
+    run_dir, proc = quickstart_template
     assert "gen 1 |" in proc.stdout and "complete:" in proc.stdout
-    return run_dir
+    return _copy(run_dir, tmp_path_factory.mktemp("qs") / "run")
 
 
 def test_run_directory_follows_the_contract(quick_run):
@@ -106,9 +104,7 @@ def test_export_refuses_an_id_off_the_front(quick_run, tmp_path):
 def _interrupted_copy(run_dir: Path, target: Path) -> Path:
     """A copy of the finished quickstart run whose summary says it was interrupted, so that
     ``resume`` goes on into it (its checkpoint says the search is finished)."""
-    import shutil
-
-    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
+    _copy(run_dir, target)
     summary = json.loads((target / "summary.json").read_text())
     (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
     return target
