@@ -22,6 +22,20 @@ def _cli(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _in_process(*args: str) -> subprocess.CompletedProcess:
+    """``prunesearch ARGS`` in this process (no interpreter start) for checks that end before
+    any work; :func:`_cli` runs the real entry point."""
+    import contextlib
+    import io
+
+    from prunesearch.cluster.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _copy(run_dir: Path, target: Path) -> Path:
     """This module's own copy of the shared quickstart run (conftest ``quickstart_template``)."""
     shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
@@ -66,7 +80,7 @@ def test_front_is_non_dominated_and_physically_smaller(quick_run):
 def test_report_rerenders_the_same_front(quick_run):
     before = (quick_run / "pareto.csv").read_text().splitlines()
     (quick_run / "pareto.csv").unlink()
-    proc = _cli("report", str(quick_run))
+    proc = _in_process("report", str(quick_run))
     assert proc.returncode == 0, proc.stderr
     after = (quick_run / "pareto.csv").read_text().splitlines()
     # measured latencies are not re-timed by report; ids and table objectives are identical
@@ -96,7 +110,7 @@ def test_export_gives_a_smaller_network_that_runs(quick_run, tmp_path):
 
 
 def test_export_refuses_an_id_off_the_front(quick_run, tmp_path):
-    proc = _cli("export", str(quick_run), "--pick", "999999", "--out", str(tmp_path / "x.pt"))
+    proc = _in_process("export", str(quick_run), "--pick", "999999", "--out", str(tmp_path / "x.pt"))
     assert proc.returncode == 2
     assert "not on the front" in proc.stderr
 
@@ -124,7 +138,7 @@ def test_a_deleted_or_changed_latency_table_is_refused_on_resume_unless_retimed(
     journal = (quick_run / "journal.jsonl").read_text()
     for run_dir, what, reason in ((deleted, "is missing", "missing"),
                                   (changed, "was changed", "changed")):
-        refused = _cli("resume", str(run_dir))
+        refused = _in_process("resume", str(run_dir))
         lines = [line for line in refused.stderr.splitlines() if line.strip()]
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert len(lines) == 1 and what in lines[0] and "--retime-table" in lines[0], lines
