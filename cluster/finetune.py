@@ -244,7 +244,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
 
     from prunesearch.cluster.config import load_config
     from prunesearch.cluster.driver import connect_ray
-    from prunesearch.methods.finetune import DISTILL_MODES
+    from prunesearch.methods.settings import DISTILL_MODES
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():

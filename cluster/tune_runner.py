@@ -229,21 +229,25 @@ def _trials_that_fit(cpu: float, gpu: float) -> int:
 
 
 @contextlib.contextmanager
-def _pending_trials(n_trials: int, cpu: float, gpu: float, planned: bool) -> Iterator[None]:
+def _pending_trials(n_trials: int, cpu: float, gpu: float, planned: bool,
+                    max_concurrent: int | None = None) -> Iterator[None]:
     """Let Tune start as many trials at once as the cluster holds.
 
     With any searcher but its own grid generator, Tune keeps one trial pending at a time
-    (``TUNE_MAX_PENDING_TRIALS_PG`` "auto"), so trials start one process start (seconds)
-    apart however many slots are free. A planned search (grid, random: every point fixed
-    before any result) may have every trial pending, as Tune's grid generator does; an
-    adaptive one (optuna) as many as fit in the cluster now, so that no suggestion waits
-    without need for results. A value the user set is kept."""
-    if PENDING_ENV in os.environ:
+    (``TUNE_MAX_PENDING_TRIALS_PG`` "auto"), so each trial waits for the previous one's worker
+    to start (seconds) however many slots are free. A planned search (grid, random: every
+    point fixed before any result) may have every trial pending (up to 200), as Tune's grid
+    generator does; an adaptive one (optuna) as many as fit in the cluster now, so that no
+    suggestion is made long before it can run; with ``tune.max_concurrent`` set Tune's own
+    rule (that many) stands. A value the user set is kept. The variable is read where Tune's
+    controller runs: in this process, except under Ray Client (``ray://``), where it runs on
+    the head and keeps Tune's default."""
+    if PENDING_ENV in os.environ or (not planned and max_concurrent):
         yield
         return
-    fit = _trials_that_fit(cpu, gpu)
-    os.environ[PENDING_ENV] = str(max(1, min(n_trials, 200 if planned else fit)))
     try:
+        count = min(n_trials, 200) if planned else min(n_trials, _trials_that_fit(cpu, gpu))
+        os.environ[PENDING_ENV] = str(max(1, count))
         yield
     finally:
         os.environ.pop(PENDING_ENV, None)
@@ -336,7 +340,7 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
             )
             planned = not (config.tune.search == "optuna" and space)
             with _sigterm_as_sigint(), _pending_trials(n_trials, resources.cpu, resources.gpu,
-                                                       planned):
+                                                       planned, config.tune.max_concurrent):
                 grid = tuner.fit()
         unfinished = [t for t in _trial_outcomes(grid, read_trials(storage))
                       if t["status"] == "unfinished"]

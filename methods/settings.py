@@ -1,4 +1,5 @@
-"""Config sections consumed by ``prunesearch.methods`` (data, model, hardware, evaluator).
+"""Config sections consumed by ``prunesearch.methods`` (data, model, hardware, evaluator,
+finetune).
 
 Frozen, validated dataclasses (see :mod:`prunesearch.search.settings`). They carry no torch
 objects, so they pickle cheaply to Ray actors and GPU machines.

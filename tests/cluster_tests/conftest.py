@@ -63,4 +63,3 @@ def quickstart_template(tmp_path_factory):
         cwd=repo, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, proc
-

@@ -121,8 +121,10 @@ def test_resume_refuses_search_changes_but_accepts_cluster_and_paths(tmp_path):
     run_dir = tmp_path / "run"
     done = _cli("run", str(cfg), "--output", str(run_dir))
     assert done.returncode == 0, done.stderr
-    _assert_one_line_error(_cli("resume", str(run_dir), "--set", "seed=1", "--set",
-                                "search.budget=9"), "search.budget, seed")
+    # Through the real entry point: a refusal after the config, torch and the run's state are
+    # loaded is still one line (no import-time warning or log line beside it).
+    _assert_one_line_error(_process("resume", str(run_dir), "--set", "seed=1", "--set",
+                                    "search.budget=9"), "search.budget, seed")
     again = _cli("resume", str(run_dir), "--set", "cluster.num_evaluators=2", "--set",
                  f"data.root={tmp_path}")
     assert again.returncode == 0, again.stderr

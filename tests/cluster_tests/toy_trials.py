@@ -38,9 +38,6 @@ class ToyTrial:
         self.history: list[float] = []
         self.sleep_s = float(config.evaluator.synthetic_sleep_s)
         self.work_dir = Path(work_dir)
-        # When each attempt ran (wall-clock), for tests of how trials overlap.
-        with open(self.work_dir / "spans.txt", "a") as handle:
-            handle.write(f"start {time.time():.3f}\n")
 
     @property
     def done(self) -> bool:
@@ -61,9 +58,6 @@ class ToyTrial:
         self.completed += 1
         value = score(self.seed, self.completed)
         self.history.append(value)
-        if self.done:
-            with open(self.work_dir / "spans.txt", "a") as handle:
-                handle.write(f"end {time.time():.3f}\n")
         return {"score": value, "epoch": self.completed}
 
     def state_dict(self) -> dict[str, Any]:
