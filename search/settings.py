@@ -293,7 +293,8 @@ class SearchSettings:
         None, min=0,
         help="async mode: asked candidates kept queued beyond one per evaluator before "
              "asking again; smaller is fresher (each ask sees more results), larger keeps "
-             "a freed evaluator from waiting for the next ask; null: the ask size")
+             "a freed evaluator from waiting for the next ask; null: half the ask size, "
+             "rounded up")
     async_checkpoint_s: float = setting(
         10.0, min=0.0,
         help="async mode: seconds between checkpoints (resume replays the journaled tells "

@@ -83,9 +83,10 @@ class SteadyState:
             ask is tagged with the operator whose selection made the population it was bred
             from, and its records are closed once all of its candidates are told.
         queue_margin: keep asked candidates beyond one per evaluator down to this many before
-            asking again (:attr:`queue_extra`; default ``ask_size``): a smaller margin lets
-            asked candidates wait less in the queue (they are bred from fresher results), a
-            larger one covers more results arriving while an ask is computed.
+            asking again (:attr:`queue_extra`; default half an ask, ``ceil(ask_size / 2)``;
+            states pickled before session 10 keep ``ask_size``): a smaller margin lets asked
+            candidates wait less in the queue (they are bred from fresher results), a larger
+            one covers more results arriving while an ask is computed.
         seeded_fillers: while the initial population is incomplete, fill free evaluators with
             the algorithm's seeded genomes first (HAMP on pruning genomes: uniform keep ratios
             between and below the initial seeds, ``HAMP.filler_genomes``), random ones after.
@@ -155,7 +156,10 @@ class SteadyState:
         self.aligned_credits = bool(aligned_credits)
         if queue_margin is not None and queue_margin < 0:
             raise ValueError(f"queue_margin must be >= 0 or None, got {queue_margin!r}")
-        self.queue_margin = queue_margin
+        # Half an ask (docs/METHODS.md, async mode): the stored value is an int, so that
+        # None keeps meaning ``ask_size`` for states pickled when that was the default.
+        self.queue_margin = (-(-self.ask_size // 2) if queue_margin is None
+                             else int(queue_margin))
         self.seeded_fillers = bool(seeded_fillers)
         self.bred_fillers = bool(bred_fillers)
         if cut_every is not None and cut_every < 1:
