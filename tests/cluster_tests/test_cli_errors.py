@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import stat
 import subprocess
 import sys
-import types
 from pathlib import Path
 
-from prunesearch.cluster.cli import main
+from cli_helpers import run_cli as _cli
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,23 +18,6 @@ def _process(*args: str) -> subprocess.CompletedProcess:
     """``python -m prunesearch ARGS`` in a fresh interpreter (the entry point as shipped)."""
     return subprocess.run([sys.executable, "-m", "prunesearch", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-
-
-def _cli(*args: str) -> types.SimpleNamespace:
-    """The CLI in-process, as ``prunesearch ARGS`` from the repository root (saves a fresh
-    interpreter and its imports per call; :func:`_process` checks the real entry point)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse: --help, unknown commands
-                code = exc.code
-    finally:
-        os.chdir(cwd)
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def _assert_one_line_error(proc, *needles: str) -> None:

@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import io
 import json
-import os
 import shutil
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from prunesearch.cluster.cli import main
+from cli_helpers import copy_run
+from cli_helpers import run_cli as _cli
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _cli(*args: str) -> types.SimpleNamespace:
-    """The CLI in-process (as ``prunesearch ARGS``; saves a fresh interpreter per call)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse errors
-                code = exc.code
-    finally:
-        os.chdir(cwd)
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def _copy(run_dir: Path, target: Path) -> Path:
-    """This module's own copy of the shared quickstart run (conftest ``quickstart_template``)."""
-    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
-    return target
 
 
 @pytest.fixture(scope="module")
 def quick_run(quickstart_template, tmp_path_factory) -> Path:
-    return _copy(quickstart_template[0], tmp_path_factory.mktemp("ft") / "run")
+    return copy_run(quickstart_template[0], tmp_path_factory.mktemp("ft") / "run")
 
 
 def _front(run_dir: Path) -> list[dict[str, str]]:

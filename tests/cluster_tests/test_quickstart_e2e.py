@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import copy_run
+from cli_helpers import run_cli as _cli_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,31 +23,11 @@ def _cli(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _in_process(*args: str) -> subprocess.CompletedProcess:
-    """``prunesearch ARGS`` in this process (no interpreter start) for checks that end before
-    any work; :func:`_cli` runs the real entry point."""
-    import contextlib
-    import io
-
-    from prunesearch.cluster.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
-def _copy(run_dir: Path, target: Path) -> Path:
-    """This module's own copy of the shared quickstart run (conftest ``quickstart_template``)."""
-    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(".lock"))
-    return target
-
-
 @pytest.fixture(scope="module")
 def quick_run(quickstart_template, tmp_path_factory) -> Path:
     run_dir, proc = quickstart_template
     assert "gen 1 |" in proc.stdout and "complete:" in proc.stdout
-    return _copy(run_dir, tmp_path_factory.mktemp("qs") / "run")
+    return copy_run(run_dir, tmp_path_factory.mktemp("qs") / "run")
 
 
 def test_run_directory_follows_the_contract(quick_run):
@@ -80,7 +61,7 @@ def test_front_is_non_dominated_and_physically_smaller(quick_run):
 def test_report_rerenders_the_same_front(quick_run):
     before = (quick_run / "pareto.csv").read_text().splitlines()
     (quick_run / "pareto.csv").unlink()
-    proc = _in_process("report", str(quick_run))
+    proc = _cli_in_process("report", str(quick_run))
     assert proc.returncode == 0, proc.stderr
     after = (quick_run / "pareto.csv").read_text().splitlines()
     # measured latencies are not re-timed by report; ids and table objectives are identical
@@ -110,7 +91,8 @@ def test_export_gives_a_smaller_network_that_runs(quick_run, tmp_path):
 
 
 def test_export_refuses_an_id_off_the_front(quick_run, tmp_path):
-    proc = _in_process("export", str(quick_run), "--pick", "999999", "--out", str(tmp_path / "x.pt"))
+    proc = _cli_in_process("export", str(quick_run), "--pick", "999999", "--out",
+                           str(tmp_path / "x.pt"))
     assert proc.returncode == 2
     assert "not on the front" in proc.stderr
 
@@ -118,7 +100,7 @@ def test_export_refuses_an_id_off_the_front(quick_run, tmp_path):
 def _interrupted_copy(run_dir: Path, target: Path) -> Path:
     """A copy of the finished quickstart run whose summary says it was interrupted, so that
     ``resume`` goes on into it (its checkpoint says the search is finished)."""
-    _copy(run_dir, target)
+    copy_run(run_dir, target)
     summary = json.loads((target / "summary.json").read_text())
     (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
     return target
@@ -138,7 +120,7 @@ def test_a_deleted_or_changed_latency_table_is_refused_on_resume_unless_retimed(
     journal = (quick_run / "journal.jsonl").read_text()
     for run_dir, what, reason in ((deleted, "is missing", "missing"),
                                   (changed, "was changed", "changed")):
-        refused = _in_process("resume", str(run_dir))
+        refused = _cli_in_process("resume", str(run_dir))
         lines = [line for line in refused.stderr.splitlines() if line.strip()]
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert len(lines) == 1 and what in lines[0] and "--retime-table" in lines[0], lines
