@@ -439,7 +439,8 @@ class _Driver:
             self.run_dir, list(self.front), self.by_id, models=self.models,
             measure=self.pool.measure if on_actor else self.task.measure,
             where="an evaluator actor" if on_actor else "the driver", log=self.log,
-            rounds=self.config.hardware.calibration_rounds)
+            rounds=self.config.hardware.calibration_rounds,
+            statistic=self.config.hardware.rounds_statistic)
         if measured is not None:
             self._check_table(measured)
 

@@ -274,7 +274,8 @@ class _HALPRunner:
         measured = retime_front(
             self.run_dir, sorted(done), done, models=ModelStore(self.run_dir / "models"),
             measure=self.task.measure, where="the driver", log=self.log,
-            rounds=self.config.hardware.calibration_rounds)
+            rounds=self.config.hardware.calibration_rounds,
+            statistic=self.config.hardware.rounds_statistic)
         for index in sorted(done) if measured is not None else ():
             timing = measured[str(index)]
             self.log(f"target {index}: measured {timing['latency_ms_measured']:.4f} ms end to "

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.run_store import ModelStore, read_measured, write_measured
+from prunesearch.methods.rounds import combine_rounds
 
 __all__ = ["TABLE_WARN_ERROR", "latency_check", "retime_front", "table_warning"]
 
@@ -20,10 +21,11 @@ TABLE_WARN_ERROR = 0.20
 def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mapping[str, Any]], *,
                  models: ModelStore, measure: Callable[[Any, Any], Mapping[str, float]],
                  where: str, log: Callable[[str], None],
-                 rounds: int = 1) -> dict[str, dict[str, Any]] | None:
+                 rounds: int = 1, statistic: str = "median") -> dict[str, dict[str, Any]] | None:
     """Re-time the front members not yet in ``state/measured.json``, in ``rounds`` passes over
     the whole front (alternating direction), saving after each timing (an interrupted
-    re-timing resumes where it stopped). A member's figures are the medians of its passes, so
+    re-timing resumes where it stopped). A member's figures are the medians (or, with
+    ``statistic="min"``, the fastest) of its passes, so
     a slow spell of the machine (a neighbour's burst; seconds long on a shared VM) spoils one
     pass of several members rather than every figure of one; the passes are kept in its
     ``rounds`` list.
@@ -37,6 +39,7 @@ def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mappin
         where: what does the timing, for the log line.
         log: progress lines.
         rounds: passes over the front (``hardware.calibration_rounds``).
+        statistic: how the passes combine (``hardware.rounds_statistic``: median or min).
 
     Returns:
         Every measurement of the run, keyed by candidate id as text; ``None`` when every
@@ -70,7 +73,8 @@ def retime_front(run_dir: Path, front_ids: list[int], by_id: Mapping[int, Mappin
             passes_so_far = [*entry["rounds"], timing]
             keys = sorted({k for p in passes_so_far for k in p})
             measured[str(cid)] = {
-                **{k: float(np.median([p[k] for p in passes_so_far if k in p])) for k in keys},
+                **{k: combine_rounds([p[k] for p in passes_so_far if k in p], statistic)
+                   for k in keys},
                 "rounds": passes_so_far}
             write_measured(run_dir, measured)
     return measured

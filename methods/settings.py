@@ -11,6 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from prunesearch.methods.rounds import ROUND_STATISTICS
 from prunesearch.search.settings import setting
 
 
@@ -239,7 +240,15 @@ class HardwareSettings:
     )
     calibration_rounds: int = setting(
         3, min=1, help="rounds the calibration networks are timed in, interleaved with the "
-                       "table entries (each network's figure is the median of its rounds)"
+                       "table entries, and passes of the end-of-run re-timing (a figure is "
+                       "the rounds_statistic of its rounds)"
+    )
+    rounds_statistic: str = setting(
+        "min", choices=ROUND_STATISTICS,
+        help="how a figure combines its rounds (calibration networks, end-of-run re-timing): "
+             "min (default) keeps the fastest round and also times every table entry once "
+             "per round, keeping its fastest, so table and timings agree on a machine whose "
+             "speed changes in spells; median times each entry once (docs/METHODS.md)"
     )
     keep_freed_memory: bool = setting(
         True, help="in processes that time latency, keep freed memory in the C allocator "

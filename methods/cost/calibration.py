@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from prunesearch.methods.cost.latency import measure_latency, statistic
+from prunesearch.methods.rounds import combine_rounds
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.runtimes import runtime_entry
 from prunesearch.methods.cost.table import LatencyTable, TableKey
@@ -86,10 +87,11 @@ def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[i
 
     Every round times every network with ``hardware.repeats // rounds`` runs and takes their
     ``hardware.latency_statistic`` (median for sections without one); the result is the
-    median of a network's round figures, so a burst of background load spoils one round of
-    every network rather than every round of one. ``between(r)`` runs after round ``r`` (the
-    table build times a share of its entries there, so that entries and calibration networks
-    are timed under the same conditions).
+    ``hardware.rounds_statistic`` of a network's round figures (``min`` by default, median
+    for sections without one), so a slow spell or a burst of background load spoils one
+    round of every network rather than every round of one. ``between(r)`` runs after round
+    ``r`` (the table build times a share of its entries there, so that entries and
+    calibration networks are timed under the same conditions).
     """
     from prunesearch.methods.pruning import apply_genome
 
@@ -112,7 +114,8 @@ def time_genomes(base_model: nn.Module, space: Any, genomes: Sequence[Sequence[i
                 warmup=hardware.warmup, repeats=per_round), stat))
         if between is not None:
             between(r)
-    return [float(np.median(r)) for r in results]
+    how = _hw(hardware, "rounds_statistic", "median")
+    return [combine_rounds(r, how) for r in results]
 
 
 _ALLOCATOR: list[str] = []
@@ -184,6 +187,7 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
     load_start = _load_average()
     statistic = _hw(hardware, "latency_statistic", "median")
     rounds = int(_hw(hardware, "calibration_rounds", 3))
+    every_round = _hw(hardware, "rounds_statistic", "median") == "min"
     tolerance = float(_hw(hardware, "cache_tolerance", 0.10))
     table = LatencyTable(key=table_key(hardware), calibration=hardware.calibration,
                          device=hardware.device if allow_timing else None,
@@ -200,13 +204,24 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
         todo = table.missing(cost.specs)
         # Networks, a share of the entries, networks, ...: the last round of networks follows
         # the last share, so entries and calibration span the same stretch of time.
+        # With rounds_statistic "min" every share is every missing entry, and an entry is the
+        # fastest of its timings, as the calibration networks are the fastest of their rounds.
         count = max(rounds - 1, 1)
-        shares = [todo[i::count] for i in range(count)]
+        shares = [list(todo) if every_round else todo[i::count] for i in range(count)]
+        fastest: dict[str, float] = {}
 
         def time_share(r: int) -> None:
             nonlocal timed
-            if r < len(shares):
+            if r >= len(shares):
+                return
+            if not every_round:
                 timed += table.measure_missing(shares[r])
+                return
+            for key, ms in table.time_specs(shares[r]).items():
+                fastest[key] = min(ms, fastest.get(key, ms))
+            if r == len(shares) - 1:
+                table.entries.update(fastest)
+                timed += len(fastest)
 
         if genomes:
             # Raw sums need the entries: the networks are timed first, their raw sums after.
@@ -234,6 +249,7 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
     table.timing = {
         "statistic": statistic,
         "calibration_rounds": rounds,
+        "rounds_statistic": "min" if every_round else "median",
         "interleaved": bool(genomes) and timed > 0,
         "entries_timed": timed,
         "entries_from_cache": len(table) - timed,

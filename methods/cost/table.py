@@ -200,6 +200,17 @@ class LatencyTable:
             MissingLatencyEntry: entries are missing and the table has no timing device.
         """
         todo = self.missing(specs)
+        self.entries.update(self.time_specs(todo))
+        return len(todo)
+
+    def time_specs(self, specs: Iterable[LayerSpec]) -> dict[str, float]:
+        """Time every spec (entry statistic of its runs; call only while nothing else runs on
+        the device) without storing the figures: ``{spec key: ms}``.
+
+        Raises:
+            MissingLatencyEntry: there are specs and the table has no timing device.
+        """
+        todo = list(specs)
         if todo and self.device is None:
             raise MissingLatencyEntry(
                 f"{len(todo)} layer shapes (first: {todo[0].key()}) have no latency entry and "
@@ -207,6 +218,7 @@ class LatencyTable:
             )
         from prunesearch.methods.cost.latency import measure_spec, statistic
 
+        timed: dict[str, float] = {}
         for spec in todo:
             if spec.batch != self.key.batch_size:
                 raise ValueError(
@@ -217,8 +229,8 @@ class LatencyTable:
                                   dtype=self.key.dtype, threads=self.key.threads,
                                   warmup=self.warmup, repeats=self.repeats,
                                   max_time_ms=self.entry_budget_ms)
-            self.entries[spec.key()] = statistic(result, self.statistic)
-        return len(todo)
+            timed[spec.key()] = statistic(result, self.statistic)
+        return timed
 
     def entry(self, spec_key: str) -> float:
         """Raw milliseconds of one layer shape.

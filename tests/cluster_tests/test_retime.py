@@ -69,3 +69,17 @@ def test_retiming_takes_the_median_of_passes_and_resumes_an_interrupted_pass(tmp
     (tmp_path / "state" / "measured.json").write_text(json.dumps(old))
     assert retime_front(tmp_path, [7], {7: {"genome": [7]}}, models=_Models(), measure=measure,
                         where="test", log=lambda line: None, rounds=3) is None
+
+
+def test_retiming_with_min_keeps_the_fastest_pass(tmp_path):
+    (tmp_path / "state").mkdir()
+    by_id = {1: {"genome": [1]}}
+    for how, expected in (("min", 2.0), ("median", 3.0)):
+        (tmp_path / "state" / "measured.json").unlink(missing_ok=True)
+        spells = iter([1.6, 1.0, 1.5])  # two of three passes in a slow spell: median is slow
+        measured = retime_front(
+            tmp_path, [1], by_id, models=_Models(),
+            measure=lambda g, w: {"latency_ms_measured": 2.0 * next(spells)}, where="test",
+            log=lambda line: None, rounds=3, statistic=how)
+        assert measured["1"]["latency_ms_measured"] == pytest.approx(expected)
+        assert len(measured["1"]["rounds"]) == 3

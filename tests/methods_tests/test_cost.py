@@ -159,3 +159,40 @@ def test_table_roundtrip_cache_and_missing_entries(tmp_path):
     assert fresh.merge_cache(tmp_path / "cache") == 1 and spec.key() in fresh
     elsewhere = LatencyTable(key=_key(device="another-cpu"))
     assert elsewhere.merge_cache(tmp_path / "cache") == 0  # never mix devices
+
+
+@pytest.mark.parametrize("how", ["median", "min"])
+def test_table_build_with_min_rounds_times_every_entry_each_round_and_keeps_its_fastest(
+        how, tmp_path, monkeypatch):
+    from prunesearch.methods.cost.calibration import build_latency_table
+    from prunesearch.methods.settings import HardwareSettings
+
+    torch.manual_seed(0)
+    model = CifarResNet(20).eval()
+    space = genome_space(model, "resnet20", 16)
+    cost = CostModel(spec_fn=GenomeSpecs(space, batch_size=1), lower=space.lower(),
+                     upper=space.upper())
+    calls: list[list[str]] = []
+
+    def fake_time_specs(self, specs):
+        keys = [s.key() for s in specs]
+        calls.append(keys)
+        slow = 2.0 if len(calls) == 1 else 1.0  # the first share is timed in a slow spell
+        return {k: slow * (1.0 + i) for i, k in enumerate(sorted(keys))}
+
+    monkeypatch.setattr(LatencyTable, "time_specs", fake_time_specs)
+    hardware = HardwareSettings(device="cpu", warmup=1, repeats=6, calibration_genomes=2,
+                                calibration_rounds=3, table_warmup=1, table_repeats=3,
+                                rounds_statistic=how, keep_freed_memory=False)
+    table = build_latency_table(base_model=model, space=space, cost=cost, hardware=hardware,
+                                seed=0, cache_dir=tmp_path)
+    every = sorted(s.key() for s in cost.specs)
+    assert table.timing["rounds_statistic"] == how and sorted(table.entries) == every
+    if how == "min":  # both shares time every entry; the fast one is kept
+        assert len(calls) == 2 and all(sorted(c) == every for c in calls)
+        assert all(table.entries[k] == pytest.approx(1.0 + i) for i, k in enumerate(every))
+    else:  # each entry once, in one of two shares
+        assert len(calls) == 2 and sorted(calls[0] + calls[1]) == every
+    with pytest.raises(ValueError, match="rounds statistic"):
+        from prunesearch.methods.rounds import combine_rounds
+        combine_rounds([1.0], "max")
