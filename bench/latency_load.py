@@ -4,7 +4,9 @@ For each ``--statistic`` the latency table of a config is built exactly as a sea
 (:class:`~prunesearch.methods.evaluator.PruningTask`, an empty latency cache, entries and
 calibration networks interleaved), then ``--holdout`` seeded random genomes that the
 calibration never saw (another seed, dense genome left out) are timed end to end in the same
-process (``task.measure``, as the driver re-times a local run's front). Printed per statistic:
+process (``task.measure`` in ``hardware.calibration_rounds`` passes combined by
+``hardware.rounds_statistic``, as the driver re-times a local run's front; before session 11,
+one pass). Printed per statistic:
 median and max relative error of the table against the measured figure of the same statistic
 (``latency_ms_measured``) and against the median of the same runs, and the build time.
 
@@ -47,6 +49,7 @@ def main() -> None:
     from prunesearch.cluster.config import load_config
     from prunesearch.methods.cost.calibration import calibration_genomes
     from prunesearch.methods.evaluator import PruningTask
+    from prunesearch.methods.rounds import combine_rounds
 
     print(f"load average at start: {os.getloadavg()}; competing busy loop: {args.load}")
     rows = []
@@ -61,7 +64,18 @@ def main() -> None:
                 build_s = time.perf_counter() - start
             genomes = calibration_genomes(task.lower, task.upper, args.holdout, seed=987654)[1:]
             predicted = task.evaluate_cheap(np.asarray(genomes))[:, 0]
-            timed = [task.measure(g) for g in genomes]
+            # As the driver re-times a front: hardware.calibration_rounds passes over all of
+            # them (alternating direction), each figure the rounds_statistic of its passes.
+            passes = max(1, int(config.hardware.calibration_rounds))
+            by_pass: list[list[dict]] = [[{} for _ in genomes] for _ in range(passes)]
+            for p in range(passes):
+                order = range(len(genomes)) if p % 2 == 0 else reversed(range(len(genomes)))
+                for i in order:
+                    by_pass[p][i] = task.measure(genomes[i])
+            how = config.hardware.rounds_statistic
+            timed = [{k: combine_rounds([by_pass[p][i][k] for p in range(passes)], how)
+                      for k in ("latency_ms_measured", "latency_ms_median")}
+                     for i in range(len(genomes))]
         finally:
             if hog is not None:
                 hog.kill()
@@ -70,7 +84,8 @@ def main() -> None:
         median = np.array([t["latency_ms_median"] for t in timed])
         err = np.abs(predicted - measured) / measured
         err_med = np.abs(predicted - median) / median
-        row = {"statistic": stat, "runtime": config.hardware.runtime,
+        row = {"statistic": stat, "rounds_statistic": config.hardware.rounds_statistic,
+               "runtime": config.hardware.runtime,
                "batch": config.hardware.batch_size, "entries": len(task.table),
                "build_s": round(build_s, 1), "holdout": len(genomes),
                "error_median": float(np.median(err)), "error_max": float(np.max(err)),
@@ -79,8 +94,8 @@ def main() -> None:
                "measured_span": float(measured.max() / measured.min()),
                "timing": task.table.timing}
         rows.append(row)
-        print(f"{stat:>6} | {row['runtime']} b{row['batch']} | {row['entries']} entries, "
-              f"build {row['build_s']} s | table vs measured ({stat}): median "
+        print(f"{stat:>6} rounds {row['rounds_statistic']} | {row['runtime']} b{row['batch']} | "
+              f"{row['entries']} entries, build {row['build_s']} s | table vs measured ({stat}): median "
               f"{row['error_median']:.1%}, max {row['error_max']:.1%} | vs median of runs: "
               f"median {row['error_vs_median_median']:.1%}, max {row['error_vs_median_max']:.1%}"
               f" | measured span {row['measured_span']:.2f}x", flush=True)
