@@ -58,7 +58,8 @@ from prunesearch.search.synthetic import (
 
 #: SteadyState options the flags set (None: SteadyState's default, the driver's).
 STEADY_OPTIONS = ("believer", "initial_tell", "lean_initial", "pooled_credits", "aligned_credits",
-                  "queue_margin", "seeded_fillers", "bred_fillers", "cut_every", "surrogate_caps")
+                  "queue_margin", "seeded_fillers", "bred_fillers", "cut_every", "surrogate_caps",
+                  "adaptive_margin")
 DENSE_MACS = float(np.sum(UPPER.astype(float) ** 2))
 
 
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-every", type=int, default=None,
                         help="async HAMP: one selection cut (and portfolio draw) per this many "
                              "told results")
+    parser.add_argument("--adaptive-margin", action=argparse.BooleanOptionalAction,
+                        default=None, help="SteadyState(adaptive_margin=...)")
     parser.add_argument("--surrogate-caps", action=argparse.BooleanOptionalAction, default=None,
                         help="async HAMP: fit the forest on the most recent 1,024 evaluations, "
                              "512 draws per tree")

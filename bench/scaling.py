@@ -362,7 +362,8 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
                 log: Callable[[str], None], mode: str = "generational", method: str = "random",
                 pop_factor: int = 4, jitter: float = 0.1, duration: str = "fixed",
                 sleep_s: float = 1.0, light: bool = False,
-                per_process: int = 8, queue_margin: int | None = None) -> dict[str, Any]:
+                per_process: int = 8, queue_margin: int | None = None,
+                adaptive_margin: bool | None = None) -> dict[str, Any]:
     """One search with ``slots`` evaluators; returns the measured figures."""
     pop_size = max(4, pop_factor * slots)
     budget = pop_factor * slots * generations
@@ -372,7 +373,9 @@ def run_scaling(slots: int, *, generations: int, cluster: Cluster, workdir: Path
                       "synthetic_duration": duration},
         "search": {"pop_size": pop_size, "budget": budget, "mode": mode,
                    "async_checkpoint_s": 10.0,
-                   **({} if queue_margin is None else {"async_queue_margin": queue_margin})},
+                   **({} if queue_margin is None else {"async_queue_margin": queue_margin}),
+                   **({} if adaptive_margin is None
+                      else {"async_adaptive_margin": adaptive_margin})},
         "cluster": {"num_evaluators": slots},
     })
     run_dir = workdir / f"{mode}-{method}-{duration}-slots-{slots}"
@@ -533,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated evaluators per light actor process")
     parser.add_argument("--queue-margin", type=int, default=None,
                         help="async: search.async_queue_margin (default: the config's)")
+    parser.add_argument("--adaptive-margin", action=argparse.BooleanOptionalAction,
+                        default=None, help="async: search.async_adaptive_margin")
     parser.add_argument("--ray-floor", action="store_true",
                         help="also run a driverless Ray loop of the same slots and durations "
                              "(light actors): what Ray's round trip alone costs here")
@@ -562,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
                         workdir=Path(tmp), log=print, mode=mode, method=args.method,
                         pop_factor=args.pop_factor, jitter=args.jitter,
                         duration=args.duration, sleep_s=args.sleep, light=args.light,
-                        per_process=args.per_process, queue_margin=args.queue_margin))
+                        per_process=args.per_process, queue_margin=args.queue_margin,
+                        adaptive_margin=args.adaptive_margin))
         if args.ray_floor:
             ray.init(address=cluster.address)
             for slots in args.slots:

@@ -79,7 +79,8 @@ class AsyncLoop:
             ask_size = driver.config.search.async_ask_size or default_ask_size(slots)
             state.async_state = AsyncState(
                 steady=SteadyState(state.algorithm, ask_size=int(ask_size),
-                                   queue_margin=driver.config.search.async_queue_margin),
+                                   queue_margin=driver.config.search.async_queue_margin,
+                                   adaptive_margin=driver.config.search.async_adaptive_margin),
                 slots=slots)
         self.a: AsyncState = state.async_state
         self.pop_size = max(1, int(driver.config.search.pop_size))

@@ -295,6 +295,12 @@ class SearchSettings:
              "asking again; smaller is fresher (each ask sees more results), larger keeps "
              "a freed evaluator from waiting for the next ask; null: half the ask size, "
              "rounded up")
+    async_adaptive_margin: bool = setting(
+        False,
+        help="async mode: cap the queue margin at the largest of the last 8 told groups (the "
+             "results that arrived during one busy spell of the driver): with evaluations "
+             "long against an ask the queue shrinks to one candidate, so asks see fresher "
+             "results")
     async_checkpoint_s: float = setting(
         10.0, min=0.0,
         help="async mode: seconds between checkpoints (resume replays the journaled tells "

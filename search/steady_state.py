@@ -104,6 +104,12 @@ class SteadyState:
             an ask refits the forest, and uncapped its cost grows with the archive until the
             driver cannot keep up (64 slots of 1 s evaluations: 0.95 s per ask at 3,200
             evaluations). Default on.
+        adaptive_margin: cap the queue margin at the largest of the last
+            :attr:`ADAPTIVE_WINDOW` told groups (at least 1): a group holds the results that
+            arrived while the main thread was busy, about what arrives during the next ask. With
+            evaluations long against an ask, groups are single results and so is the margin;
+            with a flood of short ones it stays at ``queue_margin``. Group sizes are journaled
+            (each line's ``tell``), so a resumed run replays the same margins. Default off.
         surrogate_refit: HAMP: refit the surrogate once per ``pop_size`` successful results
             (``HAMP.surrogate_refit_every``), the generational mode's cadence, and reuse the
             last fit for the asks in between (an ask per ``ask_size`` results would otherwise
@@ -133,6 +139,11 @@ class SteadyState:
     cut_every: int | None = None
     surrogate_caps = False
     surrogate_refit = False
+    adaptive_margin = False
+    _group_sizes: tuple[int, ...] = ()
+
+    #: Told groups the adaptive margin looks back over.
+    ADAPTIVE_WINDOW = 8
 
     #: The random forest's caps in asynchronous mode (``surrogate_caps``).
     SURROGATE_CAPS = {"max_points": 1024, "max_samples": 512, "n_trees": 50}
@@ -142,7 +153,8 @@ class SteadyState:
                  pooled_credits: bool = False, aligned_credits: bool = False,
                  queue_margin: int | None = None, seeded_fillers: bool = False,
                  bred_fillers: bool = True, cut_every: int | None = None,
-                 surrogate_caps: bool = True, surrogate_refit: bool = True) -> None:
+                 surrogate_caps: bool = True, surrogate_refit: bool = True,
+                 adaptive_margin: bool = False) -> None:
         if ask_size < 1:
             raise ValueError(f"ask_size must be >= 1, got {ask_size!r}")
         if initial_tell is not None and initial_tell < 1:
@@ -167,6 +179,8 @@ class SteadyState:
         self.cut_every = cut_every
         self.surrogate_caps = bool(surrogate_caps)
         self.surrogate_refit = bool(surrogate_refit)
+        self.adaptive_margin = bool(adaptive_margin)
+        self._group_sizes = ()
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_size: int | None = None
         self.tells = 0
@@ -236,6 +250,8 @@ class SteadyState:
             if len(self._held) < need:
                 return False
             pop, self._held = self._held, Population.empty()
+        if self.adaptive_margin and algorithm.is_initialized:
+            self._group_sizes = (*self._group_sizes, len(pop))[-self.ADAPTIVE_WINDOW:]
         algorithm.tell(infills=pop)
         self.tells += 1
         return True
@@ -255,7 +271,12 @@ class SteadyState:
         genomes wait in the queue while there is nothing to breed from)."""
         if self.lean_initial and not self.initialized:
             return 0
-        return self.ask_size if self.queue_margin is None else self.queue_margin
+        margin = self.ask_size if self.queue_margin is None else self.queue_margin
+        if self.adaptive_margin and self._group_sizes:
+            # Results that arrived while the main thread was busy (a told group) are what
+            # arrives during the next ask: the largest recent group, at most the fixed margin.
+            margin = min(margin, max(1, max(self._group_sizes)))
+        return margin
 
     @property
     def held(self) -> int:

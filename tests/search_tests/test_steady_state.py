@@ -224,3 +224,40 @@ def _old_init(init):
         init(self, *args, **kwargs)
         del self.surrogate_caps  # as a state pickled before the option reads it
     return old
+
+
+def test_adaptive_margin_follows_the_told_groups_capped_by_the_margin_and_resumes() -> None:
+    from pymoo.core.population import Population
+
+    problem = SyntheticPruningProblem()
+    algorithm = make_algorithm("hamp", SearchSettings(pop_size=6, budget=60))
+    algorithm.setup(problem, termination=MaximumFunctionCallTermination(60), seed=3)
+    steady = SteadyState(algorithm, ask_size=8, adaptive_margin=True)  # fixed margin: 4
+    pending = []
+    while not steady.initialized:
+        pop = steady.ask(1 if steady.initial_size else 6, exclude=set())
+        algorithm.evaluator.eval(problem, pop)
+        pending.extend(pop)
+        steady.tell(Population.create(*pending[:1]))
+        pending = pending[1:]
+    assert steady.queue_extra == 4  # no steady-state group told yet: the fixed margin
+    sizes = []
+    for size in (1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 1):
+        while len(pending) < size:
+            pop = steady.ask(8)
+            algorithm.evaluator.eval(problem, pop)
+            pending.extend(pop)
+        steady.tell(Population.create(*pending[:size]))
+        pending = pending[size:]
+        sizes.append(size)
+        assert steady.queue_extra == min(4, max(sizes[-SteadyState.ADAPTIVE_WINDOW:]))
+        steady = pickle.loads(pickle.dumps(steady))  # as a resumed driver's state
+        algorithm = steady.algorithm
+    assert steady.queue_extra == 1  # the group of 3 left the window
+    fixed = SteadyState(make_algorithm("hamp", SearchSettings(pop_size=6)), ask_size=8)
+    assert fixed.adaptive_margin is False and fixed.queue_margin == 4
+    # The adaptive margin keeps the contract, and the same arrival order gives the same search
+    # uninterrupted and restored after every tell.
+    asked, _ = _run("hamp", order_seed=1, adaptive_margin=True)
+    restored, _ = _run("hamp", order_seed=1, roundtrip=True, adaptive_margin=True)
+    assert len(set(asked)) == BUDGET and asked == restored
