@@ -95,8 +95,8 @@ def main() -> None:
                "timing": task.table.timing}
         rows.append(row)
         print(f"{stat:>6} rounds {row['rounds_statistic']} | {row['runtime']} b{row['batch']} | "
-              f"{row['entries']} entries, build {row['build_s']} s | table vs measured ({stat}): median "
-              f"{row['error_median']:.1%}, max {row['error_max']:.1%} | vs median of runs: "
+              f"{row['entries']} entries, build {row['build_s']} s | table vs measured "
+              f"({stat}): median {row['error_median']:.1%}, max {row['error_max']:.1%} | vs median of runs: "
               f"median {row['error_vs_median_median']:.1%}, max {row['error_vs_median_max']:.1%}"
               f" | measured span {row['measured_span']:.2f}x", flush=True)
     print(f"load average at end: {os.getloadavg()}")

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from prunesearch.methods.cost.latency import measure_latency, statistic
-from prunesearch.methods.rounds import combine_rounds
 from prunesearch.methods.cost.model import CostModel, NotFactorisable, PerGenomeCostModel
 from prunesearch.methods.cost.runtimes import runtime_entry
 from prunesearch.methods.cost.table import LatencyTable, TableKey
+from prunesearch.methods.rounds import combine_rounds
 from prunesearch.methods.errors import RunStateError
 
 __all__ = [
@@ -205,23 +205,16 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
         # Networks, a share of the entries, networks, ...: the last round of networks follows
         # the last share, so entries and calibration span the same stretch of time.
         # With rounds_statistic "min" every share is every missing entry, and an entry is the
-        # fastest of its timings, as the calibration networks are the fastest of their rounds.
+        # fastest of its timings, as the calibration networks are the fastest of their rounds
+        # (with "median" each entry is in one share: its one timing).
         count = max(rounds - 1, 1)
         shares = [list(todo) if every_round else todo[i::count] for i in range(count)]
         fastest: dict[str, float] = {}
 
         def time_share(r: int) -> None:
-            nonlocal timed
-            if r >= len(shares):
-                return
-            if not every_round:
-                timed += table.measure_missing(shares[r])
-                return
-            for key, ms in table.time_specs(shares[r]).items():
-                fastest[key] = min(ms, fastest.get(key, ms))
-            if r == len(shares) - 1:
-                table.entries.update(fastest)
-                timed += len(fastest)
+            if r < len(shares):
+                for key, ms in table.time_specs(shares[r]).items():
+                    fastest[key] = min(ms, fastest.get(key, ms))
 
         if genomes:
             # Raw sums need the entries: the networks are timed first, their raw sums after.
@@ -230,6 +223,8 @@ def build_latency_table(*, base_model: nn.Module, space: Any,
         else:
             for r in range(len(shares)):
                 time_share(r)
+        table.entries.update(fastest)
+        timed += len(fastest)
         cost.bind(table)
         if genomes:
             raw = [float(v) for v in cost.evaluate(np.asarray(genomes))["latency_raw_ms"]]
