@@ -39,12 +39,15 @@ from typing import Any
 import torch
 
 from prunesearch.methods.icpg import ICPG_METHOD, ICPGSettings, dataset_kind
+from prunesearch.methods.icpg.settings import BASELINES
 from prunesearch.methods.settings import DataSettings, default_data_root
 
 
 def _run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     node = dataset_kind(name) == "node"
-    baselines = ["icpg", "random"] + (["ugs"] if node and args.ugs else [])
+    baselines = list(dict.fromkeys(args.baselines + (["ugs"] if node and args.ugs else [])))
+    if not node and "ugs" in baselines:
+        baselines.remove("ugs")  # UGS is for the transductive node tasks only
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for fold in range(args.folds):
@@ -79,7 +82,7 @@ def _print_table(name: str, result: dict[str, Any]) -> None:
     print(header)
     by_round = {b: {r["round"]: r for r in per[b]["rounds"]} for b in names}
     for round_index in sorted(by_round[names[0]]):
-        first = by_round["icpg"].get(round_index, by_round[names[0]][round_index])
+        first = by_round.get("icpg", by_round[names[0]]).get(round_index, by_round[names[0]][round_index])
         accs = " | ".join(
             f"{by_round[b][round_index]['test_acc_mean']:.3f} +- "
             f"{by_round[b][round_index]['test_acc_std']:.3f}" if round_index in by_round[b]
@@ -91,10 +94,9 @@ def _print_table(name: str, result: dict[str, Any]) -> None:
         info = per[b]
         print(f"{b}: dense {info['dense_acc_mean']:.3f} +- {info['dense_acc_std']:.3f}, "
               f"last matching round {info['last_matching_round']}")
-    cmp = summary.get("icpg_vs_random")
-    if cmp:
+    for other, cmp in summary.get("icpg_vs", {}).items():
         p = cmp.get("wilcoxon_p_greater")
-        print(f"icpg - random over rounds {cmp['rounds']}: {cmp['mean_diff']:+.4f} "
+        print(f"icpg - {other} over rounds {cmp['rounds']}: {cmp['mean_diff']:+.4f} "
               f"({cmp['pairs']} pairs, one-sided Wilcoxon p = "
               f"{'n/a' if p is None else f'{p:.4f}'})")
 
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection", default="val", choices=["val", "test_max"])
     parser.add_argument("--weight-scope", default="global", choices=["global", "layer"],
                         help="weight ranking of both baselines: global (official) or per layer")
+    parser.add_argument("--baselines", nargs="+", default=["icpg", "random"],
+                        choices=list(BASELINES),
+                        help="pruning methods run per fold (rpimp, npimp: the official "
+                             "ablations, IMP weights with random or no edge pruning)")
     parser.add_argument("--ugs", action="store_true", help="add UGS on the node tasks")
     parser.add_argument("--seed", type=int, default=666)
     parser.add_argument("--json", help="write rows and summaries to this file")
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
           f"folds {args.folds}/{args.cv_folds}, rounds 0-{args.rounds}, epochs "
           f"{args.mask_epochs}+{args.eval_epochs}, batch {args.batch_size}, max graphs/epoch "
           f"{args.max_graphs or 'all'}, selection {args.selection}, weight scope "
-          f"{args.weight_scope}", flush=True)
+          f"{args.weight_scope}, baselines {' '.join(args.baselines)}", flush=True)
     results = {}
     total = time.perf_counter()
     for name in args.datasets:

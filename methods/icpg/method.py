@@ -94,7 +94,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per baseline: dense accuracy, accuracy per round (mean/std over folds), sparsities and
-    the last matching round; plus ICPG vs random over rounds 3-11 where both ran.
+    the last matching round; plus ICPG vs random (``icpg_vs_random``) and vs every other
+    baseline that ran (``icpg_vs``) over rounds 3-11.
 
     A round *matches* when its mean test accuracy is at least the dense mean minus the dense
     std (over folds); the last matching round is the highest such round (``None`` if none).
@@ -154,6 +155,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     comparison = _compare(latest, "icpg", "random")
     if comparison is not None:
         summary["icpg_vs_random"] = comparison
+    # ICPG against every other baseline that ran (the ablations isolate its parts: ``rpimp``
+    # differs from ICPG in the edges chosen and the weights' source, ``npimp`` prunes no edge).
+    others = sorted({key[0] for key in latest} - {"icpg"})
+    comparisons = {b: c for b in others if (c := _compare(latest, "icpg", b)) is not None}
+    if comparisons:
+        summary["icpg_vs"] = comparisons
     return summary
 
 

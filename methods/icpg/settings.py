@@ -12,11 +12,16 @@ import dataclasses
 
 from prunesearch.search.settings import setting
 
-__all__ = ["BASELINES", "CONV_TYPES", "SELECTIONS", "ICPGSettings"]
+__all__ = ["BASELINES", "CONV_TYPES", "IMP_BASELINES", "SELECTIONS", "ICPGSettings"]
 
 #: ``icpg``: AutoMasker edges + magnitude weights; ``random``: random edges + random weights at
-#: the same schedule; ``ugs``: learned soft masks (UGS, transductive node tasks only).
-BASELINES = ("icpg", "random", "ugs")
+#: the same schedule (official ``rprp``); ``ugs``: learned soft masks (UGS, transductive node
+#: tasks only); ``rpimp``: random edges + iterative magnitude pruning of the trained ticket, no
+#: masker (official ``rpimp``); ``npimp``: the same weights, no edge pruning (official
+#: ``npimp``). New names go at the end: a baseline's position seeds its rounds.
+BASELINES = ("icpg", "random", "ugs", "rpimp", "npimp")
+#: Baselines whose weights are pruned from the previous round's retrained ticket (classic IMP).
+IMP_BASELINES = ("rpimp", "npimp")
 CONV_TYPES = ("gcn", "gin")
 #: ``val``: test accuracy at the best validation epoch; ``test_max``: the best test epoch
 #: (the official code's choice, optimistic).

@@ -10,6 +10,9 @@ Step 0 trains and evaluates the dense network (round 0). Step k >= 1 runs round 
   held-out alike) by the best masker's scores; rewinding to the initial weights under the new
   mask; retraining on the pruned graphs; evaluation.
 * ``random``: the same schedule with random edges and random weights (official ``rprp``).
+* ``rpimp`` / ``npimp`` (official ablations): no masker; the weights are magnitude-pruned from
+  the previous round's retrained ticket at its selected epoch (classic iterative magnitude
+  pruning), the edges pruned at random (``rpimp``) or not at all (``npimp``).
 * ``icpg`` / ``random`` / ``ugs`` on Cora/CiteSeer (transductive, public split); ``ugs`` learns
   soft masks on edges and weights with L1 penalties (VITA-Group/Unified-LTH-GNN).
 
@@ -19,7 +22,7 @@ of a fold, so round 0 is the same dense run), and every step reseeds torch from
 initial weights, weight masks, the per-graph kept-edge mask and the round; a trial restored from
 it continues bit for bit like one that never stopped.
 
-Why one module of ~570 lines: the graph and node trials share the round structure and the
+Why one module of ~620 lines: the graph and node trials share the round structure and the
 checkpointed state (initial weights, masks, kept edges, RNG) that exact resume depends on;
 models, pruning, graph loading and settings are in their own modules.
 """
@@ -60,7 +63,7 @@ from prunesearch.methods.icpg.pruning import (
     score_prune,
     weight_sparsity,
 )
-from prunesearch.methods.icpg.settings import BASELINES, ICPGSettings
+from prunesearch.methods.icpg.settings import BASELINES, IMP_BASELINES, ICPGSettings
 
 __all__ = ["GraphTrial", "NodeTrial"]
 
@@ -92,11 +95,26 @@ def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
 class _Selection:
     """Tracks the eval-phase epochs and picks the reported one (``val`` or ``test_max``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, selection: str = "val", model: nn.Module | None = None) -> None:
         self.epochs: list[tuple[float, float, float]] = []  # (val_acc, val_loss, test_acc)
+        self._selection = selection
+        self._model = model
+        #: The weights of ``model`` at the selected epoch so far (``model`` given only).
+        self.selected_state: dict[str, torch.Tensor] | None = None
+        self._best: int | None = None
+
+    def _key(self, i: int) -> tuple[float, ...]:
+        val_acc, val_loss, test_acc = self.epochs[i]
+        # Smaller is better; ties go to the earlier epoch, as in :meth:`metrics`.
+        return (-val_acc, val_loss) if self._selection == "val" else (-test_acc,)
 
     def add(self, val_acc: float, val_loss: float, test_acc: float) -> None:
         self.epochs.append((val_acc, val_loss, test_acc))
+        i = len(self.epochs) - 1
+        if self._best is None or self._key(i) < self._key(self._best):
+            self._best = i
+            if self._model is not None:
+                self.selected_state = _clone_state(self._model)
 
     def metrics(self, selection: str) -> dict[str, float]:
         # Best validation epoch: highest accuracy, ties to the lower loss, then the earlier one.
@@ -125,6 +143,8 @@ class _TrialBase:
         self.dataset = dataset
         self._round = 0
         self._baseline_index = BASELINES.index(settings.baseline)
+        # IMP baselines: the retrained ticket at its selected epoch, which the next round prunes.
+        self._trained: dict[str, torch.Tensor] | None = None
 
     # Trial protocol ------------------------------------------------------------------------
     @property
@@ -176,6 +196,8 @@ class _TrialBase:
             "init_masker": {k: v.clone() for k, v in self._init_masker.items()},
             "weight_masks": {k: v.clone() for k, v in self.weight_masks.items()},
             "edge_alive": self.edge_alive.clone(),
+            **({"trained_classifier": {k: v.clone() for k, v in self._trained.items()}}
+               if self._trained is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -196,6 +218,11 @@ class _TrialBase:
                              for k, v in state["weight_masks"].items()}
         self.edge_alive = alive.clone()
         self._round = int(state["completed_steps"])
+        trained = state.get("trained_classifier")
+        if self.settings.baseline in IMP_BASELINES and self._round > 0 and trained is None:
+            raise RunStateError(f"ICPG checkpoint of a {self.settings.baseline} trial lacks the "
+                                f"trained ticket its next round prunes from")
+        self._trained = {k: v.clone() for k, v in trained.items()} if trained else None
 
     # Shared helpers ------------------------------------------------------------------------
     def _init_models(self, classifier_factory, masker_factory) -> None:
@@ -211,6 +238,23 @@ class _TrialBase:
         model.load_state_dict(self._init_classifier)
         apply_weight_masks(model, masks)
         return model
+
+    def _imp_masks(self) -> dict[str, torch.Tensor]:
+        """The next weight masks of an IMP baseline: magnitude pruning of the trained ticket."""
+        if self._trained is None:
+            raise RuntimeError("an IMP round needs the previous round's trained ticket")
+        model = self._make_classifier()
+        model.load_state_dict(self._trained)
+        return magnitude_prune(model, self.weight_masks, self.settings.weight_rate,
+                               scope=self.settings.weight_scope)
+
+    def _selection_record(self, classifier: nn.Module) -> _Selection:
+        keep = self.settings.baseline in IMP_BASELINES
+        return _Selection(self.settings.selection, classifier if keep else None)
+
+    def _keep_trained(self, record: _Selection) -> None:
+        if self.settings.baseline in IMP_BASELINES:
+            self._trained = record.selected_state
 
     def _rewound_masker(self) -> nn.Module:
         masker = self._make_masker()
@@ -341,12 +385,13 @@ class GraphTrial(_TrialBase):
         s = self.settings
         classifier = self._rewound_classifier(self.weight_masks)
         optimizer = torch.optim.Adam(classifier.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-        record = _Selection()
+        record = self._selection_record(classifier)
         for _ in range(s.eval_epochs):
             self._train_epoch(classifier, optimizer, generator, self.weight_masks)
             val_acc, val_loss = self._evaluate(classifier, self.val_ids, self.edge_alive)
             test_acc, _ = self._evaluate(classifier, self.test_ids, self.edge_alive)
             record.add(val_acc, val_loss, test_acc)
+        self._keep_trained(record)
         kept = self.edge_alive
         test_edges = torch.zeros(self.graphs.num_graphs, dtype=torch.bool)
         test_edges[self.test_ids] = True
@@ -367,10 +412,15 @@ class GraphTrial(_TrialBase):
         s = self.settings
         all_ids = torch.arange(self.graphs.num_graphs)
         extra: dict[str, Any] = {}
+        scores: torch.Tensor | None
         if s.baseline == "random":
             new_masks = random_prune(self.weight_masks, s.weight_rate, generator=generator,
                                      scope=s.weight_scope)
             scores = torch.rand(self.graphs.num_edges, generator=generator)
+        elif s.baseline in IMP_BASELINES:
+            new_masks = self._imp_masks()
+            scores = (torch.rand(self.graphs.num_edges, generator=generator)
+                      if s.baseline == "rpimp" else None)
         else:
             classifier = self._rewound_classifier(self.weight_masks)
             masker = self._rewound_masker()
@@ -395,8 +445,9 @@ class GraphTrial(_TrialBase):
             scores = self._score_edges(masker, all_ids)
             extra["masker_select_acc"] = best_acc
         # Every graph is pruned, the held-out ones included: the inductive part.
-        self.edge_alive = prune_edges(self.edge_alive, self.edge_graph, scores, s.edge_rate,
-                                      self.graphs.num_graphs)
+        if scores is not None:
+            self.edge_alive = prune_edges(self.edge_alive, self.edge_graph, scores, s.edge_rate,
+                                          self.graphs.num_graphs)
         self.weight_masks = new_masks
         return {**self._retrain_and_evaluate(generator), **extra}
 
@@ -461,7 +512,7 @@ class NodeTrial(_TrialBase):
         classifier = self._rewound_classifier(self.weight_masks)
         optimizer = self._optimizer(classifier)
         edges = self._edges()
-        record = _Selection()
+        record = self._selection_record(classifier)
         for _ in range(self.settings.eval_epochs):
             classifier.train()
             loss = self._loss(classifier(self.graph.x, edges))
@@ -472,6 +523,7 @@ class NodeTrial(_TrialBase):
             classifier.eval()
             with torch.no_grad():
                 record.add(*self._accuracies(classifier(self.graph.x, edges)))
+        self._keep_trained(record)
         return {
             **record.metrics(self.settings.selection),
             "weight_sparsity": weight_sparsity(classifier),
@@ -485,11 +537,14 @@ class NodeTrial(_TrialBase):
         s = self.settings
         live = torch.nonzero(self.edge_alive).view(-1)
         live_scores = {"random": self._random_scores, "icpg": self._icpg_scores,
-                       "ugs": self._ugs_scores}[s.baseline]
+                       "ugs": self._ugs_scores, "rpimp": self._imp_scores,
+                       "npimp": self._imp_scores}[s.baseline]
         edge_scores, new_masks = live_scores(generator)
-        scores = torch.full((self.graph.num_edges,), float("inf"))
-        scores[live] = edge_scores
-        self.edge_alive = prune_edges(self.edge_alive, self._edge_graph, scores, s.edge_rate, 1)
+        if edge_scores is not None:
+            scores = torch.full((self.graph.num_edges,), float("inf"))
+            scores[live] = edge_scores
+            self.edge_alive = prune_edges(self.edge_alive, self._edge_graph, scores, s.edge_rate,
+                                          1)
         self.weight_masks = new_masks
         return self._retrain_and_evaluate()
 
@@ -497,6 +552,12 @@ class NodeTrial(_TrialBase):
         s = self.settings
         new_masks = random_prune(self.weight_masks, s.weight_rate, generator=generator,
                                  scope=s.weight_scope)
+        return torch.rand(int(self.edge_alive.sum()), generator=generator), new_masks
+
+    def _imp_scores(self, generator: torch.Generator):
+        new_masks = self._imp_masks()
+        if self.settings.baseline == "npimp":
+            return None, new_masks
         return torch.rand(int(self.edge_alive.sum()), generator=generator), new_masks
 
     def _icpg_scores(self, generator: torch.Generator):

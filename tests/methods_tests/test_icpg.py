@@ -179,7 +179,7 @@ def _round_trip(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)  # data only: loading runs no code
 
 
-@pytest.mark.parametrize("baseline", ["icpg", "random"])
+@pytest.mark.parametrize("baseline", ["icpg", "random", "rpimp"])
 def test_trial_restored_after_round_1_ends_like_an_uninterrupted_one(baseline):
     graphs = synthetic_graphs()
     s = settings(rounds=3, baseline=baseline, fold=1)
@@ -204,6 +204,34 @@ def test_trial_restored_after_round_1_ends_like_an_uninterrupted_one(baseline):
     assert torch.equal(restored.edge_alive, uninterrupted.edge_alive)
 
 
+@pytest.mark.parametrize("baseline", ["rpimp", "npimp"])
+def test_imp_ablations_prune_the_selected_epoch_of_the_trained_ticket(baseline):
+    graphs = synthetic_graphs()
+    s = settings(rounds=2, eval_epochs=3, baseline=baseline)
+    trial = GraphTrial(s, graphs, seed=0)
+    row = trial.step()  # round 0: the dense ticket
+    for _ in range(2):
+        ticket = trial._make_classifier()
+        ticket.load_state_dict(trial._trained)
+        # The kept ticket is the selected epoch's: it scores the row's validation accuracy.
+        val_acc, val_loss = trial._evaluate(ticket, trial.val_ids, trial.edge_alive)
+        assert (val_acc, val_loss) == pytest.approx((row["val_acc"], row["val_loss"]))
+        expected = magnitude_prune(ticket, trial.weight_masks, 0.2)
+        alive_before = trial.edge_alive.clone()
+        row = trial.step()  # the next round prunes exactly that ticket's smallest weights
+        assert all(torch.equal(trial.weight_masks[n], expected[n]) for n in expected)
+        live = torch.bincount(graphs.edge_graph[alive_before], minlength=graphs.num_graphs)
+        kept = torch.bincount(graphs.edge_graph[trial.edge_alive], minlength=graphs.num_graphs)
+        if baseline == "npimp":
+            assert torch.equal(trial.edge_alive, alive_before) and row["graph_sparsity"] == 0
+        else:
+            assert torch.equal(kept, live - torch.floor(0.05 * live.double()).long())
+    state = trial.state_dict()
+    del state["trained_classifier"]
+    with pytest.raises(PrunesearchError, match="trained ticket"):
+        GraphTrial(s, graphs, seed=0).load_state_dict(state)
+
+
 def test_checkpoint_of_another_trial_is_refused():
     graphs = synthetic_graphs()
     state = GraphTrial(settings(fold=0), graphs, seed=0).state_dict()
@@ -224,7 +252,7 @@ def _synthetic_node_graph() -> NodeGraph:
                      val_mask=masks[1], test_mask=masks[2], num_classes=3)
 
 
-@pytest.mark.parametrize("baseline", ["icpg", "random", "ugs"])
+@pytest.mark.parametrize("baseline", ["icpg", "random", "ugs", "rpimp"])
 def test_node_task_baselines_prune_edges_and_weights_on_schedule(baseline):
     graph = _synthetic_node_graph()
     s = settings(rounds=2, baseline=baseline, node_hidden=16, node_masker_hidden=8,
