@@ -82,7 +82,8 @@ def _print_table(name: str, result: dict[str, Any]) -> None:
     print(header)
     by_round = {b: {r["round"]: r for r in per[b]["rounds"]} for b in names}
     for round_index in sorted(by_round[names[0]]):
-        first = by_round.get("icpg", by_round[names[0]]).get(round_index, by_round[names[0]][round_index])
+        shown = by_round.get("icpg", by_round[names[0]])  # sparsity columns: ICPG's where it ran
+        first = shown.get(round_index, by_round[names[0]][round_index])
         accs = " | ".join(
             f"{by_round[b][round_index]['test_acc_mean']:.3f} +- "
             f"{by_round[b][round_index]['test_acc_std']:.3f}" if round_index in by_round[b]

@@ -103,24 +103,26 @@ class _Selection:
         self.selected_state: dict[str, torch.Tensor] | None = None
         self._best: int | None = None
 
-    def _key(self, i: int) -> tuple[float, ...]:
+    def _key(self, i: int, selection: str) -> tuple[float, ...]:
+        """Epoch ``i``'s rank under ``selection``: smaller is better (ties: the earlier epoch).
+        ``val``: highest validation accuracy, then the lower loss; ``test_max``: best test."""
         val_acc, val_loss, test_acc = self.epochs[i]
-        # Smaller is better; ties go to the earlier epoch, as in :meth:`metrics`.
-        return (-val_acc, val_loss) if self._selection == "val" else (-test_acc,)
+        return (-val_acc, val_loss) if selection == "val" else (-test_acc,)
+
+    def _best_epoch(self, selection: str) -> int:
+        return min(range(len(self.epochs)), key=lambda i: (*self._key(i, selection), i))
 
     def add(self, val_acc: float, val_loss: float, test_acc: float) -> None:
         self.epochs.append((val_acc, val_loss, test_acc))
         i = len(self.epochs) - 1
-        if self._best is None or self._key(i) < self._key(self._best):
+        selection = self._selection
+        if self._best is None or self._key(i, selection) < self._key(self._best, selection):
             self._best = i
             if self._model is not None:
                 self.selected_state = _clone_state(self._model)
 
     def metrics(self, selection: str) -> dict[str, float]:
-        # Best validation epoch: highest accuracy, ties to the lower loss, then the earlier one.
-        best_val = min(range(len(self.epochs)),
-                       key=lambda i: (-self.epochs[i][0], self.epochs[i][1], i))
-        best_test = max(range(len(self.epochs)), key=lambda i: (self.epochs[i][2], -i))
+        best_val, best_test = self._best_epoch("val"), self._best_epoch("test_max")
         chosen = best_val if selection == "val" else best_test
         return {
             "val_acc": self.epochs[best_val][0],
