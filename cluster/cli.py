@@ -361,7 +361,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         print(f"report of {run_dir}: {summary.get('evaluations')} evaluations, front of "
               f"{summary.get('front_size')}; wrote pareto.csv, pareto.png, summary.json")
-    print(page.front_table)
+    print(page.terminal)
     print(f"wrote {page.path}")
     return 0
 

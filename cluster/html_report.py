@@ -16,6 +16,8 @@ from the run directory's files alone and shows what that run has:
 ``baselines.csv``           optional comparison points (``label,error,latency_ms,memory_mb``)
 ``trials.json``,            a Tune-trial method's trials and their ranking metric per step
 ``results.csv``
+``summary.json``            a round-based method's accuracy per round and baseline (ICPG:
+(``method_summary``)        ``baselines.NAME.rounds``), its last matching round, comparisons
 ``summary.json``,           status, evaluations, hypervolume, wall time; the resolved config
 ``config.yaml``
 ==========================  ===============================================================
@@ -53,6 +55,8 @@ __all__ = [
     "HtmlReport",
     "RunView",
     "format_front_table",
+    "format_rounds_table",
+    "format_terminal",
     "load_run_view",
     "render_html",
     "write_html_report",
@@ -128,13 +132,16 @@ class HtmlReport:
 
     Attributes:
         path: ``RUN_DIR/report.html``.
-        front_table: The front as plain text (what the CLI prints).
+        front_table: The front as plain text.
         view: The data shown.
+        terminal: What the CLI prints (:func:`format_terminal`): the front; for a run without
+            one, its accuracy per round or its trials.
     """
 
     path: Path
     front_table: str
     view: RunView
+    terminal: str = ""
 
 
 # ------------------------------------------------------------------------------ reading
@@ -342,6 +349,116 @@ def format_front_table(front: Sequence[FrontRow]) -> str:
 def _sorted_front(front: Sequence[FrontRow]) -> list[FrontRow]:
     return sorted(front, key=lambda r: (r.latency_ms if math.isfinite(r.latency_ms) else math.inf,
                                         r.id))
+
+
+def _round_baselines(view: RunView) -> dict[str, dict[str, Any]]:
+    """A round-based method's per-baseline summaries that hold rounds (ICPG), else {}."""
+    method_summary = view.summary.get("method_summary") or {}
+    baselines = method_summary.get("baselines") if isinstance(method_summary, dict) else None
+    if not isinstance(baselines, dict):
+        return {}
+    return {str(name): info for name, info in baselines.items()
+            if isinstance(info, dict) and isinstance(info.get("rounds"), list) and info["rounds"]}
+
+
+def _acc(entry: Mapping[str, Any] | None) -> str:
+    if not entry or not isinstance(entry.get("test_acc_mean"), (int, float)):
+        return "-"
+    std = entry.get("test_acc_std")
+    return (f"{entry['test_acc_mean']:.3f} +- {std:.3f}" if isinstance(std, (int, float))
+            else f"{entry['test_acc_mean']:.3f}")
+
+
+def _sparsity(entry: Mapping[str, Any] | None, name: str) -> str:
+    if not entry:
+        return "-"
+    nominal, realised = entry.get(f"{name}_nominal_mean"), entry.get(f"{name}_mean")
+    if not isinstance(realised, (int, float)):
+        return "-"
+    if isinstance(nominal, (int, float)):
+        return f"{nominal:.3f} / {realised:.3f}"
+    return f"{realised:.3f}"
+
+
+def _rounds_rows(view: RunView) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-round table: sparsities (the first baseline that pruned
+    edges, ICPG where it ran) and each baseline's test accuracy, mean +- std over folds."""
+    per = _round_baselines(view)
+    if not per:
+        return [], []
+    names = list(per)
+    by_round = {b: {int(r["round"]): r for r in per[b]["rounds"] if "round" in r} for b in names}
+    shown = by_round.get("icpg") or by_round[names[0]]
+    header = ["round", "graph sp. nominal / realised", "weight sp. nominal / realised",
+              *(f"{b} test acc" for b in names)]
+    rows = []
+    for index in sorted({i for rounds in by_round.values() for i in rounds}):
+        sparsity_of = shown.get(index) or next(
+            (by_round[b][index] for b in names if index in by_round[b]), None)
+        rows.append([str(index), _sparsity(sparsity_of, "graph_sparsity"),
+                     _sparsity(sparsity_of, "weight_sparsity"),
+                     *(_acc(by_round[b].get(index)) for b in names)])
+    return header, rows
+
+
+def _rounds_notes(view: RunView) -> list[str]:
+    notes = []
+    for name, info in _round_baselines(view).items():
+        dense = _acc({"test_acc_mean": info.get("dense_acc_mean"),
+                      "test_acc_std": info.get("dense_acc_std")})
+        notes.append(f"{name}: dense {dense}, last matching round "
+                     f"{info.get('last_matching_round')}")
+    method_summary = view.summary.get("method_summary") or {}
+    for other, cmp in (method_summary.get("icpg_vs") or {}).items():
+        if not isinstance(cmp, dict) or not isinstance(cmp.get("mean_diff"), (int, float)):
+            continue
+        p = cmp.get("wilcoxon_p_greater")
+        p_text = f"{p:.4f}" if isinstance(p, (int, float)) else "n/a"
+        notes.append(f"icpg - {other} over rounds {cmp.get('rounds')}: {cmp['mean_diff']:+.4f} "
+                     f"({cmp.get('pairs')} pairs, one-sided Wilcoxon p = {p_text})")
+    selection = method_summary.get("selection")
+    if selection:
+        note = method_summary.get("selection_note")
+        notes.append(f"epoch selection: {selection}" + (f" ({note})" if note else ""))
+    return notes
+
+
+def format_rounds_table(view: RunView) -> str:
+    """A round-based method's accuracy per round and baseline as plain text ("" if none)."""
+    header, rows = _rounds_rows(view)
+    if not rows:
+        return ""
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table]
+    return "\n".join(lines + _rounds_notes(view))
+
+
+def _trials_text(view: RunView) -> str:
+    metric = view.summary.get("metric")
+    rows = [["trial", "status", "steps", str(metric or "metric"), "params"]]
+    for trial in view.trials:
+        final = trial.get("final") or {}
+        value = final.get(metric) if metric else None
+        rows.append([str(trial.get("trial_id")), str(trial.get("status")),
+                     str(trial.get("steps")), _short(value) if value is not None else "-",
+                     json.dumps(trial.get("params") or {}, default=str)])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                     + "  " + r[4] for r in rows)
+
+
+def format_terminal(view: RunView) -> str:
+    """What ``prunesearch report`` prints: the front where the run has one; else the accuracy
+    per round of a round-based method (ICPG); else its trials; else that the front is empty."""
+    if view.front:
+        return format_front_table(view.front)
+    rounds = format_rounds_table(view)
+    if rounds:
+        return rounds
+    if view.trials:
+        return _trials_text(view)
+    return format_front_table(view.front)
 
 
 # -------------------------------------------------------------------------------- plots
@@ -561,6 +678,18 @@ def _trials_html(view: RunView) -> str:
             f"<div class='plots'>{plot}</div>")
 
 
+def _rounds_html(view: RunView) -> str:
+    header, rows = _rounds_rows(view)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    notes = "".join(f"<li>{_e(n)}</li>" for n in _rounds_notes(view))
+    return ("<h2>Accuracy per round</h2><p class='muted'>test accuracy, mean +- std over folds; "
+            "round 0 is the dense network</p>"
+            f"<table id='rounds'><tr>{head}</tr>{body}</table><ul>{notes}</ul>")
+
+
 def _operators_html(view: RunView) -> str:
     if not view.operators:
         return ""
@@ -593,7 +722,7 @@ def _overview(view: RunView) -> list[tuple[str, Any]]:
         ("evaluations", evaluations),
         ("budget", s.get("budget")),
         ("generations", s.get("generations") or None),
-        ("front size", len(view.front)),
+        ("front size", len(view.front) if view.front or not _round_baselines(view) else None),
         ("hypervolume", f"{hv:.4f}" if isinstance(hv, (int, float)) else None),
         ("wall time", f"{wall:.0f} s ({wall / 60:.1f} min)" if isinstance(wall, (int, float))
          else None),
@@ -634,12 +763,16 @@ def render_html(view: RunView) -> str:
          f"<span class='status-{_e(status)}'>{_e(status or 'unknown status')}</span> &middot; "
          f"rendered {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"),
         "<h2>Overview</h2>", _kv_table(_overview(view)),
-        "<h2>Pareto front</h2>",
-        ("<p class='muted'>fastest first; latency (table) is the search's objective, "
-         "(measured) the end-to-end re-timing on the idle device</p>"),
-        _front_html(view),
-        f"<div class='plots'>{plots}</div>" if plots else "",
     ]
+    if view.front or not (view.trials or _round_baselines(view)):
+        sections += [
+            "<h2>Pareto front</h2>",
+            ("<p class='muted'>fastest first; latency (table) is the search's objective, "
+             "(measured) the end-to-end re-timing on the idle device</p>"),
+            _front_html(view),
+            f"<div class='plots'>{plots}</div>" if plots else "",
+        ]
+    sections.append(_rounds_html(view))
     if view.finetuned:
         columns = [c for c in view.finetuned[0] if c not in ("error", "memory_mb")]
         sections += ["<h2>Fine-tuned members</h2>",
@@ -647,8 +780,10 @@ def render_html(view: RunView) -> str:
     if view.baselines:
         sections += ["<h2>Baselines</h2>",
                      _dict_rows_html(view.baselines, list(view.baselines[0]), "baselines")]
+    # A round-based method (ICPG) times nothing: the config's hardware section is only defaults.
+    timed = bool(view.front or view.latency_table or not _round_baselines(view))
     sections += [_trials_html(view), _operators_html(view),
-                 "<h2>Hardware</h2>", _kv_table(_hardware(view)),
+                 *(["<h2>Hardware</h2>", _kv_table(_hardware(view))] if timed else []),
                  "<h2>Config</h2>",
                  f"<pre>{_e(view.config_text)}</pre>" if view.config_text
                  else "<p class='muted'>no config.yaml</p>"]
@@ -669,4 +804,5 @@ def write_html_report(run_dir: str | Path) -> HtmlReport:
     view = load_run_view(run_dir)
     path = run_dir / REPORT_FILE
     atomic_write_text(path, render_html(view))
-    return HtmlReport(path=path, front_table=format_front_table(view.front), view=view)
+    return HtmlReport(path=path, front_table=format_front_table(view.front), view=view,
+                      terminal=format_terminal(view))

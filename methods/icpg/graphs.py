@@ -250,8 +250,11 @@ def load_graph_set(root: str | Path, name: str, *, max_degree: int = 100) -> Gra
     key = f"tu-{folder.name}-odeg{max_degree}-{_raw_fingerprint(folder / 'raw')}"
 
     def build() -> dict:
-        from torch_geometric.data import Batch
-        from torch_geometric.datasets import TUDataset
+        from prunesearch.methods.icpg._pyg import quiet_import
+
+        with quiet_import():
+            from torch_geometric.data import Batch
+            from torch_geometric.datasets import TUDataset
 
         cache_root().mkdir(parents=True, exist_ok=True)
         dataset = _pyg_load(TUDataset, folder)
@@ -289,7 +292,10 @@ def load_node_graph(root: str | Path, name: str) -> NodeGraph:
     key = f"planetoid-{folder.name}-{_raw_fingerprint(folder / 'raw')}"
 
     def build() -> dict:
-        from torch_geometric.datasets import Planetoid
+        from prunesearch.methods.icpg._pyg import quiet_import
+
+        with quiet_import():
+            from torch_geometric.datasets import Planetoid
 
         cache_root().mkdir(parents=True, exist_ok=True)
         data = _pyg_load(Planetoid, folder)[0]

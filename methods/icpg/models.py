@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GCNConv, MessagePassing, global_add_pool
-from torch_geometric.nn.dense.linear import Linear as PygLinear
+
+from prunesearch.methods.icpg._pyg import GCNConv, MessagePassing, PygLinear, global_add_pool
 
 __all__ = [
     "AutoMasker",

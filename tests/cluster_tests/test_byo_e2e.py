@@ -54,7 +54,7 @@ USER_MODULE = textwrap.dedent('''
 ''')
 
 TINY = {"hardware": {"repeats": 5, "warmup": 1, "calibration_genomes": 1, "table_repeats": 3,
-                     "table_warmup": 1},
+                     "table_warmup": 1, "calibration_rounds": 1},
         "evaluator": {"finetune_steps": 2, "batch_size": 8, "bn_recalibration_batches": 1},
         "search": {"budget": 8, "pop_size": 4,
                    "local_search": {"parents": 2, "samples_per_parent": 10,

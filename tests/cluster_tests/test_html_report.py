@@ -215,3 +215,44 @@ def test_an_empty_run_directory_still_gets_a_page(tmp_path) -> None:
     page = write_html_report(tmp_path)
     assert page.path.exists() and _parse(page.path).front_ids == []
     assert format_front_table([]).startswith("front: empty")
+
+
+def test_round_based_trial_method_shows_accuracy_per_round(tmp_path) -> None:
+    """An ICPG run has trials and rounds but no front: the page and the terminal show the
+    accuracy per round and baseline (from the method's own summary), not an empty front."""
+    from prunesearch.methods.icpg import ICPG_METHOD
+
+    rows = [{"trial_id": f"{b}-{fold}", "baseline": b, "fold": fold, "round": r,
+             "test_acc": acc - 0.01 * r * (b == "random") + (0.02 if fold else -0.02),
+             "val_acc": acc,
+             "weight_sparsity": 1 - 0.8 ** r, "weight_sparsity_nominal": 1 - 0.8 ** r,
+             "graph_sparsity": 0.04 * r, "graph_sparsity_nominal": 1 - 0.95 ** r,
+             "selection": "val"}
+            for b in ("icpg", "random") for fold in range(2) for r, acc in enumerate((0.8, 0.79))]
+    run = tmp_path / "icpg-run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method: icpg\nseed: 0\n")
+    (run / "trials.json").write_text(json.dumps(
+        [{"trial_id": f"{b}-{f}", "params": {"icpg.baseline": b, "icpg.fold": f},
+          "status": "complete", "steps": 2, "final": {"val_acc": 0.79}}
+         for b in ("icpg", "random") for f in range(2)]))
+    _write_csv(run / "results.csv", rows)
+    (run / "summary.json").write_text(json.dumps({
+        "method": "icpg", "status": "complete", "metric": "val_acc", "mode": "max",
+        "trials": {"total": 4, "complete": 4, "failed": 0, "unfinished": 0},
+        "method_summary": ICPG_METHOD.summarize(rows)}))
+    page = write_html_report(run)
+    parsed = _parse(page.path)
+    assert "Accuracy per round" in parsed.headings and "Trials" in parsed.headings
+    assert "Pareto front" not in parsed.headings  # no front to show
+    assert "Hardware" not in parsed.headings  # nothing was timed: only the config's defaults
+    lines = page.terminal.splitlines()
+    assert "icpg test acc" in lines[0] and "random test acc" in lines[0]
+    # Round 1: ICPG 0.79 +- 0.02 over the two folds, random 0.01 lower; sparsities nominal /
+    # realised.
+    round_1 = next(line for line in lines if line.split()[0] == "1")
+    assert "0.200 / 0.200" in round_1 and "0.050 / 0.040" in round_1
+    assert "0.790 +- 0.020" in round_1 and "0.780 +- 0.020" in round_1
+    assert any(line.startswith("icpg: dense 0.800") for line in lines)
+    assert "front: empty" not in page.terminal
+    assert "0.780 +- 0.020" in page.path.read_text()

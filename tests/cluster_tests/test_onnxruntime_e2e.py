@@ -22,7 +22,8 @@ def test_onnxruntime_runtime_runs_a_quickstart_search(tmp_path):
         [sys.executable, "-m", "prunesearch", "run", "configs/quickstart.yaml", "--output",
          str(run_dir), "--set", "hardware.runtime=onnxruntime", "--set", "search.budget=8",
          "--set", "search.pop_size=4", "--set", "hardware.repeats=6", "--set",
-         "hardware.calibration_genomes=2", "--set", "hardware.granularity=8", "--set",
+         "hardware.calibration_genomes=2", "--set", "hardware.calibration_rounds=1", "--set",
+         "hardware.granularity=8", "--set",
          "model.pretrain_epochs=5", "--set", "evaluator.finetune_steps=5"],
         cwd=REPO, capture_output=True, text=True, timeout=400,
         env={**__import__("os").environ, "PRUNESEARCH_CACHE": str(tmp_path / "cache")})
