@@ -1,4 +1,4 @@
-"""Graph datasets for ICPG: TU sets by name and Planetoid Cora/CiteSeer, held as flat tensors.
+"""Graph datasets for ICPG: TU sets by name and Planetoid Cora/CiteSeer/PubMed, held as flat tensors.
 
 A :class:`GraphSet` concatenates every graph of a dataset: node features ``x``, labels ``y``,
 ``node_ptr``/``edge_ptr`` (graph ``g`` owns nodes ``node_ptr[g]:node_ptr[g+1]`` and edges
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Transductive node-classification sets (lower-case config name -> PyG/Planetoid name).
-PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
+PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 
 _FEATURE_VERSION = "v1"  # bump when the feature construction changes (invalidates caches)
 
@@ -163,7 +163,7 @@ def node_features(x: torch.Tensor | None, edge_index: torch.Tensor, num_nodes: i
 
 
 def dataset_kind(name: str) -> str:
-    """``"node"`` for the Planetoid sets (Cora, CiteSeer), else ``"graph"`` (a TU set)."""
+    """``"node"`` for the Planetoid sets (Cora, CiteSeer, PubMed), else ``"graph"`` (a TU set)."""
     return "node" if name.lower() in PLANETOID_NAMES else "graph"
 
 

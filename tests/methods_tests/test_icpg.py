@@ -400,3 +400,22 @@ def test_pyg_import_does_not_print_torch_deprecation_noise():
                           timeout=120, check=False)
     assert "jit.script" not in proc.stderr, proc.stderr[-2000:]
     assert "UserWarning: still shown" in proc.stderr  # other warnings are not swallowed
+
+
+@pytest.mark.data
+def test_any_planetoid_set_by_name_loads_from_its_folder(data_root, tmp_path, monkeypatch):
+    # PubMed is not in the shared data; Cora's files under PubMed's names stand in for it, so
+    # the name routes to planetoid/PubMed/raw and PyG's reader (ind.pubmed.*) like the others.
+    from prunesearch.methods.icpg import dataset_kind, load_node_graph
+
+    monkeypatch.setenv("PRUNESEARCH_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "root" / "planetoid" / "PubMed" / "raw"
+    with pytest.raises(DataNotFoundError, match=str(raw).replace("\\", "\\\\")):
+        load_node_graph(tmp_path / "root", "pubmed")
+    raw.mkdir(parents=True)
+    for path in (data_root / "planetoid" / "Cora" / "raw").iterdir():
+        (raw / path.name.replace("cora", "pubmed")).write_bytes(path.read_bytes())
+    assert dataset_kind("PubMed") == "node"
+    graph = load_node_graph(tmp_path / "root", "PubMed")
+    assert graph.x.shape[0] == 2708 and int(graph.train_mask.sum()) == 140
+    assert not (raw.parent / "processed").exists()  # PyG's output goes to the cache
