@@ -63,9 +63,10 @@ STEADY_OPTIONS = ("believer", "initial_tell", "lean_initial", "pooled_credits", 
 DENSE_MACS = float(np.sum(UPPER.astype(float) ** 2))
 
 
-def _priority(ind: Any, batch: int) -> tuple[int, float]:
-    """The driver's feed order: ask groups first come first served, longest MACs first within."""
-    return batch, -float(np.sum(np.asarray(ind.X, dtype=float) ** 2))
+def _priority(ind: Any, batch: int, order: str = "fifo") -> tuple[int, float]:
+    """The driver's feed order: ask groups first come first served (``lifo``: the newest ask
+    first), longest MACs first within."""
+    return (batch if order == "fifo" else -batch), -float(np.sum(np.asarray(ind.X, dtype=float) ** 2))
 
 
 def _problem() -> GenomeProblem:
@@ -166,7 +167,7 @@ def run_async(method: str, slots: int, budget: int, seed: int, args: argparse.Na
                 seen.add(key)
                 outstanding[next_id] = ind
                 objectives[next_id] = np.asarray(ind.F, dtype=float)
-                heapq.heappush(feed, (*_priority(ind, batches), next_id))
+                heapq.heappush(feed, (*_priority(ind, batches, args.feed_order), next_id))
                 next_id += 1
         return spent
 
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                              "512 draws per tree")
     parser.add_argument("--skip-generational-nsga2", action="store_true",
                         help="only the two HAMP searches (faster experiments)")
+    parser.add_argument("--feed-order", default="fifo", choices=["fifo", "lifo"],
+                        help="queued ask groups dispatched oldest first (the driver) or newest")
     parser.add_argument("--curve", action="store_true",
                         help="also print the median HV at 20/40/60/80/100%% of the budget")
     parser.add_argument("--json", type=Path)
