@@ -25,7 +25,7 @@ from the run directory's files alone and shows what that run has:
 The selection operator per generation is read from ``driver.log`` rather than from
 ``state/driver.pkl``: reading a report must run nothing, and unpickling would.
 
-Why one module of ~670 lines: it is one page, most of it HTML/SVG rendering of sections that
+Why one module of ~790 lines: it is one page, most of it HTML/SVG rendering of sections that
 each read one file of the run directory; nothing else imports its parts.
 """
 
@@ -381,8 +381,8 @@ def _sparsity(entry: Mapping[str, Any] | None, name: str) -> str:
 
 
 def _rounds_rows(view: RunView) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-round table: sparsities (the first baseline that pruned
-    edges, ICPG where it ran) and each baseline's test accuracy, mean +- std over folds."""
+    """Header and rows of the per-round table: sparsities (ICPG's where it ran, else the first
+    baseline's) and each baseline's test accuracy, mean +- std over folds."""
     per = _round_baselines(view)
     if not per:
         return [], []
