@@ -25,7 +25,7 @@ from the run directory's files alone and shows what that run has:
 The selection operator per generation is read from ``driver.log`` rather than from
 ``state/driver.pkl``: reading a report must run nothing, and unpickling would.
 
-Why one module of ~790 lines: it is one page, most of it HTML/SVG rendering of sections that
+Why one module of ~810 lines: it is one page, most of it HTML/SVG rendering of sections that
 each read one file of the run directory; nothing else imports its parts.
 """
 
