@@ -33,7 +33,7 @@ class ICPGSettings:
     """The ``icpg`` section.
 
     The task kind (inductive graph classification on a TU set, transductive node classification
-    on Cora/CiteSeer) is inferred from ``data.name``.
+    on Cora/CiteSeer/PubMed) is inferred from ``data.name``.
     """
 
     rounds: int = setting(20, min=0, help="co-pruning rounds after the dense round 0")
@@ -73,7 +73,7 @@ class ICPGSettings:
     max_eval_graphs: int | None = setting(
         None, min=1, help="cap on validation/test graphs scored per epoch (null: all)")
     threads: int = setting(1, min=1, help="torch intra-op threads of a trial")
-    # Transductive node classification (Cora/CiteSeer), official NodeClassification settings.
+    # Transductive node classification (Cora/CiteSeer/PubMed), official NodeClassification settings.
     node_hidden: int = setting(512, min=1, help="2-layer GCN width (node tasks)")
     node_masker_hidden: int = setting(128, min=1, help="2-layer masker GCN width (node tasks)")
     node_dropout: float = setting(0.5, min=0.0, max=1.0, help="GCN dropout (node tasks)")
