@@ -419,3 +419,29 @@ def test_any_planetoid_set_by_name_loads_from_its_folder(data_root, tmp_path, mo
     graph = load_node_graph(tmp_path / "root", "PubMed")
     assert graph.x.shape[0] == 2708 and int(graph.train_mask.sum()) == 140
     assert not (raw.parent / "processed").exists()  # PyG's output goes to the cache
+
+
+def test_gin_option_for_classifier_and_masker_co_prunes_on_schedule():
+    graphs = synthetic_graphs()
+    s = settings(rounds=2, conv="gin", masker_conv="gin")
+    trial = GraphTrial(s, graphs, seed=0)
+    classifier = trial._make_classifier()
+    # GIN's MLP weights are the prunable ones; soft edge weights reach its messages.
+    total = sum(p.numel() for p in prunable_weights(classifier).values())
+    assert total > 0
+    b = make_batch(graphs, torch.arange(4), torch.ones(graphs.num_edges, dtype=torch.bool))
+    classifier.eval()
+    n = b.edge_index.shape[1]
+    ones = classifier(b.x, b.edge_index, b.batch, b.num_graphs, torch.ones(n))
+    halves = classifier(b.x, b.edge_index, b.batch, b.num_graphs, torch.full((n,), 0.5))
+    assert not torch.allclose(ones, halves)
+    masker = AutoMasker(graphs.num_features, hidden=8, conv="gin")
+    scores = masker(b.x, b.edge_index)
+    assert scores.shape == (n,) and torch.all((scores > 0) & (scores < 1))
+    rows = [trial.step() for _ in range(3)]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[2]["weight_sparsity"] == pytest.approx(0.36, abs=2 / total)
+    edges = graphs.edge_ptr.diff()
+    after_one = edges - torch.floor(0.05 * edges.double()).long()
+    live = after_one - torch.floor(0.05 * after_one.double()).long()
+    assert int(trial.edge_alive.sum()) == int(live.sum())
