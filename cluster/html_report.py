@@ -119,6 +119,8 @@ class RunView:
     trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     latency_table: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: A round-based method's per-baseline summaries with rounds (ICPG's ``method_summary``).
+    rounds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def hardware(self) -> dict[str, Any]:
@@ -189,6 +191,7 @@ def load_run_view(run_dir: str | Path) -> RunView:
             if isinstance(loaded, dict):
                 view.config = loaded
     view.summary = _read_json(run_dir / "summary.json") or {}
+    view.rounds = _round_baselines(view.summary)
     view.meta = _read_json(run_dir / "state" / "meta.json") or {}
     view.method = str(view.summary.get("method") or view.meta.get("method")
                       or view.config.get("method") or "?")
@@ -338,12 +341,20 @@ def format_front_table(front: Sequence[FrontRow]) -> str:
     if not front:
         return "front: empty (no successful candidate yet)"
     rows = [list(_TABLE_COLUMNS)] + [_front_cells(r) for r in _sorted_front(front)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_TABLE_COLUMNS) - 1)]
+    return "\n".join(_aligned(rows, right=True, free_last=True))
+
+
+def _aligned(rows: Sequence[Sequence[str]], *, right: bool, free_last: bool) -> list[str]:
+    """Plain-text table lines: columns padded to their widest cell (right- or left-aligned),
+    two spaces apart; with ``free_last`` the last column (widths, params) is left unpadded."""
+    padded = len(rows[0]) - 1 if free_last else len(rows[0])
+    widths = [max(len(r[i]) for r in rows) for i in range(padded)]
     lines = []
     for cells in rows:
-        head = "  ".join(c.rjust(w) for c, w in zip(cells[:-1], widths, strict=True))
-        lines.append(f"{head}  {cells[-1]}")
-    return "\n".join(lines)
+        line = "  ".join(c.rjust(w) if right else c.ljust(w)
+                         for c, w in zip(cells[:padded], widths, strict=True))
+        lines.append(f"{line}  {cells[-1]}" if free_last else line)
+    return lines
 
 
 def _sorted_front(front: Sequence[FrontRow]) -> list[FrontRow]:
@@ -351,9 +362,9 @@ def _sorted_front(front: Sequence[FrontRow]) -> list[FrontRow]:
                                         r.id))
 
 
-def _round_baselines(view: RunView) -> dict[str, dict[str, Any]]:
+def _round_baselines(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """A round-based method's per-baseline summaries that hold rounds (ICPG), else {}."""
-    method_summary = view.summary.get("method_summary") or {}
+    method_summary = summary.get("method_summary") or {}
     baselines = method_summary.get("baselines") if isinstance(method_summary, dict) else None
     if not isinstance(baselines, dict):
         return {}
@@ -383,7 +394,7 @@ def _sparsity(entry: Mapping[str, Any] | None, name: str) -> str:
 def _rounds_rows(view: RunView) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-round table: sparsities (ICPG's where it ran, else the first
     baseline's) and each baseline's test accuracy, mean +- std over folds."""
-    per = _round_baselines(view)
+    per = view.rounds
     if not per:
         return [], []
     names = list(per)
@@ -403,7 +414,7 @@ def _rounds_rows(view: RunView) -> tuple[list[str], list[list[str]]]:
 
 def _rounds_notes(view: RunView) -> list[str]:
     notes = []
-    for name, info in _round_baselines(view).items():
+    for name, info in view.rounds.items():
         dense = _acc({"test_acc_mean": info.get("dense_acc_mean"),
                       "test_acc_std": info.get("dense_acc_std")})
         notes.append(f"{name}: dense {dense}, last matching round "
@@ -428,10 +439,8 @@ def format_rounds_table(view: RunView) -> str:
     header, rows = _rounds_rows(view)
     if not rows:
         return ""
-    table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table]
-    return "\n".join(lines + _rounds_notes(view))
+    return "\n".join(_aligned([header, *rows], right=True, free_last=False)
+                     + _rounds_notes(view))
 
 
 def _trials_text(view: RunView) -> str:
@@ -443,9 +452,7 @@ def _trials_text(view: RunView) -> str:
         rows.append([str(trial.get("trial_id")), str(trial.get("status")),
                      str(trial.get("steps")), _short(value) if value is not None else "-",
                      json.dumps(trial.get("params") or {}, default=str)])
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
-                     + "  " + r[4] for r in rows)
+    return "\n".join(_aligned(rows, right=False, free_last=True))
 
 
 def format_terminal(view: RunView) -> str:
@@ -722,7 +729,7 @@ def _overview(view: RunView) -> list[tuple[str, Any]]:
         ("evaluations", evaluations),
         ("budget", s.get("budget")),
         ("generations", s.get("generations") or None),
-        ("front size", len(view.front) if view.front or not _round_baselines(view) else None),
+        ("front size", len(view.front) if view.front or not view.rounds else None),
         ("hypervolume", f"{hv:.4f}" if isinstance(hv, (int, float)) else None),
         ("wall time", f"{wall:.0f} s ({wall / 60:.1f} min)" if isinstance(wall, (int, float))
          else None),
@@ -764,7 +771,7 @@ def render_html(view: RunView) -> str:
          f"rendered {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"),
         "<h2>Overview</h2>", _kv_table(_overview(view)),
     ]
-    if view.front or not (view.trials or _round_baselines(view)):
+    if view.front or not (view.trials or view.rounds):
         sections += [
             "<h2>Pareto front</h2>",
             ("<p class='muted'>fastest first; latency (table) is the search's objective, "
@@ -781,7 +788,7 @@ def render_html(view: RunView) -> str:
         sections += ["<h2>Baselines</h2>",
                      _dict_rows_html(view.baselines, list(view.baselines[0]), "baselines")]
     # A round-based method (ICPG) times nothing: the config's hardware section is only defaults.
-    timed = bool(view.front or view.latency_table or not _round_baselines(view))
+    timed = bool(view.front or view.latency_table or not view.rounds)
     sections += [_trials_html(view), _operators_html(view),
                  *(["<h2>Hardware</h2>", _kv_table(_hardware(view))] if timed else []),
                  "<h2>Config</h2>",
