@@ -342,12 +342,19 @@ def run_trials(config: JobConfig, run_dir: Path, *, address: str | None = None,
             with _sigterm_as_sigint(), _pending_trials(n_trials, resources.cpu, resources.gpu,
                                                        planned, config.tune.max_concurrent):
                 grid = tuner.fit()
-        unfinished = [t for t in _trial_outcomes(grid, read_trials(storage))
-                      if t["status"] == "unfinished"]
+        outcomes = _trial_outcomes(grid, read_trials(storage))
+        unfinished = [t for t in outcomes if t["status"] == "unfinished"]
         status = "interrupted" if unfinished else "complete"
         if unfinished:
             run_log(f"interrupted: {len(unfinished)} trials unfinished; continue with "
                     f"'prunesearch resume {run_dir}'")
+        elif outcomes and not any(t["status"] == "complete" for t in outcomes):
+            # Nothing to pick from: the run failed (exit 1), and says why in one line.
+            status = "failed"
+            first = next((t for t in outcomes if t.get("error")), None)
+            why = (f"; trial {first['trial_id']}: {first['error']}" if first else "")
+            run_log(f"every trial failed{why} (all errors: {run_dir / 'trials.json'}; "
+                    f"'prunesearch resume {run_dir}' retries them)")
     except KeyboardInterrupt:
         status = "interrupted"
         run_log(f"interrupted; continue with 'prunesearch resume {run_dir}'")

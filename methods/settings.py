@@ -124,7 +124,7 @@ class DataSettings:
         None, help="imagefolder: folder holding train/<class>/* (and val/, test/); absolute or "
                    "relative to data.root"
     )
-    image_size: tuple[int, ...] | None = setting(
+    image_size: tuple[int, ...] | int | None = setting(
         None, min=1, help="imagefolder: [H, W] (or one int) images are resized to; null: the "
                           "images' own (equal) size"
     )
@@ -147,7 +147,12 @@ class DataSettings:
                              "alternatives: set one and leave the other null")
         if self.factory is None and self.name is None:
             object.__setattr__(self, "name", "digits")
+        if isinstance(self.image_size, int):
+            object.__setattr__(self, "image_size", (self.image_size,))
         if self.image_size is not None:
+            if any(v < 1 for v in self.image_size):
+                raise ValueError(f"data.image_size values must be >= 1, got "
+                                 f"{list(self.image_size)}")
             if len(self.image_size) == 1:
                 object.__setattr__(self, "image_size", (self.image_size[0],) * 2)
             elif len(self.image_size) != 2:

@@ -129,7 +129,8 @@ class CLADTrial:
             self.base = load_base_model(config.model, config.data, seed=self.seed).eval()
             self.bundle = load_dataset(config.data, seed=self.seed)
         self.base_checkpoint = _checkpoint_path(config)
-        self.space = genome_space(self.base, config.model.name, self.hardware.granularity)
+        self.space = genome_space(self.base, config.model.name, self.hardware.granularity,
+                                  input_shape=self.bundle.input_shape)
         self.groups = pruned_groups(self.space, s.layers, group_producers(self.base, self.space))
         self.genome = target_genome(self.space, self.groups, s.rate)
         self.keep = dict(zip(self.space.names, self.space.channels(self.genome)))

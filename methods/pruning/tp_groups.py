@@ -241,6 +241,19 @@ def _ignored_layers(model: nn.Module, classifier: nn.Module) -> list[nn.Module]:
     return ignored
 
 
+@contextlib.contextmanager
+def _tracing_grads(model: nn.Module) -> Iterator[None]:
+    """Every parameter requires gradients inside; each gets its own flag back on exit."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 def _graph(model: nn.Module, input_shape: Sequence[int]) -> tuple[tp.DependencyGraph, list[TPGroup]]:
     classifier = find_classifier(model, input_shape)
     ignored = _ignored_layers(model, classifier)
@@ -248,8 +261,11 @@ def _graph(model: nn.Module, input_shape: Sequence[int]) -> tuple[tp.DependencyG
     model.eval()  # tracing runs one forward pass; eval keeps BN running stats untouched
     unmapped: list[Any] = []
     try:
-        # Torch-Pruning traces through autograd: undo a caller's no_grad / inference_mode.
-        with torch.inference_mode(False), torch.enable_grad(), _shuffle_tolerant(unmapped):
+        # Torch-Pruning traces through autograd: undo a caller's no_grad / inference_mode, and
+        # let frozen parameters (a teacher, a criterion learned with the weights fixed) require
+        # gradients while it traces, or the forward builds no graph and no group is found.
+        with torch.inference_mode(False), torch.enable_grad(), _shuffle_tolerant(unmapped), \
+                _tracing_grads(model):
             graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=_example(model, input_shape), verbose=False)
             raw, failed = _all_groups(graph, ignored)

@@ -117,6 +117,20 @@ def test_failing_trial_is_retried_then_recorded_as_failed(ray_address, tmp_path)
     assert summary["trials"]["failed"] == 1 and summary["trials"]["complete"] == 2
 
 
+def test_a_run_whose_every_trial_failed_is_failed_exit_1_and_says_why(ray_address, tmp_path,
+                                                                      capsys) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(_raw([toy_trials.FAIL_ALWAYS], max_failures=0)))
+    run_dir = tmp_path / "all-failed"
+    assert main(["run", str(job), "--output", str(run_dir)]) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["trials"]["failed"] == 1 and summary["trials"]["complete"] == 0
+    log = (run_dir / "driver.log").read_text()
+    assert "every trial failed" in log and "fails on purpose" in log
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("failed: 1 trials")
+
+
 def test_killed_driver_resumes_and_accounts_for_every_trial(ray_address, tmp_path) -> None:
     # What the uninterrupted run reports (test_grid_runs_every_trial_... checks a real one).
     reference = {(s, k): toy_trials.score(s, k) for s in (1, 2) for k in range(1, STEPS + 1)}

@@ -238,14 +238,14 @@ def test_kept_filters_follow_rate_and_granularity():
 
 
 # ---------------------------------------------------------------------------------- the trial
-def _digits_config(**clad):
+def _digits_config(model=None, **clad):
     settings = {"rate": 0.5, "learner_epochs": 2, "finetune_epochs": 2, "batch_size": 32,
                 "batches_per_epoch": 4, "bn_recalibration_batches": 2, "measure_latency": False,
                 "taylor_batches": 2, **clad}
     return load_config({
         "method": "clad", "seed": 3,
         "data": {"name": "digits", "val_size": 100},
-        "model": {"name": "digits-cnn", "pretrain_epochs": 3},
+        "model": model or {"name": "digits-cnn", "pretrain_epochs": 3},
         "hardware": {"batch_size": 4, "granularity": 8, "warmup": 0, "repeats": 3,
                      "calibration": "none", "calibration_genomes": 0, "table_warmup": 0,
                      "table_repeats": 3},
@@ -380,3 +380,54 @@ def test_apply_genome_refuses_scores_that_do_not_fit_the_space():
     bad = {"conv1": torch.ones(7), "conv2": torch.ones(8), "conv3": torch.ones(8)}
     with pytest.raises(ValueError, match="hold 7 values, expected 8"):
         apply_genome(model, space, (1, 1, 1), scores=bad)
+
+
+_USER_NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A user's network on 1-channel images: a stem, a residual block, a head."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(16), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(32), nn.ReLU(),
+                                   nn.Conv2d(32, 16, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build(num_classes):
+    return Net(num_classes)
+'''
+
+
+@pytest.mark.parametrize("training", ["frozen", "joint"])
+def test_learned_criterion_prunes_a_users_network(tmp_path, monkeypatch, training):
+    # A network CLAD has no surgery of its own for goes through Torch-Pruning's groups. With
+    # frozen weights nothing requires gradients, and the groups must still be found.
+    (tmp_path / "clad_user_net.py").write_text(_USER_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = _digits_config({"factory": "clad_user_net:build", "pretrain_epochs": 2},
+                            learner_training=training, learner_epochs=1, finetune_epochs=1)
+    trial = CLADTrial(config, tmp_path / "trial")
+    assert trial.groups == ["block.0"]            # the block's inner conv; the residual width stays
+    assert trial.keep == {"stem.0": 16, "block.0": 16}
+    rows = _run(trial)
+    assert [r["phase"] for r in rows] == ["learner", "prune", "finetune"]
+    pruned = trial.pruned
+    assert pruned.block[0].out_channels == 16 and pruned.block[3].in_channels == 16
+    assert pruned.stem[0].out_channels == 16
+    assert sum(p.numel() for p in pruned.parameters()) < \
+        sum(p.numel() for p in trial.base.parameters())
+    assert pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert 0.0 <= trial.final()["error"] <= 1.0

@@ -157,3 +157,18 @@ def test_augment_batch_crops_and_flips():
         windows = [padded[i, :, y : y + 8, x : x + 8] for y in range(5) for x in range(5)]
         assert any(torch.equal(shifted[i], w) or torch.equal(shifted[i], w.flip(2))
                    for w in windows)
+
+
+def test_image_size_is_one_int_or_h_w_and_bad_sizes_are_refused():
+    from prunesearch.search.settings import ConfigError, build_section
+
+    # One int (as the config's comment and `--set data.image_size=32` give it) means square.
+    assert build_section(DataSettings, {"image_size": 32}).image_size == (32, 32)
+    assert build_section(DataSettings, {"image_size": [24, 40]}).image_size == (24, 40)
+    assert build_section(DataSettings, {"image_size": [28]}).image_size == (28, 28)
+    with pytest.raises((ConfigError, ValueError), match="image_size"):
+        build_section(DataSettings, {"image_size": [24, 40, 3]})
+    with pytest.raises((ConfigError, ValueError), match="image_size"):
+        build_section(DataSettings, {"image_size": [0, 40]})
+    with pytest.raises((ConfigError, ValueError), match="image_size"):
+        build_section(DataSettings, {"image_size": 0})
