@@ -321,6 +321,34 @@ def _existing_run_dir(path: str) -> Path:
     return run_dir
 
 
+def _networks_run_dir(path: str) -> Path:
+    """A run directory whose networks ``export`` and ``finetune`` can take: a search's or
+    HALP's (a journal), or a Tune-trial method's that prunes (its front under ``models/``)."""
+    run_dir = Path(path).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory '{run_dir}' does not exist")
+    if (run_dir / "journal.jsonl").exists():
+        return run_dir
+    if not (run_dir / "config.yaml").exists():
+        raise UsageError(f"'{run_dir}' is not a prunesearch run directory (no config.yaml)")
+    from prunesearch.cluster.registry import method_entry
+
+    method = _run_method(run_dir)
+    entry = method_entry(method)
+    if entry.kind != "trials":
+        return _existing_run_dir(path)
+    from prunesearch.cluster.registry import resolve
+
+    spec = resolve(entry.trial_method)
+    if not spec.pruning or spec.network is None:
+        raise UsageError(f"'{run_dir}' is a {method} run: its trials report figures, not "
+                         "networks to export or fine-tune")
+    if not (run_dir / "pareto.csv").exists():
+        raise UsageError(f"'{run_dir}' has no pareto.csv yet (no trial has finished); "
+                         f"'prunesearch report {run_dir}' writes it from the finished trials")
+    return run_dir
+
+
 def _run_method(run_dir: Path) -> str:
     """The ``method`` of a run directory, from its ``config.yaml`` (``hamp`` if absent in an
     old search directory that has a journal)."""
@@ -368,7 +396,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    run_dir = _existing_run_dir(args.run_dir)
+    run_dir = _networks_run_dir(args.run_dir)
     out = Path(args.out).expanduser().resolve()
     if out.is_dir():
         raise UsageError(f"--out '{out}' is a directory; give a file name such as "
@@ -390,7 +418,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------- finetune
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    run_dir = _existing_run_dir(args.run_dir)
+    run_dir = _networks_run_dir(args.run_dir)
     from prunesearch.cluster.finetune import run_finetune
     from prunesearch.cluster.rundir import lock_existing
 

@@ -73,6 +73,15 @@ def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
     raise UsageError(f"--pick {wanted}: candidate {wanted} is not on the front (front ids: {ids})")
 
 
+def no_model_hint(run_dir: Path) -> str:
+    """What to do when a front member has no saved network: a Tune-trial run keeps its front's
+    networks from the trials' checkpoints when its report is written."""
+    if (Path(run_dir) / "journal.jsonl").exists():
+        return ""
+    return (f"; 'prunesearch report {run_dir}' saves a trial run's front networks from its "
+            "trials' last checkpoints")
+
+
 def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") -> dict[str, Any]:
     """Rebuild the picked member and save it in ``format`` (checked on reload, see
     :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path``, ``check``
@@ -88,7 +97,8 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
     row = pick_member(read_front(run_dir), pick)
     info_path = run_dir / "models" / f"{row['id']}.json"
     if not info_path.exists():
-        raise UsageError(f"candidate {row['id']} has no saved model in {run_dir / 'models'}")
+        raise UsageError(f"candidate {row['id']} has no saved model in {run_dir / 'models'}"
+                         + no_model_hint(run_dir))
     info = json.loads(info_path.read_text())
     recipe = info.get("recipe")
     if not recipe or not info.get("weights"):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.actors import resource_options
-from prunesearch.cluster.export import PICKS, pick_member, read_front
+from prunesearch.cluster.export import PICKS, no_model_hint, pick_member, read_front
 from prunesearch.cluster.journal import atomic_write_bytes, atomic_write_text, to_jsonable
 from prunesearch.methods.errors import UsageError
 
@@ -75,7 +75,7 @@ def select_members(run_dir: Path, pick: str) -> list[dict[str, Any]]:
         info_path = Path(run_dir) / "models" / f"{row['id']}.json"
         if not info_path.exists():
             raise UsageError(f"candidate {row['id']} has no saved model in "
-                             f"{Path(run_dir) / 'models'}")
+                             f"{Path(run_dir) / 'models'}" + no_model_hint(run_dir))
         info = json.loads(info_path.read_text())
         if not info.get("recipe") or not info.get("weights"):
             raise UsageError(f"candidate {row['id']} was evaluated without a network "

@@ -135,6 +135,8 @@ def save_model(models_dir: Path, record: Mapping[str, Any], result: Mapping[str,
             "objectives": record["objectives"], "metrics": record["metrics"],
             "hardware": record["hardware"], "recipe": result.get("recipe"),
             "weights": f"{cid}.pt" if weights else None}
+    if record.get("trial_id") is not None:
+        info["trial_id"] = record["trial_id"]  # a Tune-trial method's member: its trial
     atomic_write_text(models_dir / f"{cid}.json", json.dumps(to_jsonable(info), indent=1) + "\n")
 
 

@@ -119,6 +119,48 @@ def _final_records(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def _save_networks(run_dir: Path, spec: TrialMethod, front: Sequence[Mapping[str, Any]],
+                   config: JobConfig) -> None:
+    """``models/<id>.json`` and ``models/<id>.pt`` of each front member, read from its trial's
+    last checkpoint (as a search keeps its front's networks), for ``export`` and ``finetune``.
+    A member already saved from the same trial is left as it is; a trial whose checkpoint is
+    missing or damaged is skipped (``export`` then says it has no saved model)."""
+    from prunesearch.cluster.run_store import save_model
+    from prunesearch.cluster.tune_state import STATE_FILE, load_state, read_trials
+    from prunesearch.methods.errors import PrunesearchError
+
+    models = run_dir / "models"
+    records = None
+    hardware = {k: getattr(config.hardware, k) for k in ("device", "runtime", "dtype",
+                                                          "batch_size")}
+    for member in front:
+        info_path = models / f"{member['id']}.json"
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(info_path.read_text())
+            if (saved.get("trial_id") == member["trial_id"]
+                    and (models / f"{member['id']}.pt").exists()):
+                continue
+        if records is None:
+            records = read_trials(run_dir / "tune")
+        record = records.get(member["trial_id"])
+        if record is None or not record.done or record.checkpoint is None:
+            continue
+        try:
+            network = spec.network(load_state(str(record.checkpoint / STATE_FILE)))
+        except PrunesearchError:
+            continue
+        if network is None:
+            continue
+        recipe, state = network
+        final = record.final or {}
+        entry = {"id": member["id"], "genome": member["genome"],
+                 "channels": final.get("channels"), "objectives": member["objectives"],
+                 "metrics": member["metrics"], "hardware": hardware,
+                 "trial_id": member["trial_id"]}
+        save_model(models, entry, {"recipe": dict(recipe),
+                                   "weights": {k: v.cpu().numpy() for k, v in state.items()}})
+
+
 def report_trials(run_dir: Path, *, status: str | None = None, wall_s: float | None = None,
                   config: JobConfig | None = None) -> dict[str, Any]:
     """Write ``results.csv``, ``summary.json`` and (pruning methods) ``pareto.csv``/``.png``
@@ -167,6 +209,8 @@ def report_trials(run_dir: Path, *, status: str | None = None, wall_s: float | N
         measured = {r["id"]: {"latency_ms_measured": r["latency_ms_measured"]} for r in records
                     if r.get("latency_ms_measured") is not None}
         write_pareto_csv(run_dir / "pareto.csv", front, measured)
+        if spec.network is not None:
+            _save_networks(run_dir, spec, front, config)
         write_pareto_png(run_dir / "pareto.png", records, front,
                          title=f"{config.method}: final networks of {len(records)} trials")
         summary["front_size"] = len(front)

@@ -84,6 +84,10 @@ class TrialMethod:
         validate: Optional ``config -> None`` raising a ``PrunesearchError`` for bad input
             found before anything is created (e.g. a missing dataset).
         pruning: Whether :meth:`Trial.final` yields networks (``pareto.csv``/``pareto.png``).
+        network: Optional ``state -> (recipe, state_dict) | None``: the pruned network held in
+            a finished trial's :meth:`Trial.state_dict` (``None`` while it has none). With it the
+            report keeps each front member's network under ``models/``, so ``prunesearch
+            export`` and ``prunesearch finetune`` take a trial run's networks as a search's.
     """
 
     name: str
@@ -95,6 +99,8 @@ class TrialMethod:
     summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
     validate: Callable[[Any], None] | None = None
     pruning: bool = True
+    network: Callable[[Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, Any]] | None] \
+        | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):

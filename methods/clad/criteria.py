@@ -33,8 +33,9 @@ def pruned_groups(space: GenomeSpace, layers: str, producers: Mapping[str, Seque
     Args:
         space: The model's genome space.
         layers: ``blocks``: a residual block's first conv (CIFAR ResNets: kind ``block``;
-            plain CNNs: every conv; torchvision: groups written by exactly one conv, i.e. the
-            inner convs of residual blocks); ``all``: every group, stage widths included.
+            plain CNNs: every conv; torchvision: groups written by exactly one conv besides
+            depthwise ones, i.e. the inner convs of residual blocks and MobileNet-style
+            expansion widths); ``all``: every group, stage widths included.
         producers: Group producers (needed for torchvision groups with ``blocks``).
     """
     if layers not in ("blocks", "all"):
@@ -48,7 +49,10 @@ def pruned_groups(space: GenomeSpace, layers: str, producers: Mapping[str, Seque
         elif group.kind == "tp-group":
             if producers is None:
                 raise ValueError("torchvision groups need producers= to tell inner convs apart")
-            convs = [m for m, _ in producers[group.name] if isinstance(m, nn.Conv2d)]
+            # A depthwise conv only carries the channels of the conv before it (MobileNet's
+            # expansion width): it does not make the group a residual one.
+            convs = [m for m, _ in producers[group.name] if isinstance(m, nn.Conv2d)
+                     and not (m.groups > 1 and m.groups == m.in_channels)]
             if len(convs) == 1:
                 names.append(group.name)
     if not names:

@@ -150,9 +150,9 @@ class DependencyGraphFamily(ModelFamily):
 
     def layer_specs(self, space: Any, channels: tuple[int, ...], batch: int,
                     hw: tuple[int, int]) -> Sequence[Any]:
-        from prunesearch.methods.pruning.specs import traced_specs
+        from prunesearch.methods.pruning.specs import affine_specs
 
-        return traced_specs(space, channels, batch, hw)
+        return affine_specs(space, channels, batch, hw)
 
     def arch_config(self, model: nn.Module, model_name: str) -> dict[str, Any]:
         from prunesearch.methods.pruning.tp_groups import graph_options, num_outputs

@@ -10,6 +10,7 @@ torchvision models by tracing a Torch-Pruning-pruned copy with ``torch.fx``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from torch import nn
 from prunesearch.methods.cost.specs import LayerSpec
 from prunesearch.methods.pruning.space import GenomeSpace
 
-__all__ = ["SpecBuilder", "layer_specs", "traced_specs"]
+__all__ = ["SpecBuilder", "affine_specs", "layer_specs", "traced_specs"]
 
 
 def _conv_out(hw: tuple[int, int], kernel: int, stride: int, padding: int) -> tuple[int, int]:
@@ -163,6 +164,113 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                 and len(out) == 2:
             ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
     return tuple(ops)
+
+
+#: The fields of a :class:`LayerSpec` that follow the kept widths; every other field (op,
+#: spatial sizes, kernel, stride, padding, bias) and the number and order of the ops do not.
+_WIDTH_FIELDS = ("in_channels", "out_channels", "groups")
+
+
+class _AffineSpecs:
+    """Specs of any width vector from ``1 + len(groups)`` traces instead of one per vector.
+
+    Each width field of each op (:data:`_WIDTH_FIELDS`) is an affine function of the kept
+    widths, with integer slopes: a channel count is one group's width, a sum of several
+    (concatenation) or a multiple (a Linear over a flattened C x H x W map), a depthwise conv's
+    group count is its width. The slopes are read off traces with one group narrowed at a time,
+    and :func:`affine_specs` checks the model on traces of mixed widths before using it.
+    """
+
+    def __init__(self, base: tuple[LayerSpec, ...], full: tuple[int, ...],
+                 slopes: dict[tuple[int, str], dict[int, int]]) -> None:
+        self.base = base
+        self.full = full
+        self.slopes = slopes  # (op index, field) -> {group index: slope}, non-zero only
+
+    def __call__(self, channels: tuple[int, ...]) -> tuple[LayerSpec, ...]:
+        delta = [c - f for c, f in zip(channels, self.full)]
+        ops = list(self.base)
+        changed: dict[int, dict[str, int]] = {}
+        for (index, field), terms in self.slopes.items():
+            value = getattr(self.base[index], field) + sum(a * delta[g] for g, a in terms.items())
+            changed.setdefault(index, {})[field] = value
+        for index, fields in changed.items():
+            ops[index] = dataclasses.replace(ops[index], **fields)
+        return tuple(ops)
+
+
+def _probe_widths(space: GenomeSpace) -> list[int | None]:
+    """Per group a kept width other than its full one (about half), ``None`` if it has none."""
+    upper = space.upper()
+    out = []
+    for i, g in enumerate(space.groups):
+        genome = list(upper)
+        genome[i] = max(1, upper[i] // 2)
+        width = space.channels(genome)[i]
+        out.append(width if width != g.full_width else None)
+    return out
+
+
+def _fixed_fields(spec: LayerSpec) -> tuple:
+    return tuple(getattr(spec, f.name) for f in dataclasses.fields(spec)
+                 if f.name not in _WIDTH_FIELDS)
+
+
+def _fit_affine(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineSpecs | None:
+    full = tuple(g.full_width for g in space.groups)
+    base = traced_specs(space, full, batch, hw)
+    fixed = [_fixed_fields(s) for s in base]
+    slopes: dict[tuple[int, str], dict[int, int]] = {}
+    for g, width in enumerate(_probe_widths(space)):
+        if width is None:
+            continue
+        channels = list(full)
+        channels[g] = width
+        probe = traced_specs(space, tuple(channels), batch, hw)
+        if len(probe) != len(base) or [_fixed_fields(s) for s in probe] != fixed:
+            return None  # the ops themselves change with the width: trace every vector
+        step = width - full[g]
+        for index, (a, b) in enumerate(zip(base, probe)):
+            for field in _WIDTH_FIELDS:
+                diff = getattr(b, field) - getattr(a, field)
+                if diff == 0:
+                    continue
+                if diff % step:
+                    return None  # not an integer slope: not affine
+                slopes.setdefault((index, field), {})[g] = diff // step
+    return _AffineSpecs(base, full, slopes)
+
+
+@functools.lru_cache(maxsize=64)
+def _affine_model(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineSpecs | None:
+    """The checked affine model of the space's specs, or ``None`` where it does not hold."""
+    import numpy as np
+
+    model = _fit_affine(space, batch, hw)
+    if model is None:
+        return None
+    # Two vectors of mixed widths, traced, must match the model exactly.
+    rng = np.random.default_rng(len(space.groups))
+    upper = space.upper()
+    for _ in range(2):
+        genome = [int(rng.integers(1, u + 1)) for u in upper]
+        channels = tuple(space.channels(genome))
+        if model(channels) != traced_specs(space, channels, batch, hw):
+            return None
+    return model
+
+
+def affine_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
+                 hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
+    """:func:`traced_specs` of ``channels`` without tracing them: from a model of the specs
+    as affine functions of the widths, fitted on ``1 + len(groups)`` traces per space, batch
+    and input size and checked on two more (:class:`_AffineSpecs`); where the check fails,
+    the traced specs themselves. ~0.2 s per MobileNetV2 vector traced, well under 1 ms here:
+    a HALP step costs one vector per group and granule, a local-search step hundreds."""
+    model = _affine_model(space, batch, hw)
+    if model is None:
+        return traced_specs(space, channels, batch, hw)
+    return model(tuple(int(c) for c in channels))
 
 
 def _pad(padding) -> int:

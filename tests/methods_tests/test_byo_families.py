@@ -7,6 +7,7 @@ allows it (the same modules and code paths, seconds instead of minutes on 2 core
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
@@ -98,6 +99,30 @@ def test_recipe_replays_and_traced_specs_follow_the_pruned_network(family):
         [(m.in_channels, m.out_channels, m.groups) for m in pruned_convs]
 
 
+@pytest.mark.parametrize(("family", "affine"), [
+    ("mobilenet_v2", True),   # depthwise convs: a group count that follows the width
+    ("densenet", True),       # concatenations: a channel count that is a sum of widths
+    ("resnext", True),        # grouped convs: widths in multiples of the group count
+    ("convnext", False),      # channels-last ops: traced for every width vector
+])
+def test_specs_of_any_width_vector_equal_its_trace(family, affine):
+    # layer_specs of a torchvision network comes from a model fitted on a few traces; it must
+    # give exactly what tracing the pruned network gives, or not be used at all.
+    from prunesearch.methods.pruning.specs import _affine_model, traced_specs
+
+    model = _small(family)
+    space = genome_space(model, input_shape=(3, 32, 40), granularity=4)
+    assert (_affine_model(space, 1, (32, 40)) is not None) == affine
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        genome = [int(rng.integers(1, u + 1)) for u in space.upper()]
+        channels = space.channels(genome)
+        assert tuple(layer_specs(space, channels)) == traced_specs(space, tuple(channels), 1,
+                                                                   (32, 40))
+    full = tuple(space.full_widths)
+    assert tuple(layer_specs(space, full)) == traced_specs(space, full, 1, (32, 40))
+
+
 def test_grouped_conv_groups_keep_multiples_of_the_group_count():
     model = _small("resnext")
     space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
@@ -146,3 +171,19 @@ def test_untraceable_network_is_one_line_error_naming_it():
 
     with pytest.raises(ModelTraceError, match="no module named 'nope'"):
         tag_model(_small("resnet"), "r", classifier="nope")
+
+
+def test_groups_are_found_on_frozen_weights_and_the_flags_come_back():
+    # A teacher or a criterion learned with fixed weights has no parameter requiring
+    # gradients; Torch-Pruning traces through autograd, and must still find every group.
+    model = _small("resnet")
+    space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
+    frozen = _small("resnet")
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    next(frozen.parameters()).requires_grad_(True)   # one flag that must stay as it was
+    assert genome_space(frozen, input_shape=(3, 32, 32), granularity=4).names == space.names
+    pruned = apply_genome(frozen, space, space.uniform_genome(0.5)).module
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    assert [p.requires_grad for p in frozen.parameters()] == \
+        [True] + [False] * (len(list(frozen.parameters())) - 1)

@@ -431,3 +431,20 @@ def test_learned_criterion_prunes_a_users_network(tmp_path, monkeypatch, trainin
         sum(p.numel() for p in trial.base.parameters())
     assert pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     assert 0.0 <= trial.final()["error"] <= 1.0
+
+
+def test_block_layers_of_a_mobilenet_are_its_expansion_widths_not_its_residual_ones():
+    import torchvision.models as tvm
+
+    model = tvm.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
+    space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
+    producers = group_producers(model, space)
+    groups = pruned_groups(space, "blocks", producers)
+    # Every inverted-residual block's expansion (1x1 conv + its depthwise conv) is pruned...
+    expansions = [g for g in space.names if g.endswith("conv.0.0")]
+    assert len(expansions) == 16 and set(expansions) <= set(groups)
+    # ...and a width the residual adds share (written by several blocks' projections) is not.
+    shared = [g for g in space.names
+              if sum(isinstance(m, torch.nn.Conv2d) and m.groups == 1
+                     for m, _ in producers[g]) > 1]
+    assert shared and not set(shared) & set(groups)
