@@ -124,6 +124,10 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit code."""
     args = _build_parser().parse_args(argv)
+    # Workers' progress lines (HALP's steps per target, one line each) differ only in their
+    # numbers, which Ray's log deduplication folds into "[repeated Nx]"; read before Ray is
+    # imported, and a user's own setting wins.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "report": _cmd_report,
                 "export": _cmd_export, "finetune": _cmd_finetune}
     from prunesearch.cluster.runlog import sigterm_as_interrupt

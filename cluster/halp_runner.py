@@ -75,8 +75,9 @@ def resolve_targets(config: Any, dense_ms: float, floor_ms: float) -> list[float
 
 
 def _halp_target(payload: dict[str, Any], settings: Any, target_ms: float, seed: int,
-                 threads: int) -> dict[str, Any]:
-    """One target's HALP run (on a Ray worker): a result dict in the evaluator's format."""
+                 threads: int, index: int | None = None) -> dict[str, Any]:
+    """One target's HALP run (on a Ray worker): a result dict in the evaluator's format. Each
+    pruning step prints a line (Ray forwards a worker's output to the driver's terminal)."""
     import torch
 
     from prunesearch.methods.evaluator import CandidateEvaluator
@@ -92,7 +93,8 @@ def _halp_target(payload: dict[str, Any], settings: Any, target_ms: float, seed:
             evaluator.base_model, evaluator.space, lambda g: cost.evaluate(g)["latency_ms"],
             bundle.train, bundle.val, target_ms=target_ms, settings=settings, seed=seed,
             augment=settings.augmentation and bundle.augmentable,
-            device=payload["hardware"].device, base_checkpoint=payload.get("base_checkpoint"))
+            device=payload["hardware"].device, base_checkpoint=payload.get("base_checkpoint"),
+            log=lambda line: print(f"target {index}: {line}", flush=True))
     except Exception as exc:  # noqa: BLE001 - one failed target must not lose the others
         return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                 "wall_s": time.perf_counter() - start}
@@ -230,7 +232,8 @@ class _HALPRunner:
                 while queue and len(pending) < cluster.num_evaluators:
                     index = queue.pop(0)
                     ref = remote.remote(payload_ref, self.config.halp, self.targets[index],
-                                        candidate_seed(self.config.seed, index), threads)
+                                        candidate_seed(self.config.seed, index), threads,
+                                        index=index)
                     pending[ref] = index
                     self.log(f"target {index}: {self.targets[index]:.4f} ms submitted")
                 done, _ = ray.wait(list(pending), num_returns=1)
