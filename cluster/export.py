@@ -87,7 +87,7 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
     :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path``, ``check``
     (the :class:`~prunesearch.methods.export_formats.ExportCheck`) and ``weights``
     (``fine-tuned`` when ``prunesearch finetune`` left weights for it in ``finetuned/``, else
-    ``search``)."""
+    ``search``, or ``trial`` for a Tune-trial method's network)."""
     import torch
 
     from prunesearch.methods.export_formats import export_network
@@ -111,8 +111,9 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
     if tuned is not None:
         state, source = tuned[1], "fine-tuned"
     else:
-        state, source = torch.load(run_dir / "models" / info["weights"], map_location="cpu",
-                                   weights_only=True), "search"
+        state = torch.load(run_dir / "models" / info["weights"], map_location="cpu",
+                           weights_only=True)
+        source = "trial" if info.get("trial_id") is not None else "search"
     module = load_pruned(recipe, state)
     module.eval()
     out = Path(out)

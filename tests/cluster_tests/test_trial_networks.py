@@ -62,6 +62,7 @@ def test_export_ships_the_network_the_trial_reported(clad_run, tmp_path) -> None
                        "--format", fmt)
         assert proc.returncode == 0, proc.stderr
         assert out.exists() and f"checked: {fmt}" in proc.stdout
+        assert "weights: trial" in proc.stdout
     recipe = json.loads((tmp_path / "knee.pt.recipe.json").read_text())
     cid = recipe["candidate"]["id"]
     info = next(i for i in infos if i["id"] == cid)
