@@ -82,12 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render pareto.csv, pareto.png, summary.json and "
                             "report.html; print the front",
                             description="Re-render a run directory's report from its journal.")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help="any run directory (a search, HALP, CLAD, ICPG)")
 
     export = sub.add_parser("export", help="write one front member as a real, smaller network",
                             description="Write a front member as a torch nn.Module file (or TorchScript, "
                             "ONNX) plus its replayable recipe (FILE.recipe.json).")
-    export.add_argument("run_dir")
+    export.add_argument("run_dir", help="a search, HALP or CLAD run directory")
     export.add_argument("--pick", default="knee",
                         help="'knee' (closest to the ideal point, normalised), 'fastest', "
                         "'smallest', 'best' (lowest error), or a candidate id from pareto.csv")
@@ -103,7 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
                               "augmentation, optional distillation from the dense model) in "
                               "parallel on Ray; writes finetuned.csv and finetuned/. Running it "
                               "again resumes unfinished members from their last epoch.")
-    finetune.add_argument("run_dir")
+    finetune.add_argument("run_dir", help="a search, HALP or CLAD run directory")
     finetune.add_argument("--pick", default="knee",
                           help="'knee', 'best', 'fastest', 'smallest', 'front' (every member), "
                           "a candidate id from pareto.csv, or several joined by commas")
