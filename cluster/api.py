@@ -107,11 +107,17 @@ class SearchResult:
         path = self.run_dir / "models" / f"{member_id}.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def member(self, pick: str | int = "knee") -> FrontMember:
-        """The front member ``pick`` names: ``knee``, another ``--pick`` word, or an id."""
-        from prunesearch.cluster.export import pick_member, read_front
+    def member(self, pick: str | int = "knee", *, max_latency_ms: float | None = None,
+               max_memory_mb: float | None = None, max_error: float | None = None
+               ) -> FrontMember:
+        """The front member ``pick`` names: ``knee``, another ``--pick`` word, or an id; with
+        limits, among the members that meet them (``member("best", max_latency_ms=2.0)``: the
+        most accurate network that runs in 2 ms, measured end to end where the run re-timed
+        it)."""
+        from prunesearch.cluster.export import Budget, pick_member, read_front
 
-        row = pick_member(read_front(self.run_dir), str(pick))
+        budget = Budget(latency_ms=max_latency_ms, memory_mb=max_memory_mb, error=max_error)
+        row = pick_member(read_front(self.run_dir), str(pick), budget)
         return next(m for m in self.front if m.id == row["id"])
 
     def rebuild(self, pick: str | int = "knee") -> Any:

@@ -91,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--pick", default="knee",
                         help="'knee' (closest to the ideal point, normalised), 'fastest', "
                         "'smallest', 'best' (lowest error), or a candidate id from pareto.csv")
+    _budget_arguments(export)
     export.add_argument("--out", required=True, help="output file, e.g. model.pt")
     from prunesearch.methods.export_formats import FORMATS
 
@@ -107,12 +108,30 @@ def _build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--pick", default="knee",
                           help="'knee', 'best', 'fastest', 'smallest', 'front' (every member), "
                           "a candidate id from pareto.csv, or several joined by commas")
+    _budget_arguments(finetune)
     finetune.add_argument("--epochs", type=int, help="epochs (default: finetune.epochs)")
     finetune.add_argument("--distill", choices=("none", "kd", "attention"),
                           help="distillation from the dense model (default: finetune.distill)")
     finetune.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
                           "private local instance)")
     return parser
+
+
+def _budget_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "device budget", "pick among the front members that meet these (e.g. --pick best "
+        "--max-latency-ms 2: the most accurate network that runs in 2 ms); latency is the "
+        "member's end-to-end measurement where the run re-timed it, else its table latency")
+    group.add_argument("--max-latency-ms", type=float, metavar="MS")
+    group.add_argument("--max-memory-mb", type=float, metavar="MB")
+    group.add_argument("--max-error", type=float, metavar="E", help="error rate in (0, 1]")
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from prunesearch.cluster.export import Budget
+
+    return Budget(latency_ms=args.max_latency_ms, memory_mb=args.max_memory_mb,
+                  error=args.max_error)
 
 
 def _version() -> str:
@@ -411,10 +430,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out '{out}': directory '{out.parent}' is not writable")
     from prunesearch.cluster.export import export_member
 
-    info = export_member(run_dir, args.pick, out, format=args.format)
+    budget = _budget(args)
+    info = export_member(run_dir, args.pick, out, format=args.format, budget=budget)
     print(f"exported candidate {info['id']} (error {info['error']:.4f}, latency "
           f"{info['latency_ms']:.3f} ms, {info['params']:.0f} params) to {out} "
           f"and {info['recipe_path']}")
+    if budget:
+        from prunesearch.cluster.export import member_latency
+
+        latency, source = member_latency(info)
+        print(f"meets {budget.describe()}: latency {latency:.3f} ms ({source}), memory "
+              f"{info['memory_mb']:.3f} MB, error {info['error']:.4f}")
     print(f"checked: {info['check'].describe()}")
     print(f"weights: {info['weights']}")
     return 0
@@ -428,7 +454,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     with lock_existing(run_dir):
         entries = run_finetune(run_dir, args.pick, epochs=args.epochs, distill=args.distill,
-                               address=args.address)
+                               address=args.address, budget=_budget(args))
     print(f"fine-tuned {len(entries)} member(s); wrote {run_dir / 'finetuned.csv'} and "
           f"{run_dir / 'finetuned'}/")
     return 0

@@ -9,7 +9,9 @@ with ``FILE.recipe.json``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ import numpy as np
 from prunesearch.methods.errors import UsageError
 from prunesearch.methods.io import atomic_write_json
 
-__all__ = ["PICKS", "export_member", "pick_member", "read_front"]
+__all__ = ["PICKS", "Budget", "export_member", "member_latency", "pick_member", "read_front",
+           "within_budget"]
 
 #: Named picks; anything else must be a candidate id from pareto.csv.
 PICKS = ("knee", "best", "fastest", "smallest")
@@ -43,13 +46,101 @@ def read_front(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def pick_member(rows: list[dict[str, Any]], pick: str) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the shipped network must meet on the device: ``--max-latency-ms``,
+    ``--max-memory-mb``, ``--max-error`` (``None``: no limit). Latency is the member's measured
+    end-to-end latency where the run re-timed it (``latency_ms_measured``), else its table
+    latency (:func:`member_latency`).
+
+    Raises:
+        UsageError: a limit that is not a positive number (error: in (0, 1]).
+    """
+
+    latency_ms: float | None = None
+    memory_mb: float | None = None
+    error: float | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--max-latency-ms", self.latency_ms),
+                            ("--max-memory-mb", self.memory_mb), ("--max-error", self.error)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{flag} {value}: must be a positive number")
+        if self.error is not None and self.error > 1:
+            raise UsageError(f"--max-error {self.error}: an error rate is at most 1")
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.latency_ms, self.memory_mb, self.error))
+
+    def describe(self) -> str:
+        parts = [f"{name} <= {value:g}{unit}" for name, value, unit in (
+            ("latency", self.latency_ms, " ms"), ("memory", self.memory_mb, " MB"),
+            ("error", self.error, "")) if value is not None]
+        return ", ".join(parts)
+
+    def misses(self, row: dict[str, Any]) -> list[str]:
+        """What ``row`` exceeds, e.g. ``['latency 2.310 ms (measured)']``; empty if it fits."""
+        out = []
+        latency, source = member_latency(row)
+        if self.latency_ms is not None and not latency <= self.latency_ms:
+            out.append(f"latency {latency:.3f} ms ({source})")
+        if self.memory_mb is not None and not row["memory_mb"] <= self.memory_mb:
+            out.append(f"memory {row['memory_mb']:.3f} MB")
+        if self.error is not None and not row["error"] <= self.error:
+            out.append(f"error {row['error']:.4f}")
+        return out
+
+
+def member_latency(row: dict[str, Any]) -> tuple[float, str]:
+    """A member's latency for a budget: measured end to end where re-timed, else the table's."""
+    measured = row.get("latency_ms_measured")
+    if isinstance(measured, float) and math.isfinite(measured):
+        return measured, "measured"
+    return row["latency_ms"], "table"
+
+
+def within_budget(rows: list[dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:
+    """The members that meet ``budget``.
+
+    Raises:
+        UsageError: none does (the message names the member closest to it on each limit).
+    """
+    fits = [row for row in rows if not budget.misses(row)]
+    if fits:
+        return fits
+    closest = []
+    if budget.latency_ms is not None:
+        row = min(rows, key=lambda r: member_latency(r)[0])
+        value, source = member_latency(row)
+        closest.append(f"the fastest is candidate {row['id']} at {value:.3f} ms ({source})")
+    if budget.memory_mb is not None:
+        row = min(rows, key=lambda r: r["memory_mb"])
+        closest.append(f"the smallest is candidate {row['id']} at {row['memory_mb']:.3f} MB")
+    if budget.error is not None:
+        row = min(rows, key=lambda r: r["error"])
+        closest.append(f"the most accurate is candidate {row['id']} at error {row['error']:.4f}")
+    raise UsageError(f"no front member meets {budget.describe()} ({'; '.join(closest)})")
+
+
+def pick_member(rows: list[dict[str, Any]], pick: str,
+                budget: Budget | None = None) -> dict[str, Any]:
     """Choose a front member.
 
     ``knee``: after min-max normalising error, latency and memory over the front, the member
     closest (Euclidean) to the ideal point. ``best``/``fastest``/``smallest``: lowest error /
     table latency / memory. Otherwise ``pick`` is a candidate id that must be on the front.
+    With a ``budget`` the named picks choose among the members that meet it (``best``: the
+    most accurate network that fits the device), and a picked id must meet it.
     """
+    if budget:
+        if pick not in PICKS:
+            row = pick_member(rows, pick)
+            missed = budget.misses(row)
+            if missed:
+                raise UsageError(f"--pick {pick}: candidate {row['id']} does not meet "
+                                 f"{budget.describe()} ({', '.join(missed)})")
+            return row
+        rows = within_budget(rows, budget)
     if pick in PICKS:
         if pick == "best":
             return min(rows, key=lambda r: (r["error"], r["id"]))
@@ -82,7 +173,8 @@ def no_model_hint(run_dir: Path) -> str:
             "trials' last checkpoints")
 
 
-def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") -> dict[str, Any]:
+def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt",
+                  budget: Budget | None = None) -> dict[str, Any]:
     """Rebuild the picked member and save it in ``format`` (checked on reload, see
     :mod:`prunesearch.methods.export_formats`); returns its row plus ``recipe_path``, ``check``
     (the :class:`~prunesearch.methods.export_formats.ExportCheck`) and ``weights``
@@ -94,7 +186,7 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt") ->
     from prunesearch.methods.pruning import load_pruned
 
     run_dir = Path(run_dir)
-    row = pick_member(read_front(run_dir), pick)
+    row = pick_member(read_front(run_dir), pick, budget)
     info_path = run_dir / "models" / f"{row['id']}.json"
     if not info_path.exists():
         raise UsageError(f"candidate {row['id']} has no saved model in {run_dir / 'models'}"

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from prunesearch.cluster.actors import resource_options
-from prunesearch.cluster.export import PICKS, no_model_hint, pick_member, read_front
+from prunesearch.cluster.export import (
+    PICKS,
+    Budget,
+    no_model_hint,
+    pick_member,
+    read_front,
+    within_budget,
+)
 from prunesearch.cluster.journal import atomic_write_bytes, atomic_write_text, to_jsonable
 from prunesearch.methods.errors import UsageError
 
@@ -50,11 +57,14 @@ FINETUNED_COLUMNS = ("id", "genome", "test_acc", "val_acc", "search_val_acc", "m
 FINETUNED_DIR = "finetuned"
 
 
-def select_members(run_dir: Path, pick: str) -> list[dict[str, Any]]:
-    """The ``pareto.csv`` rows ``pick`` names, each checked to have a saved network.
+def select_members(run_dir: Path, pick: str, budget: Budget | None = None
+                   ) -> list[dict[str, Any]]:
+    """The ``pareto.csv`` rows ``pick`` names, each checked to have a saved network; with a
+    ``budget``, among the members that meet it (``front``: every such member).
 
     Raises:
-        UsageError: unknown pick, an id not on the front, or a member without saved weights.
+        UsageError: unknown pick, an id not on the front or over the budget, no member within
+            the budget, or a member without saved weights.
     """
     rows = read_front(run_dir)
     picks = [p.strip() for p in pick.split(",")] if "," in pick else [pick]
@@ -67,10 +77,10 @@ def select_members(run_dir: Path, pick: str) -> list[dict[str, Any]]:
                                  "candidate id from pareto.csv, or ids separated by commas"
                                  ) from None
     if "front" in picks:
-        chosen = rows
+        chosen = within_budget(rows, budget) if budget else rows
     else:
-        chosen = list({row["id"]: row for row in (pick_member(rows, one) for one in picks)}
-                      .values())
+        chosen = list({row["id"]: row for row in (pick_member(rows, one, budget)
+                                                  for one in picks)}.values())
     for row in chosen:
         info_path = Path(run_dir) / "models" / f"{row['id']}.json"
         if not info_path.exists():
@@ -221,7 +231,8 @@ def _write_csv(run_dir: Path) -> Path:
 
 def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
                  distill: str | None = None, address: str | None = None,
-                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                 log: Callable[[str], None] = print, budget: Budget | None = None
+                 ) -> list[dict[str, Any]]:
     """Fine-tune the picked members of a run directory in parallel on Ray.
 
     Every input is checked before anything is written or started.
@@ -233,6 +244,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
         distill: overrides ``finetune.distill`` (``none``, ``kd``, ``attention``).
         address: Ray cluster to join (default ``RAY_ADDRESS``, else a private local instance).
         log: receives one line per member.
+        budget: pick among the members that meet it (:class:`~.export.Budget`).
 
     Returns:
         The ``finetuned/<id>.json`` entries of the picked members.
@@ -258,7 +270,7 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
     import yaml
 
     config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    members = select_members(run_dir, pick)
+    members = select_members(run_dir, pick, budget)
     changes = {k: v for k, v in (("epochs", epochs), ("distill", distill)) if v is not None}
     settings = dataclasses.replace(config.finetune, **changes)
     cluster = config.cluster

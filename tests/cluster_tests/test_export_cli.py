@@ -105,3 +105,54 @@ def test_unknown_format_is_refused_by_the_parser(run_dir, tmp_path, capsys) -> N
         main(["export", str(run_dir), "--out", str(tmp_path / "x"), "--format", "tflite"])
     assert exit_info.value.code == 2
     assert "pt, torchscript, onnx" in capsys.readouterr().err.replace("'", "")
+
+
+def test_a_device_budget_picks_among_the_members_that_meet_it() -> None:
+    from prunesearch.cluster.export import Budget, pick_member
+    from prunesearch.methods.errors import UsageError
+
+    nan = float("nan")
+    rows = [{"id": 1, "error": 0.05, "latency_ms": 4.0, "latency_ms_measured": 4.4,
+             "memory_mb": 3.0},
+            {"id": 2, "error": 0.08, "latency_ms": 2.5, "latency_ms_measured": 2.9,
+             "memory_mb": 2.0},
+            {"id": 3, "error": 0.12, "latency_ms": 1.5, "latency_ms_measured": nan,
+             "memory_mb": 1.0}]
+    assert pick_member(rows, "best")["id"] == 1
+    # The most accurate network within 3 ms end to end (member 2's table says 2.5, its
+    # measurement 2.9: the measurement decides where there is one, the table where not).
+    assert pick_member(rows, "best", Budget(latency_ms=3.0))["id"] == 2
+    assert pick_member(rows, "best", Budget(latency_ms=2.8))["id"] == 3
+    assert pick_member(rows, "best", Budget(memory_mb=2.5, error=0.1))["id"] == 2
+    assert pick_member(rows, "fastest", Budget(error=0.06))["id"] == 1
+    assert pick_member(rows, "3", Budget(latency_ms=2.0))["id"] == 3
+    with pytest.raises(UsageError, match=r"candidate 1 does not meet latency <= 2 ms "
+                                         r"\(latency 4.400 ms \(measured\)\)"):
+        pick_member(rows, "1", Budget(latency_ms=2.0))
+    with pytest.raises(UsageError, match=r"no front member meets latency <= 1 ms, memory <= "
+                                         r"0.5 MB \(the fastest is candidate 3 at 1.500 ms "
+                                         r"\(table\); the smallest is candidate 3 at 1.000 MB\)"):
+        pick_member(rows, "knee", Budget(latency_ms=1.0, memory_mb=0.5))
+    for bad in ({"latency_ms": 0.0}, {"memory_mb": -1.0}, {"error": 1.5},
+                {"latency_ms": float("nan")}):
+        with pytest.raises(UsageError, match="--max-"):
+            Budget(**bad)
+
+
+def test_export_with_a_budget_exits_2_when_nothing_fits_and_says_what_fits(run_dir, tmp_path,
+                                                                           capsys) -> None:
+    out = tmp_path / "fast.pt"
+    assert main(["export", str(run_dir), "--pick", "best", "--max-latency-ms", "3.2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "meets latency <= 3.2 ms: latency 3.100 ms (measured)" in printed and out.exists()
+    out.unlink()
+    (tmp_path / "fast.pt.recipe.json").unlink()
+    for flags, expected in ((["--max-latency-ms", "3.05"],
+                             "no front member meets latency <= 3.05 ms (the fastest is "
+                             "candidate 7 at 3.100 ms (measured))"),
+                            (["--max-memory-mb", "0"], "--max-memory-mb 0.0: must be a positive")):
+        assert main(["export", str(run_dir), "--pick", "best", *flags, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -29,7 +29,9 @@ def _front(run_dir: Path) -> list[dict[str, str]]:
 def test_bad_input_exits_2_with_one_line_before_anything_is_written(quick_run):
     for args, expected in ((["--pick", "99999"], "not on the front"),
                            (["--pick", "slowest"], "use one of"),
-                           (["--epochs", "0"], "at least 1")):
+                           (["--epochs", "0"], "at least 1"),
+                           (["--pick", "front", "--max-latency-ms", "1e-6"],
+                            "no front member meets latency <= 1e-06 ms (the fastest is")):
         proc = _cli("finetune", str(quick_run), *args)
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
