@@ -241,32 +241,53 @@ def _fit_affine(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineS
     return _AffineSpecs(base, full, slopes)
 
 
-@functools.lru_cache(maxsize=64)
+_Key = tuple[GenomeSpace, int, tuple[int, int]]
+#: Per (space, batch, input size): the fitted model, or ``None`` where it does not hold.
+_MODELS: dict[_Key, "_AffineSpecs | None"] = {}
+#: Width vectors asked for per key in this process before its model is fitted.
+_ASKED: dict[_Key, int] = {}
+
+
 def _affine_model(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineSpecs | None:
-    """The checked affine model of the space's specs, or ``None`` where it does not hold."""
+    """The checked affine model of the space's specs (fitted once per process), or ``None``
+    where it does not hold."""
     import numpy as np
 
+    key = (space, batch, hw)
+    if key in _MODELS:
+        return _MODELS[key]
     model = _fit_affine(space, batch, hw)
-    if model is None:
-        return None
-    # Two vectors of mixed widths, traced, must match the model exactly.
-    rng = np.random.default_rng(len(space.groups))
-    upper = space.upper()
-    for _ in range(2):
-        genome = [int(rng.integers(1, u + 1)) for u in upper]
-        channels = tuple(space.channels(genome))
-        if model(channels) != traced_specs(space, channels, batch, hw):
-            return None
+    if model is not None:
+        # Two vectors of mixed widths, traced, must match the model exactly.
+        rng = np.random.default_rng(len(space.groups))
+        upper = space.upper()
+        for _ in range(2):
+            genome = [int(rng.integers(1, u + 1)) for u in upper]
+            channels = tuple(space.channels(genome))
+            if model(channels) != traced_specs(space, channels, batch, hw):
+                model = None
+                break
+    _MODELS[key] = model
+    _ASKED.pop(key, None)
     return model
 
 
 def affine_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                  hw: tuple[int, int]) -> tuple[LayerSpec, ...]:
-    """:func:`traced_specs` of ``channels`` without tracing them: from a model of the specs
-    as affine functions of the widths, fitted on ``1 + len(groups)`` traces per space, batch
-    and input size and checked on two more (:class:`_AffineSpecs`); where the check fails,
-    the traced specs themselves. ~0.2 s per MobileNetV2 vector traced, well under 1 ms here:
-    a HALP step costs one vector per group and granule, a local-search step hundreds."""
+    """:func:`traced_specs` of ``channels``, without tracing once it pays: from a model of the
+    specs as affine functions of the widths, fitted on ``1 + len(groups)`` traces per space,
+    batch and input size and checked on two more (:class:`_AffineSpecs`); where the check
+    fails, the traced specs themselves. A trace costs ~0.2 s (MobileNetV2), the model well
+    under 1 ms: a HALP step asks for one vector per group and granule, a local-search step for
+    hundreds. The model is fitted only once a process has asked for ``1 + len(groups)``
+    vectors, so the fit never costs more than the tracing it replaces (an evaluator actor that
+    times a few candidates keeps tracing them)."""
+    key = (space, batch, hw)
+    if key not in _MODELS:
+        asked = _ASKED.get(key, 0) + 1
+        if asked <= len(space.groups) + 1:
+            _ASKED[key] = asked
+            return traced_specs(space, channels, batch, hw)
     model = _affine_model(space, batch, hw)
     if model is None:
         return traced_specs(space, channels, batch, hw)

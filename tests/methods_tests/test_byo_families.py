@@ -123,6 +123,23 @@ def test_specs_of_any_width_vector_equal_its_trace(family, affine):
     assert tuple(layer_specs(space, full)) == traced_specs(space, full, 1, (32, 40))
 
 
+def test_the_spec_model_is_fitted_only_once_tracing_would_cost_as_much():
+    from prunesearch.methods.pruning import specs
+
+    space = genome_space(_small("resnet"), input_shape=(3, 32, 32), granularity=4)
+    key = (space, 1, (32, 32))
+    rng = np.random.default_rng(3)
+    for _ in range(len(space.groups) + 1):   # what an actor timing a few candidates asks for
+        channels = tuple(space.channels([int(rng.integers(1, u + 1)) for u in space.upper()]))
+        assert specs.affine_specs(space, channels, 1, (32, 32)) == \
+            specs.traced_specs(space, channels, 1, (32, 32))
+    assert key not in specs._MODELS
+    channels = tuple(space.channels([1] * len(space.groups)))
+    assert specs.affine_specs(space, channels, 1, (32, 32)) == \
+        specs.traced_specs(space, channels, 1, (32, 32))
+    assert specs._MODELS[key] is not None
+
+
 def test_grouped_conv_groups_keep_multiples_of_the_group_count():
     model = _small("resnext")
     space = genome_space(model, input_shape=(3, 32, 32), granularity=4)
