@@ -62,12 +62,7 @@ def _prune_lowest(scores: dict[str, torch.Tensor], masks: Mapping[str, torch.Ten
     k = round(rate * alive.numel())
     new_flat = flat_mask.clone()
     if k > 0:
-        # Equal scores are broken in a fixed pseudo-random order, not by position: learned
-        # masks after a few Adam steps hold many exact ties (every entry the L1 term alone
-        # moved), and index order would remove whole leading rows (input features) at once.
-        perm = torch.randperm(alive.numel(), generator=torch.Generator().manual_seed(
-            alive.numel()))
-        order = perm[torch.argsort(flat_score[alive][perm], stable=True)]
+        order = torch.argsort(flat_score[alive], stable=True)
         new_flat[alive[order[:k]]] = False
     out, start = {}, 0
     for n in names:
@@ -128,8 +123,7 @@ def prune_edges(edge_alive: torch.Tensor, edge_graph: torch.Tensor, scores: torc
     Args:
         edge_alive: ``(E,)`` bool, the edges every graph still has.
         edge_graph: ``(E,)`` graph id of every edge.
-        scores: ``(E,)`` edge scores (only live entries are read); equal scores are broken
-            in a fixed pseudo-random order (by position they would drop one node's edges first).
+        scores: ``(E,)`` edge scores (only live entries are read); ties go to the lower index.
         rate: Fraction of each graph's current edges to drop.
         num_graphs: Graphs in the dataset.
 
@@ -140,10 +134,8 @@ def prune_edges(edge_alive: torch.Tensor, edge_graph: torch.Tensor, scores: torc
     graph_of = edge_graph[live]
     counts = torch.bincount(graph_of, minlength=num_graphs)
     drop_count = count_to_prune(rate, counts)
-    # Order live edges by (graph, score): stable sort by score (from a fixed shuffle, so ties
-    # are not by position), then stable sort by graph.
-    perm = torch.randperm(live.numel(), generator=torch.Generator().manual_seed(live.numel()))
-    order = perm[torch.argsort(scores[live][perm].to(torch.float64), stable=True)]
+    # Order live edges by (graph, score): stable sort by score, then stable sort by graph.
+    order = torch.argsort(scores[live].to(torch.float64), stable=True)
     order = order[torch.argsort(graph_of[order], stable=True)]
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(live.numel()) - starts[graph_of[order]]

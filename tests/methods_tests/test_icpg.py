@@ -445,23 +445,3 @@ def test_gin_option_for_classifier_and_masker_co_prunes_on_schedule():
     after_one = edges - torch.floor(0.05 * edges.double()).long()
     live = after_one - torch.floor(0.05 * after_one.double()).long()
     assert int(trial.edge_alive.sum()) == int(live.sum())
-
-
-def test_equal_scores_are_not_pruned_by_position():
-    # Learned masks after a few Adam steps tie exactly wherever the L1 term alone moved them;
-    # pruning those ties in index order would remove an input feature's whole row at once.
-    from prunesearch.methods.icpg.pruning import score_prune
-
-    masks = {"w": torch.ones(100, 10, dtype=torch.bool), "v": torch.ones(10, 3, dtype=torch.bool)}
-    tied = {"w": torch.full((100, 10), 0.95), "v": torch.full((10, 3), 0.95)}
-    new = score_prune(masks, tied, 0.2)
-    removed = ~new["w"]
-    assert int(removed.sum()) + int((~new["v"]).sum()) == round(0.2 * 1030)
-    assert int(removed.all(dim=1).sum()) == 0 and int(removed[:20].sum()) < 100
-    assert new["w"].equal(score_prune(masks, tied, 0.2)["w"])    # a fixed order: reproducible
-    # Distinct scores: exactly the lowest go, wherever they are.
-    scores = {"w": torch.arange(1000, dtype=torch.float32).view(100, 10).flip(0),
-              "v": torch.full((10, 3), 1e6)}
-    new = score_prune(masks, scores, 0.1)
-    assert (~new["w"]).sum() == 103 and new["v"].all()
-    assert (~new["w"][-10:]).all() and (~new["w"][-11]).sum() == 3
