@@ -247,7 +247,7 @@ def prune_to_latency(base_model: nn.Module, space: Any, latency_fn: Callable[[np
                             "genome": [int(v) for v in genome]})
             if log is not None:
                 log(f"HALP step {step}/{s.pruning_steps}: budget {budgets[step - 1]:.4f} ms, "
-                    f"table {latency:.4f} ms, loss {float(loss):.3f}")
+                    f"table {latency:.4f} ms, loss {float(loss.detach()):.3f}")
             for total_score in scores.values():
                 total_score.zero_()
             counted = 0

@@ -74,3 +74,20 @@ def test_unreachable_target_is_refused_before_any_work(tmp_path):
         run_halp(_config(latency_targets=[1000.0], target_unit="ms"), tmp_path / "r", address=None, resume=False,
                  log=lambda line: None)
     assert not (tmp_path / "r" / "journal.jsonl").exists()
+
+
+def test_a_target_prints_one_progress_line_per_pruning_step(tmp_path, capsys):
+    # What a Ray worker prints for one target, and Ray forwards to the driver's terminal.
+    import numpy as np
+
+    from prunesearch.cluster.halp_runner import _halp_target
+    from prunesearch.methods.task import build_task
+
+    config = _config(pruning_steps=3, finetune_steps=2)
+    task = build_task(config, tmp_path)
+    lat = task.cost.evaluate(np.stack([task.upper]))["latency_ms"]
+    result = _halp_target(task.payload(), config.halp, 0.8 * float(lat[0]), 0, 1, index=5)
+    assert result["status"] == "ok", result.get("reason")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("target 5:")]
+    assert [line.split(":")[1].strip() for line in lines] == \
+        [f"HALP step {k}/3" for k in (1, 2, 3)]
