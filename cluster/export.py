@@ -164,13 +164,25 @@ def pick_member(rows: list[dict[str, Any]], pick: str,
     raise UsageError(f"--pick {wanted}: candidate {wanted} is not on the front (front ids: {ids})")
 
 
-def no_model_hint(run_dir: Path) -> str:
-    """What to do when a front member has no saved network: a Tune-trial run keeps its front's
-    networks from the trials' checkpoints when its report is written."""
-    if (Path(run_dir) / "journal.jsonl").exists():
-        return ""
-    return (f"; 'prunesearch report {run_dir}' saves a trial run's front networks from its "
-            "trials' last checkpoints")
+def saved_network_info(run_dir: Path, cid: int, purpose: str) -> dict[str, Any]:
+    """``models/<cid>.json`` of a front member that has a saved network (recipe and weights).
+
+    Raises:
+        UsageError: it has none; ``purpose`` ends the message (``export``, ``fine-tune``).
+    """
+    info_path = Path(run_dir) / "models" / f"{cid}.json"
+    if not info_path.exists():
+        # A Tune-trial run keeps its front's networks when its report is written.
+        hint = ("" if (Path(run_dir) / "journal.jsonl").exists() else
+                f"; 'prunesearch report {run_dir}' saves a trial run's front networks from its "
+                "trials' last checkpoints")
+        raise UsageError(f"candidate {cid} has no saved model in {Path(run_dir) / 'models'}"
+                         + hint)
+    info = json.loads(info_path.read_text())
+    if not info.get("recipe") or not info.get("weights"):
+        raise UsageError(f"candidate {cid} was evaluated without a network (synthetic "
+                         f"evaluator?): nothing to {purpose}")
+    return info
 
 
 def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt",
@@ -187,15 +199,8 @@ def export_member(run_dir: Path, pick: str, out: Path, *, format: str = "pt",
 
     run_dir = Path(run_dir)
     row = pick_member(read_front(run_dir), pick, budget)
-    info_path = run_dir / "models" / f"{row['id']}.json"
-    if not info_path.exists():
-        raise UsageError(f"candidate {row['id']} has no saved model in {run_dir / 'models'}"
-                         + no_model_hint(run_dir))
-    info = json.loads(info_path.read_text())
-    recipe = info.get("recipe")
-    if not recipe or not info.get("weights"):
-        raise UsageError(f"candidate {row['id']} was evaluated without a network (synthetic "
-                         "evaluator?): nothing to export")
+    info = saved_network_info(run_dir, row["id"], "export")
+    recipe = info["recipe"]
     from prunesearch.cluster.finetune import finetuned_weights
 
     # The final fine-tune's weights when there are some (same recipe, same architecture).

@@ -31,9 +31,9 @@ from prunesearch.cluster.actors import resource_options
 from prunesearch.cluster.export import (
     PICKS,
     Budget,
-    no_model_hint,
     pick_member,
     read_front,
+    saved_network_info,
     within_budget,
 )
 from prunesearch.cluster.journal import atomic_write_bytes, atomic_write_text, to_jsonable
@@ -82,14 +82,7 @@ def select_members(run_dir: Path, pick: str, budget: Budget | None = None
         chosen = list({row["id"]: row for row in (pick_member(rows, one, budget)
                                                   for one in picks)}.values())
     for row in chosen:
-        info_path = Path(run_dir) / "models" / f"{row['id']}.json"
-        if not info_path.exists():
-            raise UsageError(f"candidate {row['id']} has no saved model in "
-                             f"{Path(run_dir) / 'models'}" + no_model_hint(run_dir))
-        info = json.loads(info_path.read_text())
-        if not info.get("recipe") or not info.get("weights"):
-            raise UsageError(f"candidate {row['id']} was evaluated without a network "
-                             "(synthetic evaluator?): nothing to fine-tune")
+        saved_network_info(run_dir, row["id"], "fine-tune")
     return sorted(chosen, key=lambda r: r["id"])
 
 

@@ -608,7 +608,6 @@ def _make_trial(config: Any, work_dir: Path) -> CLADTrial:
     return CLADTrial(config, work_dir)
 
 
-#: CLAD for the Tune runner: trials ranked by their last reported validation accuracy.
 def _network_of_state(state: Mapping[str, Any]) -> tuple[Any, Any] | None:
     """The pruned network of a CLAD trial's state (none before its prune step)."""
     if "pruned" not in state or not state.get("recipe"):
@@ -616,6 +615,7 @@ def _network_of_state(state: Mapping[str, Any]) -> tuple[Any, Any] | None:
     return state["recipe"], state["pruned"]
 
 
+#: CLAD for the Tune runner: trials ranked by their last reported validation accuracy.
 CLAD_METHOD = TrialMethod(name="clad", section="clad", make_trial=_make_trial, metric="val_acc",
                           mode="max", validate=validate_clad_config, pruning=True,
                           network=_network_of_state)
