@@ -30,9 +30,11 @@ from prunesearch.search.settings import ConfigError
 ray = pytest.importorskip("ray")
 
 BUDGET = 40
+# Sleeps of 0.5 s (scaled by MACs) make the run last a few seconds: at 0.12 s it ran at ~60
+# evaluations/s and could end before the SIGKILL test reached its kill point (CI, stop 27).
 RAW = {
     "method": "hamp", "seed": 11,
-    "evaluator": {"kind": "synthetic", "synthetic_sleep_s": 0.12, "synthetic_jitter": 0.5,
+    "evaluator": {"kind": "synthetic", "synthetic_sleep_s": 0.5, "synthetic_jitter": 0.5,
                   "synthetic_duration": "macs"},
     "search": {"budget": BUDGET, "pop_size": 6, "mode": "async", "async_ask_size": 2,
                "async_checkpoint_s": 0.6,
