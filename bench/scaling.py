@@ -163,10 +163,10 @@ class LightHost:
     evaluation's start and end (``time.time()`` on this machine) for the efficiency figure.
     """
 
-    def __init__(self, payload_box: list[Any], threads: int) -> None:
+    def __init__(self, holder: str, namespace: str, threads: int) -> None:
         from prunesearch.methods.synthetic import SyntheticEvaluator
 
-        self._evaluator = SyntheticEvaluator(ray.get(payload_box[0]))
+        self._evaluator = SyntheticEvaluator(actors_module.fetch_payload(holder, namespace))
 
     def ready(self) -> bool:
         return True
@@ -254,7 +254,7 @@ def _light_actors(per_process: int) -> Iterator[None]:
             hosts[key] = LightHost.options(
                 namespace=self._namespace, max_concurrency=per, max_restarts=0,
                 max_task_retries=0, num_cpus=0, resources={"evaluator": per},
-            ).remote([self._payload_ref], self._threads)
+            ).remote(self._holder_name, self._namespace, self._threads)
         return actors_module._Slot(index=index, handle=hosts[key], name=f"evaluator-{index}",
                                    generation=generation)
 

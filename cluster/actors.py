@@ -1,10 +1,13 @@
 """The evaluator actor pool: one Ray actor per evaluation slot, kept busy, replaced when it dies.
 
 Each actor builds its :class:`~prunesearch.methods.task.Evaluator` once from the task payload
-(numpy base weights, put into the object store once and passed by reference) and then evaluates
-one genome per call. Actors hold the custom ``evaluator`` resource rather than CPUs (on a small
-machine, CPU reservations of long-lived actors deadlock every other task) and fix
-torch's thread count themselves.
+(numpy base weights, put into the object store once). Actors fetch it from a small holder actor by
+name instead of taking the reference as a constructor argument: Ray cannot restore a
+constructor's object-store arguments when it restarts an actor (ray-project/ray#53727, and it
+logs an error line for every such actor), while the holder keeps the one copy alive for every
+restart. Each actor then evaluates one genome per call. Actors hold the custom ``evaluator``
+resource rather than CPUs (on a small machine, CPU reservations of long-lived actors deadlock
+every other task) and fix torch's thread count themselves.
 
 Ray restarts a dead actor (``max_restarts``) but never retries its calls
 (``max_task_retries=0``): the pool retries a candidate itself, on another actor where it can, so
@@ -18,6 +21,7 @@ import heapq
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +31,8 @@ from ray.exceptions import ActorUnavailableError, RayError, RayTaskError
 
 from prunesearch.methods.errors import PrunesearchError
 
-__all__ = ["EvaluatorActor", "EvaluatorPool", "JobFeed", "PoolError", "PoolJob", "actor_options",
-           "resource_options"]
+__all__ = ["EvaluatorActor", "EvaluatorPool", "JobFeed", "PayloadHolder", "PoolError", "PoolJob",
+           "actor_options", "fetch_payload", "resource_options", "start_holder"]
 
 
 #: Fresh actors in a row that may fail to come up in one slot before the slot is dropped.
@@ -41,22 +45,60 @@ _PING_INTERVAL_S = 0.2
 _START_LOG_S = 30.0
 
 
+@ray.remote(num_cpus=0, max_restarts=0)
+class PayloadHolder:
+    """Holds the object ref of a pool's task payload for its actors to fetch by name.
+
+    It lives on the driver's node and dies with the driver (it is not detached), so it outlives
+    every evaluator restart of the run.
+    """
+
+    def __init__(self) -> None:
+        self._box: list[Any] = []
+
+    def hold(self, box: list[Any]) -> None:
+        """Keep ``box`` (a one-element list holding the payload's object ref)."""
+        self._box = box
+
+    def box(self) -> list[Any]:
+        """The box given to :meth:`hold` (its ref stays unresolved)."""
+        return self._box
+
+
+def start_holder(payload_ref: Any, *, name: str, namespace: str) -> Any:
+    """A :class:`PayloadHolder` named ``name`` holding ``payload_ref``, on the driver's node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    holder = PayloadHolder.options(
+        name=name, namespace=namespace,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote()
+    ray.get(holder.hold.remote([payload_ref]))
+    return holder
+
+
+def fetch_payload(holder: str, namespace: str) -> Any:
+    """The payload held by the :class:`PayloadHolder` named ``holder`` in ``namespace``."""
+    box = ray.get(ray.get_actor(holder, namespace=namespace).box.remote())
+    return ray.get(box[0])
+
+
 @ray.remote
 class EvaluatorActor:
     """Ray actor wrapping one evaluator built from the task payload.
 
     Args:
-        payload_box: a one-element list holding the object ref of the task payload
-            (``SearchTask.payload()``). Boxed so Ray does not resolve it into a constructor
-            argument of its own: the driver keeps the one copy alive for restarts.
+        holder: name of the :class:`PayloadHolder` of the task payload
+            (``SearchTask.payload()``); fetched on every (re)start.
+        namespace: the run's Ray namespace (the holder's).
         threads: torch intra-op threads (fixed so latency and training speed do not depend on
             how many evaluators share the node).
     """
 
-    def __init__(self, payload_box: list[Any], threads: int) -> None:
+    def __init__(self, holder: str, namespace: str, threads: int) -> None:
         from prunesearch.methods.task import make_evaluator
 
-        self._evaluator = make_evaluator(ray.get(payload_box[0]), threads=threads)
+        self._evaluator = make_evaluator(fetch_payload(holder, namespace), threads=threads)
 
     def ready(self) -> bool:
         """Answer once the evaluator is built (used as a liveness ping)."""
@@ -204,11 +246,12 @@ class EvaluatorPool:
                  log: Callable[[str], None] = print) -> None:
         if cluster.num_evaluators < 1:
             raise ValueError(f"cluster.num_evaluators must be >= 1, got {cluster.num_evaluators!r}")
-        self._payload_ref = payload_ref
         self._cluster = cluster
         self._threads = int(threads)
         self._namespace = namespace
         self._log = log
+        self._holder_name = f"payload-{uuid.uuid4().hex[:12]}"
+        self._holder = start_holder(payload_ref, name=self._holder_name, namespace=namespace)
         self._slots = [self._start(i, 0) for i in range(cluster.num_evaluators)]
         # Wait for construction so that a broken payload fails the run at once, with its reason.
         # Actors wait for resources without a deadline (an autoscaler may be adding GPU nodes),
@@ -248,7 +291,8 @@ class EvaluatorPool:
         except (ValueError, RayError):
             pass
         options = actor_options(self._cluster, name=name, namespace=self._namespace)
-        handle = EvaluatorActor.options(**options).remote([self._payload_ref], self._threads)
+        handle = EvaluatorActor.options(**options).remote(self._holder_name, self._namespace,
+                                                          self._threads)
         return _Slot(index=index, handle=handle, name=name, generation=generation)
 
     def run(self, jobs: Sequence[PoolJob], on_result: Callable[[PoolJob, dict[str, Any]], None],
@@ -449,6 +493,13 @@ class EvaluatorPool:
             except (ValueError, RayError):
                 pass
         self._slots = []
+        holder = getattr(self, "_holder", None)
+        if holder is not None:
+            try:
+                ray.kill(holder, no_restart=True)
+            except (ValueError, RayError):
+                pass
+            self._holder = None
 
 
 class _Liveness:
