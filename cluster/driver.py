@@ -196,6 +196,9 @@ class _Driver:
             "storage_uri": self.storage_uri,
             "hardware": self.hardware,
             "objectives": list(OBJECTIVE_NAMES),
+            "device_budget": {key: getattr(config.search, key) for key in
+                              ("max_latency_ms", "max_memory_mb")
+                              if getattr(config.search, key) is not None} or None,
         })
         record_table(run_dir, self.meta, retimed=point.retimed, evaluations=len(records))
         write_meta(run_dir, self.meta)
@@ -459,6 +462,11 @@ class _Driver:
         operator = getattr(self.state.algorithm, "last_operator", None)
         rate = new / gen_s if gen_s > 0 else 0.0
         hv_text = f"{hv:.4f}" if hv is not None else "-"
+        if self.config.search.limits() and self.front:
+            # Under a tight device budget the whole front may lie outside the HV reference
+            # box (dense error + margin): HV reads 0 while the search improves.
+            best = min(float(f[0]) for f in self.front.values())
+            hv_text += f" | best error {best:.4f}"
         self.log(f"gen {self.state.generation} | evals {self.evaluations}/{self.budget} "
                  f"(failed {self.failed}) | front {len(self.front)} | HV {hv_text} | "
                  f"op {operator or self.config.method} | {rate:.2f} evals/s | "

@@ -459,7 +459,8 @@ def format_terminal(view: RunView) -> str:
     """What ``prunesearch report`` prints: the front where the run has one; else the accuracy
     per round of a round-based method (ICPG); else its trials; else that the front is empty."""
     if view.front:
-        return format_front_table(view.front)
+        budget = _budget_text(view)
+        return (f"device budget: {budget}\n" if budget else "") + format_front_table(view.front)
     rounds = format_rounds_table(view)
     if rounds:
         return rounds
@@ -522,6 +523,12 @@ def _objective_plot(view: RunView, axis: int, xlabel: str) -> str | None:
                            edgecolors="k", linewidths=0.5, zorder=4)
                 ax.annotate(str(base.get("label") or "baseline"), (base[key], base["error"]),
                             fontsize=7, xytext=(4, 4), textcoords="offset points")
+        budget = view.summary.get("device_budget")
+        for name, (budget_axis, _, unit) in _BUDGET_AXES.items():
+            limit = budget.get(name) if isinstance(budget, Mapping) else None
+            if budget_axis == axis and isinstance(limit, (int, float)):
+                ax.axvline(limit, ls="--", lw=1, color="tab:purple",
+                           label=f"device budget ({limit:.4g} {unit.split()[0]})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation error")
         ax.grid(alpha=0.3)
@@ -712,6 +719,21 @@ def _operators_html(view: RunView) -> str:
             f"<details><summary>every generation</summary><pre>{_e(listing)}</pre></details>")
 
 
+#: summary.json's device_budget keys: (objective axis, text before the value, unit).
+_BUDGET_AXES = {"max_latency_ms": (1, "latency <=", "ms (table)"),
+                "max_memory_mb": (2, "memory <=", "MB")}
+
+
+def _budget_text(view: RunView) -> str | None:
+    """The search's device budget (``search.max_latency_ms`` / ``max_memory_mb``), if any."""
+    budget = view.summary.get("device_budget")
+    if not isinstance(budget, Mapping):
+        return None
+    parts = [f"{text} {budget[key]:.4g} {unit}" for key, (_, text, unit) in _BUDGET_AXES.items()
+             if isinstance(budget.get(key), (int, float))]
+    return ", ".join(parts) or None
+
+
 def _overview(view: RunView) -> list[tuple[str, Any]]:
     s = view.summary
     hv = s.get("hypervolume")
@@ -728,6 +750,7 @@ def _overview(view: RunView) -> list[tuple[str, Any]]:
         ("status", s.get("status")),
         ("evaluations", evaluations),
         ("budget", s.get("budget")),
+        ("device budget", _budget_text(view)),
         ("generations", s.get("generations") or None),
         ("front size", len(view.front) if view.front or not view.rounds else None),
         ("hypervolume", f"{hv:.4f}" if isinstance(hv, (int, float)) else None),

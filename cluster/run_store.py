@@ -107,6 +107,9 @@ def search_summary(meta: Mapping[str, Any], *, status: str, evaluations: int, fa
         "dense": meta.get("dense"),
         "run_name": meta.get("run_name", previous.get("run_name")),
     }
+    if meta.get("device_budget"):
+        # search.max_latency_ms / max_memory_mb: no candidate beyond them was evaluated.
+        summary["device_budget"] = dict(meta["device_budget"])
     if meta.get("storage_uri"):
         summary["storage_uri"] = meta["storage_uri"]
     if meta.get("latency_table_sha256"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from prunesearch.cluster.journal import read_journal
 from prunesearch.cluster.run_store import check_latency_table, read_meta
 from prunesearch.methods.errors import RunStateError
 from prunesearch.methods.task import SearchTask, build_task
+from prunesearch.search.errors import ConfigError
 
 __all__ = ["PREPARE_PAUSE_ENV", "PreparedTask", "ResumePoint", "new_state", "prepare_task",
            "resume_point"]
@@ -120,8 +121,17 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
     # No hv_ref here on purpose: HAMP's internal indicator (operator credit, move ranking)
     # then normalises by the archive's ideal and nadir, which has signal even before any
     # candidate enters the reported reference box (dense error + margin); see METHODS.md.
-    problem = GenomeProblem(task.lower, task.upper, n_obj=3,
-                            cheap_objectives=task.cheap_objectives, cheap_fn=task.evaluate_cheap)
+    limits = config.search.limits()
+    try:
+        problem = GenomeProblem(task.lower, task.upper, n_obj=3,
+                                cheap_objectives=task.cheap_objectives,
+                                cheap_fn=task.evaluate_cheap, limits=limits)
+    except ValueError as exc:
+        if not limits:
+            raise
+        raise ConfigError(budget_refusal(config.search, problem_floor(task))) from exc
+    if limits:
+        log(budget_line(config.search, dense))
     # Failed candidates are told twice the reference point on every axis: infeasible and
     # dominated by every useful result, yet finite and on the scale of the real objectives
     # (a huge penalty would squash indicator-based selections that normalise by range).
@@ -131,6 +141,44 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
                 "dtype": config.hardware.dtype, "batch_size": config.hardware.batch_size}
     return PreparedTask(task=task, dense=dense, problem=problem, failed_F=failed_F,
                         hardware=hardware)
+
+
+#: The config key of each objective a budget may limit.
+BUDGET_KEYS = {1: ("max_latency_ms", "latency_ms", "ms"), 2: ("max_memory_mb", "memory_mb", "MB")}
+
+
+def problem_floor(task: SearchTask) -> dict[str, float]:
+    """Table latency and memory of the narrowest genome (every gene at its lower bound)."""
+    values = task.evaluate_cheap(np.asarray(task.lower, dtype=int)[None, :])[0]
+    names = [BUDGET_KEYS[k][1] for k in task.cheap_objectives]
+    return {name: float(v) for name, v in zip(names, values)}
+
+
+def budget_refusal(search: Any, floor: Mapping[str, float]) -> str:
+    """The one-line refusal of a budget no genome meets."""
+    parts = []
+    for key, objective, unit in BUDGET_KEYS.values():
+        limit = getattr(search, key)
+        if limit is not None and floor[objective] > limit:
+            parts.append(f"search.{key}={limit:g} is below {floor[objective]:.4g} {unit}, the "
+                         f"table {objective.split('_')[0]} of the narrowest network this "
+                         "search can build (every group at its smallest width)")
+    return "; ".join(parts) + ": no candidate can meet it (raise the budget, or use a " \
+        "smaller hardware.granularity)"
+
+
+def budget_line(search: Any, dense: Mapping[str, float]) -> str:
+    """The progress line that states the device budget against the dense network."""
+    parts = []
+    for key, objective, unit in BUDGET_KEYS.values():
+        limit = getattr(search, key)
+        if limit is not None:
+            share = limit / dense[objective] if dense[objective] > 0 else float("inf")
+            parts.append(f"{objective.split('_')[0]} <= {limit:g} {unit} "
+                         f"({share:.0%} of dense)" + ("; the dense network meets it"
+                                                      if dense[objective] <= limit else ""))
+    return ("device budget: " + ", ".join(parts) + ". Candidates beyond it are shrunk to fit "
+            "before they are evaluated")
 
 
 def new_state(config: Any, problem: Any) -> DriverState:

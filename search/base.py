@@ -17,6 +17,10 @@ Every algorithm of the registry (HAMP, its ablations, NSGA-II, random search) mi
   selected, never learned from and never part of the result.
 * **Duplicates.** :class:`KnownGenomeElimination` refuses offspring already in the archive or
   already in the batch being built.
+* **Limits.** On a problem with limits on its cheap objectives (a latency or memory budget,
+  :class:`~prunesearch.search.problems.GenomeProblem`), every asked genome beyond one is
+  repaired to fit before it leaves ``ask``; a repaired genome that is already known (or twice
+  in the batch) is dropped, so nothing is evaluated twice.
 """
 
 from __future__ import annotations
@@ -201,11 +205,51 @@ class ArchivedSearch:
         if self.integer and len(pop):
             X = np.rint(np.asarray(pop.get("X"), dtype=float)).astype(int)
             pop.set("X", X)
+        wanted = len(pop)
+        pop = self.repair_to_limits(pop)
+        for _ in range(3):  # repaired genomes that were known are replaced by new random ones
+            if len(pop) >= wanted:
+                break
+            fill = self._random_unknown(wanted - len(pop), exclude=pop)
+            if self.integer and len(fill):
+                fill.set("X", np.rint(np.asarray(fill.get("X"), dtype=float)).astype(int))
+            fill = self.repair_to_limits(fill)
+            fill = self.known_genomes.do(fill, pop) if len(fill) and len(pop) else fill
+            if not len(fill):
+                break
+            fill.set("origin", "initial" if not self.is_initialized else "variation")
+            pop = Population.merge(pop, fill)
         # Asked genomes count as known at once: a later ask (e.g. after a resume that replays
         # the batch) must not propose them again.
         for x in pop.get("X") if len(pop) else []:
             self.known_genomes.known.add(self.known_genomes.key(x))
         return pop
+
+    def repair_to_limits(self, pop: Population) -> Population:
+        """``pop`` with genomes beyond the problem's limits repaired to fit (in place) and the
+        repaired ones that are already known, or repeated in ``pop``, dropped. Unchanged on a
+        problem without limits; deterministic."""
+        repair = getattr(self.problem, "repair_limits", None)
+        if repair is None or not getattr(self.problem, "limits", None) or not len(pop):
+            return pop
+        X = np.asarray(pop.get("X"))
+        R = repair(X)
+        changed = np.any(R != np.rint(X), axis=1)
+        if not changed.any():
+            return pop
+        key = self.known_genomes.key
+        keep, seen = [], set()
+        for i, (ind, x) in enumerate(zip(pop, R)):
+            if changed[i]:
+                ind.X = x
+                # What was predicted for the genome asked is not a prediction of this one.
+                ind.set("predicted_F", None)
+            k = key(x)
+            if (changed[i] and k in self.known_genomes.known) or k in seen:
+                continue
+            seen.add(k)
+            keep.append(i)
+        return pop[keep] if len(keep) < len(pop) else pop
 
     def advance(self, infills: Population | None = None, **kwargs):
         """Record every told candidate in the archive, then advance on the non-failed ones."""

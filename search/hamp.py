@@ -373,6 +373,9 @@ class HAMP(ArchivedSearch, Algorithm):
         if off_screened:
             off = self._prescreen(off, predictor)
         off.set("origin", "variation")
+        # Offspring beyond the problem's limits are repaired now, so that what is predicted
+        # and credited below is the genome evaluated (infill's repair then finds none).
+        off = self.repair_to_limits(off)
         moves = (self._local_search_moves(exclude=off, predictor=predictor)
                  if predictor is not None else Population.empty())
         batch = Population.merge(moves, off)
@@ -385,7 +388,7 @@ class HAMP(ArchivedSearch, Algorithm):
             return None
         if fitted is not None and self.expensive_objectives:
             X = np.asarray(batch.get("X"), dtype=float)
-            known = batch.get("predicted_F")
+            known = [ind.get("predicted_F") for ind in batch]
             if all(p is not None for p in known):
                 # Pre-screened and local-search members were predicted by this very model
                 # already (a forest predicts each row alike whatever rows come with it).
@@ -819,6 +822,12 @@ class HAMP(ArchivedSearch, Algorithm):
                     taken.add(key)
                     cands.append(x)
                     groups.append(g)
+        if cands and hasattr(self.problem, "within_limits"):
+            # Moves beyond the problem's limits are never ranked (their cheap objectives are
+            # exact, so they are known to be out before any prediction).
+            ok = self.problem.within_limits(np.array(cands))
+            cands = [c for c, keep in zip(cands, ok) if keep]
+            groups = [g for g, keep in zip(groups, ok) if keep]
         if not cands:
             return Population.empty()
         C = np.array(cands)

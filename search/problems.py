@@ -5,11 +5,18 @@ The *cheap objectives* contract: a problem may expose
 ``cheap_objectives`` (indices into F) and ``evaluate_cheap(X) -> ndarray`` (n x len(cheap)), for
 objectives that are computed rather than evaluated (table latency, memory). HAMP then predicts
 only the remaining objectives with its surrogate.
+
+*Limits on cheap objectives* (a device's latency or memory budget): a :class:`GenomeProblem`
+built with ``limits`` declares the largest value each cheap objective may take. Since those
+objectives are known before evaluating, no candidate beyond a limit is ever evaluated: every
+algorithm of the search layer passes what it asks through :meth:`GenomeProblem.repair_limits`
+(:meth:`~prunesearch.search.base.ArchivedSearch.infill`), which shrinks an over-limit genome's
+widths uniformly towards the lower bound until it fits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from pymoo.core.problem import Problem
@@ -37,7 +44,13 @@ class GenomeProblem(Problem):
             use (tests, benchmarks). The cluster driver evaluates candidates itself and never
             calls ``_evaluate``.
         hv_ref: Optional reference point for the hypervolume in raw objective units.
+        limits: Optional largest value per cheap objective (objective index -> limit): genomes
+            beyond one are never evaluated (:meth:`repair_limits`). The genome of lower bounds
+            must meet every limit (:class:`ValueError` otherwise).
     """
+
+    #: Bisection steps of :meth:`repair_limits` (resolution 2**-12 of each gene's range).
+    REPAIR_STEPS = 12
 
     def __init__(
         self,
@@ -49,6 +62,7 @@ class GenomeProblem(Problem):
         cheap_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         expensive_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         hv_ref: Sequence[float] | None = None,
+        limits: Mapping[int, float] | None = None,
     ) -> None:
         lower = np.asarray(lower, dtype=int)
         upper = np.asarray(upper, dtype=int)
@@ -61,6 +75,64 @@ class GenomeProblem(Problem):
         self._cheap_fn = cheap_fn
         self._expensive_fn = expensive_fn
         self.hv_ref = None if hv_ref is None else np.asarray(hv_ref, dtype=float)
+        self.limits = self._check_limits(limits or {})
+
+    def _check_limits(self, limits: Mapping[int, float]) -> dict[int, float]:
+        out = {int(k): float(v) for k, v in limits.items()}
+        if not out:
+            return out
+        unknown = sorted(set(out) - set(self.cheap_objectives))
+        if unknown:
+            raise ValueError(f"limits on objectives {unknown}, which are not cheap objectives "
+                             f"(cheap: {list(self.cheap_objectives)})")
+        bad = {k: v for k, v in out.items() if not (np.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"limits must be finite and > 0, got {bad}")
+        floor = self.evaluate_cheap(self.xl[None, :])[0]
+        for k, limit in out.items():
+            value = float(floor[self.cheap_objectives.index(k)])
+            if value > limit:
+                raise ValueError(f"objective {k}: limit {limit:g} is below {value:.4g}, the "
+                                 "value of the narrowest genome (every gene at its lower "
+                                 "bound): no genome meets it")
+        return out
+
+    def within_limits(self, X: np.ndarray) -> np.ndarray:
+        """Boolean mask of the genomes ``X`` (n, n_var) that meet every limit (all without)."""
+        X = np.atleast_2d(np.asarray(np.rint(X), dtype=int))
+        ok = np.ones(len(X), dtype=bool)
+        if not self.limits or not len(X):
+            return ok
+        cheap = self.evaluate_cheap(X)
+        for k, limit in self.limits.items():
+            ok &= cheap[:, self.cheap_objectives.index(k)] <= limit
+        return ok
+
+    def repair_limits(self, X: np.ndarray) -> np.ndarray:
+        """``X`` with every genome beyond a limit shrunk until it fits.
+
+        An over-limit genome ``x`` becomes ``lower + floor(t * (x - lower))`` for the largest
+        ``t`` in [0, 1] found by bisection (:attr:`REPAIR_STEPS` steps) at which the result
+        meets every limit: all widths shrink together, so the repaired genome keeps the
+        proportions of the one asked. Genomes within the limits are returned unchanged;
+        deterministic (resume replays it).
+        """
+        X = np.asarray(np.rint(X), dtype=int).reshape(-1, self.n_var)
+        if not self.limits or not len(X):
+            return X
+        bad = np.flatnonzero(~self.within_limits(X))
+        if not len(bad):
+            return X
+        lower = self.xl.astype(int)
+        span = X[bad] - lower
+        lo, hi = np.zeros(len(bad)), np.ones(len(bad))
+        for _ in range(self.REPAIR_STEPS):
+            mid = (lo + hi) / 2
+            ok = self.within_limits(lower + np.floor(mid[:, None] * span).astype(int))
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        out = X.copy()
+        out[bad] = lower + np.floor(lo[:, None] * span).astype(int)
+        return out
 
     def evaluate_cheap(self, X: np.ndarray) -> np.ndarray:
         """Exact cheap objectives for integer genomes ``X`` (n, n_var)."""
@@ -99,14 +171,16 @@ class SyntheticPruningProblem(GenomeProblem):
     Genes 0-26 are block widths in 1..16 granules, 27-29 stage widths in 2..16. Error is
     expensive (with seeded Gaussian noise, sd 0.002); latency and memory are cheap. Its
     hypervolume reference point is error 0.30 and the full-width genome's latency and memory.
+    ``limits`` as in :class:`GenomeProblem` (e.g. ``{1: 0.5 * ref[1]}``: half the full-width
+    latency).
     """
 
-    def __init__(self, *, noise: bool = True) -> None:
+    def __init__(self, *, noise: bool = True, limits: Mapping[int, float] | None = None) -> None:
         self.noise = noise
         ref = synthetic_hv_ref()
         super().__init__(
             _LOWER, _UPPER, n_obj=3, cheap_objectives=(1, 2), cheap_fn=_synthetic_cheap,
-            expensive_fn=self._errors, hv_ref=ref,
+            expensive_fn=self._errors, hv_ref=ref, limits=limits,
         )
 
     def _errors(self, X: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ This module is pure Python: it is imported by ``search``, ``methods`` and ``clus
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -305,3 +306,24 @@ class SearchSettings:
         10.0, min=0.0,
         help="async mode: seconds between checkpoints (resume replays the journaled tells "
              "since the last one); 0: after every tell")
+    max_latency_ms: float | None = setting(
+        None, min=0.0,
+        help="the device's latency budget: no candidate whose table latency is above it is "
+             "evaluated (over-budget genomes are shrunk to fit); null: no budget")
+    max_memory_mb: float | None = setting(
+        None, min=0.0,
+        help="the device's memory budget, in the units of the memory objective; as "
+             "max_latency_ms; null: no budget")
+
+    def __post_init__(self) -> None:
+        for name in ("max_latency_ms", "max_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"search.{name} must be > 0 (or null for no budget), "
+                                 f"got {value!r}")
+
+    def limits(self) -> dict[int, float]:
+        """The budgets as limits on objectives (1: latency, 2: memory) for a
+        :class:`~prunesearch.search.problems.GenomeProblem`."""
+        return {k: float(v) for k, v in ((1, self.max_latency_ms), (2, self.max_memory_mb))
+                if v is not None}

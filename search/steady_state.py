@@ -326,6 +326,7 @@ class SteadyState:
             return pop
         if algorithm.integer:
             pop.set("X", np.rint(np.asarray(pop.get("X"), dtype=float)).astype(int))
+        pop = algorithm.repair_to_limits(pop)
         for x in pop.get("X"):
             algorithm.known_genomes.known.add(algorithm.known_genomes.key(x))
         pop.set("origin", "initial")

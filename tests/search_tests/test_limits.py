@@ -1,0 +1,112 @@
+"""Device budgets as limits on cheap objectives: genomes beyond them are repaired, never asked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymoo.optimize import minimize
+from pymoo.termination.max_eval import MaximumFunctionCallTermination
+
+from prunesearch.search import GenomeProblem, SyntheticPruningProblem, make_algorithm
+from prunesearch.search.indicators import hypervolume
+from prunesearch.search.problems import synthetic_hv_ref
+from prunesearch.search.settings import ConfigError, SearchSettings, build_section
+from prunesearch.search.steady_state import SteadyState
+
+REF = synthetic_hv_ref()
+LIMIT = 0.4 * float(REF[1])  # 40% of the full-width latency
+
+
+def test_repair_shrinks_only_over_limit_genomes_uniformly_to_fit() -> None:
+    problem = SyntheticPruningProblem(limits={1: LIMIT})
+    lower, upper = problem.xl.astype(int), problem.xu.astype(int)
+    narrow = lower + (upper - lower) // 4
+    X = np.stack([upper, narrow, lower + (upper - lower) // 2])
+    assert list(problem.within_limits(X)) == [False, True, False]
+    R = problem.repair_limits(X)
+    assert problem.within_limits(R).all()
+    assert (R[1] == narrow).all()  # within the limit: unchanged
+    for asked, repaired in ((X[0], R[0]), (X[2], R[2])):
+        assert (repaired <= asked).all() and (repaired >= lower).all()
+        # All widths shrink together: repaired = lower + floor(t * (asked - lower)) for one t.
+        span = asked - lower
+        t = max((repaired - lower)[span > 0] / span[span > 0])
+        assert (repaired == lower + np.floor(t * span + 1e-9).astype(int)).all()
+        # ... and no more than needed: the repaired genome's latency is near the limit.
+        latency = problem.evaluate_cheap(repaired[None])[0, 0]
+        assert 0.9 * LIMIT <= latency <= LIMIT
+    assert (problem.repair_limits(X) == R).all()  # deterministic
+
+
+def test_a_limit_below_the_narrowest_genome_is_refused_with_the_floor() -> None:
+    floor = float(SyntheticPruningProblem().evaluate_cheap(SyntheticPruningProblem().xl[None])[0, 0])
+    with pytest.raises(ValueError, match=r"below .*narrowest genome"):
+        SyntheticPruningProblem(limits={1: 0.5 * floor})
+    with pytest.raises(ValueError, match="not cheap objectives"):
+        GenomeProblem([1, 1], [4, 4], cheap_objectives=(1, 2),
+                      cheap_fn=lambda X: np.ones((len(X), 2)), limits={0: 1.0})
+
+
+def test_search_budget_keys_are_validated() -> None:
+    settings = build_section(SearchSettings, {"max_latency_ms": 2.5}, prefix="search")
+    assert settings.limits() == {1: 2.5}
+    assert build_section(SearchSettings, {}, prefix="search").limits() == {}
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="max_latency_ms"):
+            build_section(SearchSettings, {"max_latency_ms": bad}, prefix="search")
+    with pytest.raises(ConfigError, match="max_memory_mb"):
+        build_section(SearchSettings, {"max_memory_mb": 0.0}, prefix="search")
+
+
+@pytest.mark.parametrize("method", ["hamp", "nsga2", "random"])
+def test_every_algorithm_evaluates_only_genomes_within_the_limit(method: str) -> None:
+    problem = SyntheticPruningProblem(limits={1: LIMIT})
+    result = minimize(problem, make_algorithm(method, SearchSettings(pop_size=12)),
+                      ("n_evals", 60), seed=2)
+    algorithm = result.algorithm
+    X = algorithm.archive_X.astype(int)
+    assert len(X) == 60  # the whole budget is spent
+    assert problem.within_limits(X).all()
+    assert len({tuple(x) for x in X}) == len(X)  # a repaired genome is never evaluated twice
+    assert (result.F[:, 1] <= LIMIT).all() and len(result.F)
+    # Seeds that the repair maps onto one genome are replaced: the initial batch stays full.
+    first = algorithm.archive_generation == algorithm.archive_generation.min()
+    assert first.sum() == 12
+
+
+def test_asynchronous_asks_and_fillers_stay_within_the_limit() -> None:
+    problem = SyntheticPruningProblem(limits={1: LIMIT})
+    algorithm = make_algorithm("hamp", SearchSettings(pop_size=8))
+    algorithm.setup(problem, termination=MaximumFunctionCallTermination(40), seed=0)
+    steady = SteadyState(algorithm, ask_size=3)
+    asked = []
+    while len(asked) < 40:
+        pop = steady.ask(40 - len(asked))
+        if not len(pop):
+            break
+        pop.set("F", problem.evaluate(pop.get("X"), return_values_of=["F"]))
+        asked.extend(tuple(int(v) for v in x) for x in pop.get("X"))
+        steady.tell(pop)
+    steady.flush()
+    assert len(asked) >= 30
+    assert problem.within_limits(np.array(asked)).all()
+    assert len(set(asked)) == len(asked)
+
+
+def _hv_within_limit(F: np.ndarray) -> float:
+    F = F[F[:, 1] <= LIMIT]
+    if not len(F):
+        return 0.0
+    return float(hypervolume(F / np.array([REF[0], LIMIT, REF[2]]), np.ones(3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_limited_search_finds_a_better_front_within_the_budget(seed: int) -> None:
+    # NSGA-II at 200 evaluations: unconstrained, most of its front lies beyond 40% latency.
+    fronts = {}
+    for limits in (None, {1: LIMIT}):
+        result = minimize(SyntheticPruningProblem(limits=limits),
+                          make_algorithm("nsga2", SearchSettings(pop_size=20)),
+                          ("n_evals", 200), seed=seed)
+        fronts[limits is None] = _hv_within_limit(result.F)
+    assert fronts[False] > 1.5 * fronts[True]
