@@ -94,12 +94,17 @@ def test_a_budget_no_network_meets_is_exit_2_naming_the_floor(tmp_path) -> None:
     assert not (out / "journal.jsonl").exists()
 
 
-def test_a_budget_that_is_not_positive_is_refused_before_anything_is_created(tmp_path) -> None:
+@pytest.mark.parametrize(("config", "override", "reason"), [
+    ("synthetic-small", "search.max_memory_mb=0", "search.max_memory_mb must be > 0"),
+    ("clad-resnet20-cifar10-smoke", "search.max_latency_ms=2",
+     "a device budget is for the searches of the search driver"),
+])
+def test_a_bad_budget_is_refused_before_anything_is_created(tmp_path, config, override,
+                                                           reason) -> None:
     out = tmp_path / "run"
-    result = _cli("run", "configs/synthetic-small.yaml", "--output", str(out),
-                  "--set", "search.max_memory_mb=0")
+    result = _cli("run", f"configs/{config}.yaml", "--output", str(out), "--set", override)
     assert result.returncode == 2
-    assert "search.max_memory_mb must be > 0" in result.stderr
+    assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
 
 
