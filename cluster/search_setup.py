@@ -125,7 +125,8 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
     try:
         problem = GenomeProblem(task.lower, task.upper, n_obj=3,
                                 cheap_objectives=task.cheap_objectives,
-                                cheap_fn=task.evaluate_cheap, limits=limits)
+                                cheap_fn=task.evaluate_cheap, limits=limits,
+                                limit_repair=config.search.limit_repair)
     except ValueError as exc:
         if not limits:
             raise

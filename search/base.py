@@ -233,7 +233,7 @@ class ArchivedSearch:
         if repair is None or not getattr(self.problem, "limits", None) or not len(pop):
             return pop
         X = np.asarray(pop.get("X"))
-        R = repair(X)
+        R = repair(X, rng=self.random_state)
         changed = np.any(R != np.rint(X), axis=1)
         if not changed.any():
             return pop

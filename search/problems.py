@@ -47,10 +47,17 @@ class GenomeProblem(Problem):
         limits: Optional largest value per cheap objective (objective index -> limit): genomes
             beyond one are never evaluated (:meth:`repair_limits`). The genome of lower bounds
             must meet every limit (:class:`ValueError` otherwise).
+        limit_repair: ``"spread"`` (default) or ``"boundary"``: where :meth:`repair_limits`
+            puts a repaired genome on its shrinking path (see there).
     """
 
     #: Bisection steps of :meth:`repair_limits` (resolution 2**-12 of each gene's range).
     REPAIR_STEPS = 12
+    #: ``limit_repair="spread"``: the share of repaired genomes moved inwards from the limit,
+    #: and the least fraction of the largest fitting shrink factor they keep.
+    SPREAD_SHARE = 0.5
+    SPREAD_LOW = 0.4
+    LIMIT_REPAIRS = ("spread", "boundary")
 
     def __init__(
         self,
@@ -63,6 +70,7 @@ class GenomeProblem(Problem):
         expensive_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         hv_ref: Sequence[float] | None = None,
         limits: Mapping[int, float] | None = None,
+        limit_repair: str = "spread",
     ) -> None:
         lower = np.asarray(lower, dtype=int)
         upper = np.asarray(upper, dtype=int)
@@ -75,6 +83,10 @@ class GenomeProblem(Problem):
         self._cheap_fn = cheap_fn
         self._expensive_fn = expensive_fn
         self.hv_ref = None if hv_ref is None else np.asarray(hv_ref, dtype=float)
+        if limit_repair not in self.LIMIT_REPAIRS:
+            raise ValueError(f"limit_repair must be one of {self.LIMIT_REPAIRS}, got "
+                             f"{limit_repair!r}")
+        self.limit_repair = limit_repair
         self.limits = self._check_limits(limits or {})
 
     def _check_limits(self, limits: Mapping[int, float]) -> dict[int, float]:
@@ -108,14 +120,18 @@ class GenomeProblem(Problem):
             ok &= cheap[:, self.cheap_objectives.index(k)] <= limit
         return ok
 
-    def repair_limits(self, X: np.ndarray) -> np.ndarray:
+    def repair_limits(self, X: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """``X`` with every genome beyond a limit shrunk until it fits.
 
-        An over-limit genome ``x`` becomes ``lower + floor(t * (x - lower))`` for the largest
-        ``t`` in [0, 1] found by bisection (:attr:`REPAIR_STEPS` steps) at which the result
-        meets every limit: all widths shrink together, so the repaired genome keeps the
-        proportions of the one asked. Genomes within the limits are returned unchanged;
-        deterministic (resume replays it).
+        An over-limit genome ``x`` becomes ``lower + floor(t * (x - lower))``: all widths
+        shrink together, so the repaired genome keeps the proportions of the one asked.
+        ``t_max``, the largest ``t`` in [0, 1] at which the result meets every limit, is found
+        by bisection (:attr:`REPAIR_STEPS` steps). With ``limit_repair="boundary"`` (or no
+        ``rng``) ``t = t_max``: every repaired genome lands on the limit. With ``"spread"``,
+        a share :attr:`SPREAD_SHARE` of them, drawn with ``rng``, gets ``t = u * t_max`` with
+        ``u ~ U(SPREAD_LOW, 1)``: the limit is where most over-limit offspring would land, and
+        a front crowded there covers little of the budget's range. Genomes within the limits
+        are returned unchanged. Deterministic given ``rng``'s state (resume replays it).
         """
         X = np.asarray(np.rint(X), dtype=int).reshape(-1, self.n_var)
         if not self.limits or not len(X):
@@ -130,6 +146,9 @@ class GenomeProblem(Problem):
             mid = (lo + hi) / 2
             ok = self.within_limits(lower + np.floor(mid[:, None] * span).astype(int))
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        if self.limit_repair == "spread" and rng is not None:
+            moved = rng.random(len(bad)) < self.SPREAD_SHARE
+            lo = np.where(moved, lo * rng.uniform(self.SPREAD_LOW, 1.0, len(bad)), lo)
         out = X.copy()
         out[bad] = lower + np.floor(lo[:, None] * span).astype(int)
         return out
@@ -175,12 +194,13 @@ class SyntheticPruningProblem(GenomeProblem):
     latency).
     """
 
-    def __init__(self, *, noise: bool = True, limits: Mapping[int, float] | None = None) -> None:
+    def __init__(self, *, noise: bool = True, limits: Mapping[int, float] | None = None,
+                 limit_repair: str = "spread") -> None:
         self.noise = noise
         ref = synthetic_hv_ref()
         super().__init__(
             _LOWER, _UPPER, n_obj=3, cheap_objectives=(1, 2), cheap_fn=_synthetic_cheap,
-            expensive_fn=self._errors, hv_ref=ref, limits=limits,
+            expensive_fn=self._errors, hv_ref=ref, limits=limits, limit_repair=limit_repair,
         )
 
     def _errors(self, X: np.ndarray) -> np.ndarray:

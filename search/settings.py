@@ -315,6 +315,12 @@ class SearchSettings:
         help="the device's memory budget, in the units of the memory objective; as "
              "max_latency_ms; null: no budget")
 
+    limit_repair: str = setting(
+        "spread", choices=("spread", "boundary"),
+        help="how a genome beyond the device budget is shrunk to fit: boundary: to the "
+             "largest fitting uniform shrink (onto the limit); spread: half of them further "
+             "in, to 40-100% of that shrink (docs/METHODS.md, device budget)")
+
     def __post_init__(self) -> None:
         for name in ("max_latency_ms", "max_memory_mb"):
             value = getattr(self, name)

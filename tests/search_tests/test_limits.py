@@ -38,6 +38,23 @@ def test_repair_shrinks_only_over_limit_genomes_uniformly_to_fit() -> None:
     assert (problem.repair_limits(X) == R).all()  # deterministic
 
 
+def test_spread_repair_moves_half_of_the_repaired_genomes_inwards_reproducibly() -> None:
+    problem = SyntheticPruningProblem(limits={1: LIMIT})  # limit_repair="spread", the default
+    X = np.random.default_rng(0).integers(problem.xl, problem.xu + 1, size=(200, problem.n_var))
+    X = X[~problem.within_limits(X)]
+    boundary = problem.repair_limits(X)  # no rng: onto the limit
+    spread = problem.repair_limits(X, rng=np.random.default_rng(7))
+    assert (spread == problem.repair_limits(X, rng=np.random.default_rng(7))).all()
+    assert problem.within_limits(spread).all() and (spread <= boundary).all()
+    latency = problem.evaluate_cheap(spread)[:, 0]
+    inwards = np.any(spread != boundary, axis=1)
+    assert 0.3 < inwards.mean() < 0.7  # about SPREAD_SHARE of them
+    assert latency[~inwards].min() >= 0.8 * LIMIT  # the others land on the limit
+    assert latency[inwards].mean() < latency[~inwards].mean() - 0.1 * LIMIT
+    on_limit = SyntheticPruningProblem(limits={1: LIMIT}, limit_repair="boundary")
+    assert (on_limit.repair_limits(X, rng=np.random.default_rng(7)) == boundary).all()
+
+
 def test_a_limit_below_the_narrowest_genome_is_refused_with_the_floor() -> None:
     floor = float(SyntheticPruningProblem().evaluate_cheap(SyntheticPruningProblem().xl[None])[0, 0])
     with pytest.raises(ValueError, match=r"below .*narrowest genome"):
