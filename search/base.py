@@ -228,7 +228,8 @@ class ArchivedSearch:
     def repair_to_limits(self, pop: Population) -> Population:
         """``pop`` with genomes beyond the problem's limits repaired to fit (in place) and the
         repaired ones that are already known, or repeated in ``pop``, dropped. Unchanged on a
-        problem without limits; deterministic."""
+        problem without limits; deterministic given the algorithm's generator, which the
+        problem's ``limit_repair="spread"`` draws from."""
         repair = getattr(self.problem, "repair_limits", None)
         if repair is None or not getattr(self.problem, "limits", None) or not len(pop):
             return pop

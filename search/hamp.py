@@ -822,7 +822,7 @@ class HAMP(ArchivedSearch, Algorithm):
                     taken.add(key)
                     cands.append(x)
                     groups.append(g)
-        if cands and hasattr(self.problem, "within_limits"):
+        if cands and getattr(self.problem, "limits", None):
             # Moves beyond the problem's limits are never ranked (their cheap objectives are
             # exact, so they are known to be out before any prediction).
             ok = self.problem.within_limits(np.array(cands))
