@@ -125,8 +125,10 @@ def _read_table(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_pareto_png(path: Path, records: Sequence[Mapping[str, Any]],
-                     front: Sequence[Mapping[str, Any]], *, title: str = "") -> None:
-    """Error vs latency: every evaluated candidate in grey, the Pareto front highlighted.
+                     front: Sequence[Mapping[str, Any]], *, title: str = "",
+                     max_latency_ms: float | None = None) -> None:
+    """Error vs latency: every evaluated candidate in grey, the Pareto front highlighted, and
+    the search's device budget (``search.max_latency_ms``) as a dashed line where it had one.
 
     The front is non-dominated in (error, latency, memory); in this 2-D view its members are
     coloured by memory, so members that look dominated are the ones that win on memory.
@@ -148,6 +150,9 @@ def write_pareto_png(path: Path, records: Sequence[Mapping[str, Any]],
                             cmap="viridis", edgecolors="k", linewidths=0.5, zorder=3,
                             label=f"Pareto front ({len(front_f)})")
             fig.colorbar(sc, ax=ax, label="memory (MB)")
+        if max_latency_ms is not None:
+            ax.axvline(max_latency_ms, ls="--", lw=1, color="tab:purple",
+                       label=f"device budget ({max_latency_ms:.4g} ms)")
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("validation error")
         if title:
@@ -229,7 +234,9 @@ def write_report(run_dir: Path, *, status: str | None = None, wall_s: float | No
     if plots:
         write_pareto_csv(run_dir / "pareto.csv", front, measured, recalibrated)
         hv_text = f", HV {hv:.4f}" if hv is not None else ""
+        budget = summary.get("device_budget") or {}
         write_pareto_png(run_dir / "pareto.png", records, front,
-                         title=f"{summary['method']}: {len(records)} evaluated{hv_text}")
+                         title=f"{summary['method']}: {len(records)} evaluated{hv_text}",
+                         max_latency_ms=budget.get("max_latency_ms"))
     write_summary(run_dir, summary)
     return summary

@@ -143,11 +143,22 @@ def test_job_feed_wakes_a_waiting_dispatcher_the_moment_a_job_is_queued() -> Non
     assert feed.pop().candidate_id == 1
 
 
+@pytest.mark.parametrize("device_budget", [False, True], ids=["no-budget", "device-budget"])
 def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_order(
-        ray_address, tmp_path) -> None:
+        ray_address, tmp_path, device_budget) -> None:
+    raw = RAW
+    if device_budget:
+        # search.max_latency_ms: the repair draws from the algorithm's generator, which the
+        # replay must restore. Budgeted networks are small and their MACs-scaled sleeps short:
+        # longer sleeps keep the run going past the kill point.
+        from prunesearch.methods.synthetic import SyntheticTask
+
+        dense = SyntheticTask(load_config(RAW)).dense_objectives()["latency_ms"]
+        raw = {**RAW, "evaluator": {**RAW["evaluator"], "synthetic_sleep_s": 1.5},
+               "search": {**RAW["search"], "max_latency_ms": 0.35 * dense}}
     run_dir = tmp_path / "killed"
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(RAW))
+    job.write_text(yaml.safe_dump(raw))
     out = open(tmp_path / "driver.out", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "prunesearch", "run", str(job), "--output", str(run_dir),
@@ -186,7 +197,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_or
     # The uninterrupted run, told in the order the killed-and-resumed run journaled.
     order = _groups(run_dir)
     (tmp_path / "order.json").write_text(json.dumps(order))
-    ref_dir, ref_config = _new_run(tmp_path, "reference", RAW)
+    ref_dir, ref_config = _new_run(tmp_path, "reference", raw)
     os.environ[TELL_ORDER_ENV] = str(tmp_path / "order.json")
     try:
         ref_summary = run_search(ref_config, ref_dir, log=lambda line: None)
@@ -198,6 +209,9 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_of_the_same_arrival_or
     assert resumed["genomes"] == reference["genomes"]
     assert resumed["objectives"] == reference["objectives"]
     assert resumed["front"] == reference["front"]
+    if device_budget:
+        limit = raw["search"]["max_latency_ms"]
+        assert all(o["latency_ms"] <= limit for o in resumed["objectives"].values())
 
 
 def test_dashboard_metrics_in_both_modes(ray_address, tmp_path, monkeypatch) -> None:
