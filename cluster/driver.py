@@ -108,6 +108,8 @@ _sigterm_as_interrupt = sigterm_as_interrupt
 #: Generations in a row whose whole batch was already evaluated before the search gives up
 #: (the algorithm has converged onto known genomes; more asks would spin without evaluating).
 _MAX_IDLE_GENERATIONS = 25
+#: Asks in a row that may come back empty before the search ends (see ``_ask``).
+_MAX_EMPTY_ASKS = 10
 
 
 def run_search(config: JobConfig, run_dir: Path, *, address: str | None = None,
@@ -360,6 +362,19 @@ class _Driver:
             self._save_state()
             return
         pop = algorithm.ask()
+        for _ in range(_MAX_EMPTY_ASKS):
+            # An empty ask with budget left: e.g. every genome asked was repaired onto a known
+            # one (a device budget in a nearly exhausted space). Asking again draws anew.
+            if len(pop) or not algorithm.has_next():
+                break
+            pop = algorithm.ask()
+        if not len(pop):
+            self.log(f"stopping: the algorithm proposed no new genome in {_MAX_EMPTY_ASKS + 1} "
+                     "asks in a row")
+            state.pending = None
+            state.finished = True
+            self._save_state()
+            return
         X = np.asarray(pop.get("X"), dtype=float)
         genomes = np.clip(np.rint(X), self.task.lower, self.task.upper).astype(int)
         # The algorithm learns from what was evaluated: the integer genome.

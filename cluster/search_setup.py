@@ -114,6 +114,12 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
     if pause:
         time.sleep(float(pause))
     task = build_task(config, run_dir)
+    limits = config.search.limits()
+    if limits:
+        # Before the dense model is evaluated: the floor needs only the latency table.
+        refusal = budget_refusal(config.search, problem_floor(task))
+        if refusal:
+            raise ConfigError(refusal)
     dense = {k: float(v) for k, v in task.dense_objectives().items()}
     log(f"task ready in {time.perf_counter() - started:.0f}s: {len(task.lower)} genes; "
         f"dense error {dense['error']:.4f}, latency {dense['latency_ms']:.3f} ms, "
@@ -121,16 +127,10 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
     # No hv_ref here on purpose: HAMP's internal indicator (operator credit, move ranking)
     # then normalises by the archive's ideal and nadir, which has signal even before any
     # candidate enters the reported reference box (dense error + margin); see METHODS.md.
-    limits = config.search.limits()
-    try:
-        problem = GenomeProblem(task.lower, task.upper, n_obj=3,
-                                cheap_objectives=task.cheap_objectives,
-                                cheap_fn=task.evaluate_cheap, limits=limits,
-                                limit_repair=config.search.limit_repair)
-    except ValueError as exc:
-        if not limits:
-            raise
-        raise ConfigError(budget_refusal(config.search, problem_floor(task))) from exc
+    problem = GenomeProblem(task.lower, task.upper, n_obj=3,
+                            cheap_objectives=task.cheap_objectives,
+                            cheap_fn=task.evaluate_cheap, limits=limits,
+                            limit_repair=config.search.limit_repair)
     if limits:
         log(budget_line(config.search, dense))
     # Failed candidates are told twice the reference point on every axis: infeasible and
@@ -155,15 +155,20 @@ def problem_floor(task: SearchTask) -> dict[str, float]:
     return {name: float(v) for name, v in zip(names, values)}
 
 
-def budget_refusal(search: Any, floor: Mapping[str, float]) -> str:
-    """The one-line refusal of a budget no genome meets."""
+def budget_refusal(search: Any, floor: Mapping[str, float]) -> str | None:
+    """The one-line refusal of a budget no genome meets (``None``: every genome space's floor
+    meets it)."""
     parts = []
     for key, objective, unit in BUDGET_KEYS.values():
         limit = getattr(search, key)
-        if limit is not None and floor[objective] > limit:
+        if limit is not None and objective not in floor:
+            parts.append(f"search.{key}: this task has no {objective} objective to limit")
+        elif limit is not None and floor[objective] > limit:
             parts.append(f"search.{key}={limit:g} is below {floor[objective]:.4g} {unit}, the "
                          f"table {objective.split('_')[0]} of the narrowest network this "
                          "search can build (every group at its smallest width)")
+    if not parts:
+        return None
     return "; ".join(parts) + ": no candidate can meet it (raise the budget, or use a " \
         "smaller hardware.granularity)"
 

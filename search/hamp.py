@@ -369,13 +369,14 @@ class HAMP(ArchivedSearch, Algorithm):
         else:
             # Every candidate so far failed (or nearly): restart from random genomes.
             off = self._random_unknown(self.n_offsprings)
+        # Offspring beyond the problem's limits are repaired now, before the pre-screen ranks
+        # them, so that what is screened, predicted and credited is the genome evaluated
+        # (infill's repair then finds none).
+        off = self.repair_to_limits(off)
         off_screened = predictor is not None and len(off) > self.n_offsprings
         if off_screened:
             off = self._prescreen(off, predictor)
         off.set("origin", "variation")
-        # Offspring beyond the problem's limits are repaired now, so that what is predicted
-        # and credited below is the genome evaluated (infill's repair then finds none).
-        off = self.repair_to_limits(off)
         moves = (self._local_search_moves(exclude=off, predictor=predictor)
                  if predictor is not None else Population.empty())
         batch = Population.merge(moves, off)

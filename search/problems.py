@@ -146,11 +146,18 @@ class GenomeProblem(Problem):
             mid = (lo + hi) / 2
             ok = self.within_limits(lower + np.floor(mid[:, None] * span).astype(int))
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        if self.limit_repair == "spread" and rng is not None:
-            moved = rng.random(len(bad)) < self.SPREAD_SHARE
-            lo = np.where(moved, lo * rng.uniform(self.SPREAD_LOW, 1.0, len(bad)), lo)
         out = X.copy()
         out[bad] = lower + np.floor(lo[:, None] * span).astype(int)
+        if self.limit_repair == "spread" and rng is not None:
+            # Both draws for every repaired genome, whatever is used (a fixed number of draws
+            # per call keeps a replayed search on the same random stream).
+            moved = rng.random(len(bad)) < self.SPREAD_SHARE
+            inner = lower + np.floor((lo * rng.uniform(self.SPREAD_LOW, 1.0, len(bad)))[:, None]
+                                     * span).astype(int)
+            # A measured table need not rise with every width: an inner point that breaks a
+            # limit keeps the boundary point.
+            moved &= self.within_limits(inner)
+            out[bad[moved]] = inner[moved]
         return out
 
     def evaluate_cheap(self, X: np.ndarray) -> np.ndarray:

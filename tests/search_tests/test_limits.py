@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pymoo.core.population import Population
 from pymoo.optimize import minimize
 from pymoo.termination.max_eval import MaximumFunctionCallTermination
 
@@ -55,6 +56,24 @@ def test_spread_repair_moves_half_of_the_repaired_genomes_inwards_reproducibly()
     assert (on_limit.repair_limits(X, rng=np.random.default_rng(7)) == boundary).all()
 
 
+def test_spread_repair_never_breaks_a_limit_that_does_not_rise_with_every_width() -> None:
+    # A measured table need not be monotone: here widths 2-3 of gene 0 are slow.
+    def cheap(X):
+        X = np.asarray(X)
+        latency = X.sum(axis=1) + 30.0 * np.isin(X[:, 0], (2, 3))
+        return np.stack([latency, X.sum(axis=1).astype(float)], axis=1)
+
+    problem = GenomeProblem([1] * 4, [12] * 4, cheap_objectives=(1, 2), cheap_fn=cheap,
+                            limits={1: 25.0})
+    X = np.random.default_rng(1).integers(8, 13, size=(300, 4))
+    boundary = problem.repair_limits(X)
+    spread = problem.repair_limits(X, rng=np.random.default_rng(2))
+    assert problem.within_limits(spread).all()
+    # Some inner points fell into the slow band and kept their boundary point instead.
+    fallen = np.isin((1 + np.floor(0.4 * (X[:, 0] - 1))).astype(int), (2, 3))
+    assert fallen.any() and (spread != boundary).any()
+
+
 def test_a_limit_below_the_narrowest_genome_is_refused_with_the_floor() -> None:
     floor = float(SyntheticPruningProblem().evaluate_cheap(SyntheticPruningProblem().xl[None])[0, 0])
     with pytest.raises(ValueError, match=r"below .*narrowest genome"):
@@ -95,19 +114,31 @@ def test_asynchronous_asks_and_fillers_stay_within_the_limit() -> None:
     problem = SyntheticPruningProblem(limits={1: LIMIT})
     algorithm = make_algorithm("hamp", SearchSettings(pop_size=8))
     algorithm.setup(problem, termination=MaximumFunctionCallTermination(40), seed=0)
-    steady = SteadyState(algorithm, ask_size=3)
-    asked = []
+    # Random fillers (not neighbour moves of held results): most of them start over the limit.
+    steady = SteadyState(algorithm, ask_size=3, bred_fillers=False)
+    fillers = []
+    real_random = steady._random
+    steady._random = lambda n: fillers.append(n) or real_random(n)
+    asked, in_flight = [], []
     while len(asked) < 40:
-        pop = steady.ask(40 - len(asked))
-        if not len(pop):
-            break
-        pop.set("F", problem.evaluate(pop.get("X"), return_values_of=["F"]))
-        asked.extend(tuple(int(v) for v in x) for x in pop.get("X"))
-        steady.tell(pop)
+        # As the async loop does with 6 evaluators: keep 6 (+ the queue margin) asked, each
+        # ask up to the budget left; tell the oldest result alone.
+        while (len(in_flight) < 6 + steady.queue_extra
+               and len(asked) + len(in_flight) < 40):
+            pop = steady.ask(40 - len(asked) - len(in_flight),
+                             exclude=set(asked) | {tuple(int(v) for v in p.X)
+                                                   for p in in_flight})
+            assert len(pop), "the algorithm ran dry"
+            in_flight.extend(pop)
+        ind = in_flight.pop(0)
+        ind.F = problem.evaluate(np.atleast_2d(ind.X), return_values_of=["F"])[0]
+        asked.append(tuple(int(v) for v in ind.X))
+        steady.tell(Population.create(ind))
     steady.flush()
-    assert len(asked) >= 30
+    assert len(fillers) >= 3  # free evaluators got fillers while the initial 8 were told
+    assert algorithm.is_initialized
     assert problem.within_limits(np.array(asked)).all()
-    assert len(set(asked)) == len(asked)
+    assert len(set(asked)) == len(asked) == 40
 
 
 def _hv_within_limit(F: np.ndarray) -> float:
