@@ -325,6 +325,13 @@ class _Driver:
             self.log(f"search complete: {summary['evaluations']} evaluations "
                      f"({summary['failed']} failed), front {summary['front_size']}, "
                      + (f"HV {hv:.4f}, " if hv is not None else "") + f"{wall_s:.0f}s")
+            over = (summary.get("device_budget") or {}).get("measured_over")
+            if over:
+                worst = max(over.values())
+                self.log(f"device budget: {len(over)} of {summary['front_size']} front members "
+                         f"measured end to end above {summary['device_budget']['max_latency_ms']:g}"
+                         f" ms (worst {worst:.3f} ms; the budget holds their table latency): "
+                         "'export --max-latency-ms' leaves them out")
         return summary
 
     def _start_metrics(self) -> None:

@@ -731,6 +731,10 @@ def _budget_text(view: RunView) -> str | None:
         return None
     parts = [f"{text} {budget[key]:.4g} {unit}" for key, (_, text, unit) in _BUDGET_AXES.items()
              if isinstance(budget.get(key), (int, float))]
+    over = budget.get("measured_over")
+    if parts and isinstance(over, Mapping) and over:
+        parts.append("front members measured end to end above it: "
+                     + ", ".join(f"{k} ({v:.3f} ms)" for k, v in over.items()))
     return ", ".join(parts) or None
 
 

@@ -20,6 +20,8 @@ from prunesearch.cluster.config import dump_config, load_config
 from prunesearch.cluster.driver import run_search
 from prunesearch.cluster.html_report import write_html_report
 from prunesearch.cluster.journal import read_journal
+from prunesearch.cluster.report import write_report
+from prunesearch.cluster.run_store import read_measured, write_measured
 from prunesearch.methods.synthetic import SyntheticTask
 
 ray = pytest.importorskip("ray")
@@ -64,7 +66,9 @@ def test_no_candidate_beyond_the_budget_is_evaluated(ray_address, tmp_path, mode
     # The budget binds: the search went up to it (repaired genomes sit near the limit).
     assert max(r["objectives"]["latency_ms"] for r in records) > 0.9 * latency
     saved = json.loads((run_dir / "summary.json").read_text())
-    assert saved["device_budget"] == {"max_latency_ms": latency, "max_memory_mb": memory}
+    # The synthetic evaluator times a network at its table latency: none is over the budget.
+    assert saved["device_budget"] == {"max_latency_ms": latency, "max_memory_mb": memory,
+                                      "measured_over": {}}
     assert any(line.startswith("device budget: latency <= ") and "35% of dense" in line
                for line in lines), lines
     # The report states the budget, in the terminal, on the page and as a line on the plot.
@@ -73,6 +77,14 @@ def test_no_candidate_beyond_the_budget_is_evaluated(ray_address, tmp_path, mode
                                       f"memory <= {memory:.4g} MB\n")
     page = report.path.read_text()
     assert "device budget" in page and f"device budget ({latency:.4g} ms)" in page
+    # The budget holds the table latency: a member timed end to end above it is named.
+    measured = read_measured(run_dir)
+    member = min(measured)
+    measured[member] = {**measured[member], "latency_ms_measured": 1.5 * latency}
+    write_measured(run_dir, measured)
+    summary = write_report(run_dir)
+    assert summary["device_budget"]["measured_over"] == {str(member): round(1.5 * latency, 4)}
+    assert f"measured end to end above it: {member} (" in write_html_report(run_dir).terminal
     # Progress lines give the best error: under a tight budget HV can read 0 all along.
     assert any(re.search(r"\| HV [0-9.]+ \| best error [0-9.]+ \|", line) for line in lines), lines
 
