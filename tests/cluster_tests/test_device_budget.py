@@ -158,3 +158,29 @@ def test_sigkill_then_resume_of_a_budgeted_run_equals_the_uninterrupted_one(ray_
                          log=lambda line: None)
     assert summary["status"] == "complete" and summary["evaluations"] == 36
     assert _outcome(run_dir) == _outcome(reference)
+
+
+def test_members_timed_above_the_budget_are_named_at_the_end(ray_address, tmp_path,
+                                                              monkeypatch) -> None:
+    # A device slower than its table: every member re-timed at 1.5x its table latency.
+    real = SyntheticTask.measure
+
+    def slower(self, genome, weights=None):
+        out = dict(real(self, genome, weights))
+        out["latency_ms_measured"] = 1.5 * out["latency_ms_measured"]
+        return out
+
+    monkeypatch.setattr(SyntheticTask, "measure", slower)
+    latency = 0.35 * _dense()["latency_ms"]
+    raw = _raw("generational", max_latency_ms=latency)
+    raw["search"]["budget"] = 16
+    config = load_config(raw)
+    run_dir = tmp_path / "slow"
+    run_dir.mkdir()
+    dump_config(config, run_dir / "config.yaml")
+    lines: list[str] = []
+    summary = run_search(config, run_dir, address=ray_address, log=lines.append)
+    over = summary["device_budget"]["measured_over"]
+    assert over and all(v > latency for v in over.values())
+    assert any(line.startswith(f"device budget: {len(over)} of {summary['front_size']} front "
+                               "members measured end to end above") for line in lines), lines
