@@ -171,12 +171,11 @@ class JobConfig:
             raise ConfigError(f"search.mode: 'async' is for the searches of the search driver "
                               f"(hamp, nsga2, random and the ablations), not method "
                               f"{self.method!r}; use search.mode: generational")
-        if self.search.limits() and METHODS[self.method].kind != "search":
-            keys = [k for k in ("max_latency_ms", "max_memory_mb")
-                    if getattr(self.search, k) is not None]
+        budget = self.search.device_budget()
+        if budget and METHODS[self.method].kind != "search":
             hint = (" (HALP takes its latency budgets as halp.latency_targets with "
                     "halp.target_unit: ms)" if self.method == "halp" else "")
-            raise ConfigError(f"search.{keys[0]}: a device budget is for the searches of the "
+            raise ConfigError(f"search.{next(iter(budget))}: a device budget is for the searches of the "
                               f"search driver (hamp, nsga2, random and the ablations), not "
                               f"method {self.method!r}{hint}; pick a network within it with "
                               "'prunesearch export --max-latency-ms / --max-memory-mb'")

@@ -198,9 +198,7 @@ class _Driver:
             "storage_uri": self.storage_uri,
             "hardware": self.hardware,
             "objectives": list(OBJECTIVE_NAMES),
-            "device_budget": {key: getattr(config.search, key) for key in
-                              ("max_latency_ms", "max_memory_mb")
-                              if getattr(config.search, key) is not None} or None,
+            "device_budget": config.search.device_budget() or None,
         })
         record_table(run_dir, self.meta, retimed=point.retimed, evaluations=len(records))
         write_meta(run_dir, self.meta)
@@ -364,9 +362,7 @@ class _Driver:
             if state.idle_generations >= _MAX_IDLE_GENERATIONS:
                 self.log(f"stopping: {state.idle_generations} generations in a row proposed only "
                          "genomes already evaluated")
-            state.pending = None
-            state.finished = True
-            self._save_state()
+            self._stop()
             return
         pop = algorithm.ask()
         for _ in range(_MAX_EMPTY_ASKS):
@@ -378,9 +374,7 @@ class _Driver:
         if not len(pop):
             self.log(f"stopping: the algorithm proposed no new genome in {_MAX_EMPTY_ASKS + 1} "
                      "asks in a row")
-            state.pending = None
-            state.finished = True
-            self._save_state()
+            self._stop()
             return
         X = np.asarray(pop.get("X"), dtype=float)
         genomes = np.clip(np.rint(X), self.task.lower, self.task.upper).astype(int)
@@ -389,13 +383,17 @@ class _Driver:
         plan = plan_batch([tuple(g) for g in genomes], self.known, next_id=state.next_id,
                           remaining=remaining)
         if not plan.ids:  # an empty batch: nothing left to ask for
-            state.pending = None
-            state.finished = True
-            self._save_state()
+            self._stop()
             return
         state.pending = PendingBatch(generation=state.generation, pop=pop[list(plan.keep)],
                                      plan=plan)
         state.next_id += len(plan.new)
+        self._save_state()
+
+    def _stop(self) -> None:
+        """End the search: nothing pending, finished, checkpointed."""
+        self.state.pending = None
+        self.state.finished = True
         self._save_state()
 
     def _run_generation(self) -> None:

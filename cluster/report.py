@@ -237,11 +237,12 @@ def write_report(run_dir: Path, *, status: str | None = None, wall_s: float | No
         # timing is above it is named (a search under a budget favours networks the table
         # underestimates).
         limit = float(budget["max_latency_ms"])
-        over = {int(r["id"]): float(measured[int(r["id"])]["latency_ms_measured"])
-                for r in front if int(r["id"]) in measured
-                and measured[int(r["id"])].get("latency_ms_measured") is not None
-                and float(measured[int(r["id"])]["latency_ms_measured"]) > limit}
-        budget["measured_over"] = {str(k): round(v, 4) for k, v in sorted(over.items())}
+        over = {}
+        for cid in sorted(int(r["id"]) for r in front):
+            timed = (measured.get(cid) or {}).get("latency_ms_measured")
+            if timed is not None and float(timed) > limit:
+                over[str(cid)] = round(float(timed), 4)
+        budget["measured_over"] = over
     if plots:
         write_pareto_csv(run_dir / "pareto.csv", front, measured, recalibrated)
         hv_text = f", HV {hv:.4f}" if hv is not None else ""

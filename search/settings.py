@@ -321,15 +321,23 @@ class SearchSettings:
              "largest fitting uniform shrink (onto the limit); spread: half of them further "
              "in, to 40-100% of that shrink (docs/METHODS.md, device budget)")
 
+    #: The device-budget keys, with the objective index each limits.
+    BUDGET_OBJECTIVES = (("max_latency_ms", 1), ("max_memory_mb", 2))
+
     def __post_init__(self) -> None:
-        for name in ("max_latency_ms", "max_memory_mb"):
+        for name, _ in self.BUDGET_OBJECTIVES:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"search.{name} must be > 0 (or null for no budget), "
                                  f"got {value!r}")
 
+    def device_budget(self) -> dict[str, float]:
+        """The budgets that are set, by key (``{"max_latency_ms": 2.0}``; empty: none)."""
+        return {name: float(getattr(self, name)) for name, _ in self.BUDGET_OBJECTIVES
+                if getattr(self, name) is not None}
+
     def limits(self) -> dict[int, float]:
         """The budgets as limits on objectives (1: latency, 2: memory) for a
         :class:`~prunesearch.search.problems.GenomeProblem`."""
-        return {k: float(v) for k, v in ((1, self.max_latency_ms), (2, self.max_memory_mb))
-                if v is not None}
+        budget = self.device_budget()
+        return {index: budget[name] for name, index in self.BUDGET_OBJECTIVES if name in budget}
