@@ -217,7 +217,7 @@ def _check_example(example_input: Any, config: Any) -> None:
     shape = tuple(getattr(example_input, "shape", ()))
     expected = tuple(dataset_info(config.data).input_shape)
     if shape[1:] != expected and shape != expected:
-        raise ConfigError(f"example_input has shape {shape}, the data's images are {expected} "
+        raise ConfigError(f"example_input has shape {shape}, the data's inputs are {expected} "
                           "(timings and traces use the data's shape)")
 
 
@@ -255,8 +255,9 @@ def prune_search(
         val: Validation dataset: every search decision is made on it.
         test: Test dataset (reporting only; default ``val``).
         num_classes: Classes of the datasets (default: ``train.classes``, else the labels).
-        example_input: A batch ``(N, C, H, W)`` (or one image) of the data's shape: checked
-            against the datasets before anything starts.
+        example_input: A batch ``(N, C, H, W)`` (or one image) of the data's shape, or
+            ``(N, C, L)`` / ``(N, F)`` for sequence and tabular networks: checked against the
+            datasets before anything starts.
         method: Search method (``hamp``, ``nsga2``, ``random``, ...).
         seed: Run seed.
         data: The ``data`` section, for data named rather than given (``{"name":

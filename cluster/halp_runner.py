@@ -69,7 +69,7 @@ def resolve_targets(config: Any, dense_ms: float, floor_ms: float) -> list[float
         if not floor_ms <= ms < dense_ms:
             raise UsageError(
                 f"halp.latency_targets: {raw} ({ms:.4f} ms) is outside the reachable table "
-                f"latencies [{floor_ms:.4f}, {dense_ms:.4f}) ms of {config.model.name} "
+                f"latencies [{floor_ms:.4f}, {dense_ms:.4f}) ms of {config.model.source} "
                 f"({floor_ms / dense_ms:.3f} to 1 of dense)")
     return targets
 
@@ -162,7 +162,7 @@ class _HALPRunner:
         if config.evaluator.kind != "finetune":
             raise UsageError("method 'halp' prunes real networks: evaluator.kind must be "
                              f"'finetune', not '{config.evaluator.kind}'")
-        log(f"preparing the {config.model.name} task for HALP: base model, data, latency "
+        log(f"preparing the {config.model.source} task for HALP: base model, data, latency "
             "table, dense objectives ...")
         self.task = build_task(config, run_dir)
         self.dense = {k: float(v) for k, v in self.task.dense_objectives().items()}

@@ -105,7 +105,7 @@ def prepare_task(config: Any, run_dir: Path, *, retimed: str | None,
     if config.evaluator.kind == "synthetic":
         log("preparing the synthetic task ...")
     else:
-        log(f"preparing the {config.model.name} task: base model, data, latency table "
+        log(f"preparing the {config.model.source} task: base model, data, latency table "
             "(timed once, then cached), dense objectives ...")
     if retimed is not None:
         log(f"re-timing the latency table ({retimed}; --retime-table): the rest of the search "

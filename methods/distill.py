@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS
+
 __all__ = ["FeatureTaps", "attention_loss", "attention_map", "kd_loss", "stage_names"]
 
 
@@ -37,13 +39,15 @@ def attention_map(features: torch.Tensor) -> torch.Tensor:
     """Spatial attention map ``Q(A)``: L2-normalised flatten of the channel mean of ``A**2``.
 
     Args:
-        features: ``(N, C, H, W)`` activations.
+        features: ``(N, C, H, W)`` activations (or ``(N, C, L)`` of a sequence network).
 
     Returns:
-        ``(N, H*W)`` tensor whose rows have unit L2 norm (all-zero rows stay zero).
+        ``(N, H*W)`` (``(N, L)``) tensor whose rows have unit L2 norm (all-zero rows stay
+        zero).
     """
-    if features.ndim != 4:
-        raise ValueError(f"features must be (N, C, H, W), got shape {tuple(features.shape)}")
+    if features.ndim not in (3, 4):
+        raise ValueError(f"features must be (N, C, H, W) or (N, C, L), got shape "
+                         f"{tuple(features.shape)}")
     return F.normalize(features.pow(2).mean(dim=1).flatten(1), p=2.0, dim=1)
 
 
@@ -70,7 +74,8 @@ def attention_loss(student_feats: Sequence[torch.Tensor],
         raise ValueError("attention_loss needs at least one pair of feature maps")
     losses = []
     for j, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-        if s.ndim != 4 or t.ndim != 4 or s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+        if s.ndim not in (3, 4) or s.ndim != t.ndim or s.shape[0] != t.shape[0] \
+                or s.shape[2:] != t.shape[2:]:
             raise ValueError(f"stage {j}: student {tuple(s.shape)} and teacher {tuple(t.shape)} "
                              "must share batch and spatial size")
         losses.append((attention_map(s) - attention_map(t.detach())).pow(2).mean())
@@ -103,8 +108,8 @@ def stage_names(model: nn.Module) -> list[str]:
     """Names of the modules whose outputs are the network's stage outputs.
 
     CIFAR and torchvision ResNets: ``layer1`` .. ``layerN`` (every consecutive ``layerK``
-    attribute). Other networks (fallback): for each top-level child that holds a BatchNorm2d
-    (a Conv2d in networks without BN), the last such module inside it, in module order; e.g.
+    attribute). Other networks (fallback): for each top-level child that holds a BatchNorm
+    (a convolution in networks without BN; 1-D or 2-D), the last such module inside it, in module order; e.g.
     ``bn1, bn2, bn3`` for the digits CNN, ``features.18.1`` for MobileNetV2.
 
     Raises:
@@ -117,8 +122,7 @@ def stage_names(model: nn.Module) -> list[str]:
         k += 1
     if names:
         return names
-    kind = nn.BatchNorm2d if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) \
-        else nn.Conv2d
+    kind = BATCH_NORMS if any(isinstance(m, BATCH_NORMS) for m in model.modules()) else CONVS
     for child_name, child in model.named_children():
         found = [n for n, m in child.named_modules() if isinstance(m, kind)]
         if found:

@@ -17,6 +17,7 @@ from torch import nn
 from prunesearch.methods.clad.learner import DESCRIPTORS, filter_descriptors
 from prunesearch.methods.clad.settings import FIXED_CRITERIA
 from prunesearch.methods.pruning.importance import Producer
+from prunesearch.methods.pruning.layers import CONVS
 from prunesearch.methods.pruning.space import GenomeSpace
 
 __all__ = ["fixed_scores", "pruned_groups", "rate_for_macs_reduction", "target_genome"]
@@ -40,6 +41,11 @@ def pruned_groups(space: GenomeSpace, layers: str, producers: Mapping[str, Seque
     """
     if layers not in ("blocks", "all"):
         raise ValueError(f"layers must be 'blocks' or 'all', got {layers!r}")
+    if producers is not None and not any(isinstance(m, CONVS) for members in producers.values()
+                                         for m, _ in members):
+        raise ValueError(f"CLAD prunes convolution filters and {space.model_name} has no "
+                         "prunable convolution (Conv1d/Conv2d); prune it with method: hamp or "
+                         "halp")
     if layers == "all":
         return list(space.names)
     names = []
@@ -51,7 +57,7 @@ def pruned_groups(space: GenomeSpace, layers: str, producers: Mapping[str, Seque
                 raise ValueError("torchvision groups need producers= to tell inner convs apart")
             # A depthwise conv only carries the channels of the conv before it (MobileNet's
             # expansion width): it does not make the group a residual one.
-            convs = [m for m, _ in producers[group.name] if isinstance(m, nn.Conv2d)
+            convs = [m for m, _ in producers[group.name] if isinstance(m, CONVS)
                      and not (m.groups > 1 and m.groups == m.in_channels)]
             if len(convs) == 1:
                 names.append(group.name)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from prunesearch.methods.pruning.importance import Producer, keep_top
+from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS
 from prunesearch.methods.pruning.space import GenomeSpace
 
 __all__ = [
@@ -79,7 +80,7 @@ def filter_descriptors(producers: Sequence[Producer], width: int) -> torch.Tenso
     out = torch.zeros(width, len(DESCRIPTORS), dtype=torch.float32)
     convs = 0
     for module, index in producers:
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, CONVS):
             w = _take(module.weight.detach().flatten(1), index).to("cpu", torch.float32)
             cols = torch.stack([
                 w.abs().sum(1),
@@ -91,7 +92,7 @@ def filter_descriptors(producers: Sequence[Producer], width: int) -> torch.Tenso
             ], dim=1)
             out[:, :6] += cols
             convs += 1
-        elif isinstance(module, nn.BatchNorm2d) and module.affine:
+        elif isinstance(module, BATCH_NORMS) and module.affine:
             out[:, 6] += _take(module.weight.detach(), index).abs().to("cpu", torch.float32)
     if convs == 0:
         raise ValueError("a group has no producing conv to describe")
@@ -230,8 +231,8 @@ class ChannelMasks:
             block_outputs = {f"stage{s + 1}": list(stage) for s, stage in enumerate(model.stages())}
         for group in groups:
             members = list(producers[group])
-            targets = [(m, i) for m, i in members if isinstance(m, nn.BatchNorm2d)] or \
-                      [(m, i) for m, i in members if isinstance(m, nn.Conv2d)]
+            targets = [(m, i) for m, i in members if isinstance(m, BATCH_NORMS)] or \
+                      [(m, i) for m, i in members if isinstance(m, CONVS)]
             targets += [(block, None) for block in block_outputs.get(group, [])]
             for module, index in targets:
                 self._handles.append(module.register_forward_hook(

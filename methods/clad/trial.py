@@ -590,13 +590,21 @@ def validate_clad_config(config: Any) -> None:
     from prunesearch.methods.data import dataset_info
     from prunesearch.methods.errors import DataNotFoundError
     from prunesearch.methods.models import model_info, pretrained_path
+    from prunesearch.methods.objects import resolve
 
-    info = model_info(config.model.name)
-    data = dataset_info(config.data.name)
+    # A user's network or data (model.factory / data.factory) is found by importing it; a
+    # registry name is looked up (an unknown one is refused with the valid names).
+    if config.model.factory is not None:
+        resolve(config.model.factory, key="model.factory")
+    if config.data.factory is not None:
+        resolve(config.data.factory, key="data.factory")
+    info = model_info(config.model.name) if config.model.factory is None else None
+    data = dataset_info(config.data.name) if config.data.factory is None else None
     if config.model.checkpoint:
         if not Path(config.model.checkpoint).expanduser().is_file():
             raise DataNotFoundError(f"model.checkpoint '{config.model.checkpoint}' does not exist")
-    elif (info.pretrained_cifar10 and data.name == "cifar10"
+    elif (info is not None and data is not None and info.pretrained_cifar10
+          and data.name == "cifar10"
           and pretrained_path(info.name, config.data.root) is None):
         folder = Path(config.data.root).expanduser() / "weights" / "cifar10-resnet"
         raise DataNotFoundError(f"data.root '{config.data.root}' has no pretrained "

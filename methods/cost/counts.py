@@ -77,7 +77,7 @@ def spec_macs(spec: LayerSpec) -> int:
     """Multiply-accumulates of one operation for its whole batch (conv and linear only)."""
     _check_op(spec)
     if spec.op == "conv":
-        per_out = (spec.in_channels // spec.groups) * spec.kernel * spec.kernel
+        per_out = (spec.in_channels // spec.groups) * spec.kernel ** spec.dims
         return spec.batch * spec.out_channels * spec.out_hw[0] * spec.out_hw[1] * per_out
     if spec.op == "linear":
         return spec.batch * spec.in_channels * spec.out_channels
@@ -88,7 +88,7 @@ def spec_params(spec: LayerSpec) -> int:
     """Trainable parameters of one operation."""
     _check_op(spec)
     if spec.op == "conv":
-        weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel * spec.kernel
+        weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel ** spec.dims
         return weight + (spec.out_channels if spec.bias else 0)
     if spec.op == "linear":
         return spec.in_channels * spec.out_channels + (spec.out_channels if spec.bias else 0)
@@ -121,10 +121,11 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
 
     macs = 0
 
-    def conv_hook(mod: nn.Conv2d, inputs: Any, output: torch.Tensor) -> None:
+    def conv_hook(mod: nn.Conv1d | nn.Conv2d, inputs: Any, output: torch.Tensor) -> None:
         nonlocal macs
-        kh, kw = mod.kernel_size
-        per_out = (mod.in_channels // mod.groups) * kh * kw
+        per_out = mod.in_channels // mod.groups
+        for k in mod.kernel_size:
+            per_out *= k
         macs += output.numel() * per_out
 
     def linear_hook(mod: nn.Linear, inputs: Any, output: torch.Tensor) -> None:
@@ -133,7 +134,7 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
 
     handles = []
     for sub in module.modules():
-        if isinstance(sub, nn.Conv2d):
+        if isinstance(sub, (nn.Conv1d, nn.Conv2d)):
             handles.append(sub.register_forward_hook(conv_hook))
         elif isinstance(sub, nn.Linear):
             handles.append(sub.register_forward_hook(linear_hook))

@@ -327,6 +327,22 @@ class _GlobalAvgPool(nn.Module):
         return F.adaptive_avg_pool2d(x, 1)
 
 
+class _GlobalAvgPool1d(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool1d(x, 1)
+
+
+#: Sequence (NCL) versions of the ops whose module depends on the spatial rank; the others
+#: (bn, relu, add, flatten) cost the same on an (N, C, L, 1) tensor and keep their module.
+_ONE_D: dict[str, Callable[[LayerSpec], nn.Module]] = {
+    "conv": lambda s: nn.Conv1d(s.in_channels, s.out_channels, s.kernel, s.stride, s.padding,
+                                groups=s.groups, bias=s.bias),
+    "maxpool": lambda s: nn.MaxPool1d(s.kernel, s.stride, s.padding),
+    "avgpool": lambda s: nn.AvgPool1d(s.kernel, s.stride, s.padding),
+    "gap": lambda s: _GlobalAvgPool1d(),
+}
+
+
 def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
     """A stand-alone module computing one layer spec, and the shapes of its inputs.
 
@@ -335,6 +351,8 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
     """
     b, cin, cout = spec.batch, spec.in_channels, spec.out_channels
     x_shape = (b, cin, *spec.in_hw)
+    if spec.dims == 1 and spec.op in _ONE_D:
+        return _ONE_D[spec.op](spec), [(b, cin, spec.in_hw[0])]
     if spec.op == "conv":
         mod: nn.Module = nn.Conv2d(cin, cout, spec.kernel, spec.stride, spec.padding,
                                    groups=spec.groups, bias=spec.bias)

@@ -15,6 +15,10 @@ class LayerSpec:
     ``op`` is one of: ``conv``, ``bn``, ``relu``, ``add`` (residual add), ``shortcut``
     (parameter-free option-A subsample + channel scatter), ``maxpool``, ``avgpool``, ``gap``
     (global average pool), ``flatten``, ``linear``. For ``linear`` the spatial sizes are (1, 1).
+
+    ``dims`` is the number of spatial dimensions the op runs over: 2 for images (NCHW), 1 for
+    sequences (NCL, recorded as ``in_hw = (L, 1)``; a ``conv`` is then a ``Conv1d`` with a
+    ``kernel``-long kernel).
     """
 
     op: str
@@ -28,9 +32,11 @@ class LayerSpec:
     padding: int = 0
     groups: int = 1
     bias: bool = False
+    dims: int = 2
 
     def key(self) -> str:
         """Shape key for the latency table (device/runtime/dtype/torch are the table's own key)."""
         return (f"{self.op}_b{self.batch}_i{self.in_channels}_o{self.out_channels}"
                 f"_h{self.in_hw[0]}x{self.in_hw[1]}_k{self.kernel}_s{self.stride}_p{self.padding}"
-                f"_g{self.groups}_{'b' if self.bias else 'nb'}")
+                f"_g{self.groups}_{'b' if self.bias else 'nb'}"
+                + (f"_d{self.dims}" if self.dims != 2 else ""))

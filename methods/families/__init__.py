@@ -62,6 +62,9 @@ class ModelFamily:
     default_input_shape: tuple[int, int, int] | None = None
     #: Owns any network no other family owns (asked last, whenever it was registered).
     catch_all: bool = False
+    #: Ranks of one input sample the family takes: 3 is ``(C, H, W)`` images; a family that
+    #: also takes sequences ``(C, L)`` and feature vectors ``(F,)`` lists 2 and 1.
+    input_ranks: tuple[int, ...] = (3,)
 
     # ---------------------------------------------------------------- identification
     def owns(self, model: Any) -> bool:
@@ -71,13 +74,18 @@ class ModelFamily:
     def check_input(self, model_name: str, input_shape: Sequence[int]) -> None:
         """Raise ``ValueError`` if ``model_name`` cannot take images of ``input_shape``."""
 
-    def input_shape(self, model: Any, input_shape: Sequence[int] | None) -> tuple[int, int, int]:
-        """The ``(C, H, W)`` to use for ``model``: the caller's, else the family default."""
+    def input_shape(self, model: Any, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+        """The input shape of one sample to use for ``model``: the caller's, else the family
+        default. ``(C, H, W)`` for images; families pruned along the dependency graph also take
+        ``(C, L)`` (sequences) and ``(F,)`` (feature vectors)."""
         if input_shape is not None:
             shape = tuple(int(v) for v in input_shape)
-            if len(shape) != 3:
-                raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-            return shape  # type: ignore[return-value]
+            if len(shape) not in self.input_ranks or min(shape, default=0) < 1:
+                layouts = {3: "(C, H, W)", 2: "(C, L)", 1: "(F,)"}
+                raise ValueError(f"input_shape must be "
+                                 f"{' or '.join(layouts[r] for r in self.input_ranks)}, got "
+                                 f"{tuple(input_shape)}")
+            return shape
         if self.default_input_shape is None:
             raise ValueError(f"{self.name} models take any image size: pass input_shape=(C, H, W) "
                              "(the dataset's)")

@@ -195,6 +195,8 @@ class CustomFamily(DependencyGraphFamily):
 
     name = "custom"
     catch_all = True
+    # A user's network may take sequences (Conv1d) or feature vectors (an MLP) as well.
+    input_ranks = (3, 2, 1)
 
     def __init__(self) -> None:
         from prunesearch.methods.objects import registered

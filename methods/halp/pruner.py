@@ -37,6 +37,7 @@ from torch import nn
 from prunesearch.methods.halp.knapsack import prefix_knapsack, quantise_costs
 from prunesearch.methods.halp.settings import HALPSettings
 from prunesearch.methods.models.training import param_groups
+from prunesearch.methods.pruning.layers import BATCH_NORMS
 
 __all__ = ["HALPResult", "prune_to_latency", "step_budgets", "target_latency_ms"]
 
@@ -109,11 +110,11 @@ class _Masks:
     def __init__(self, producers: Mapping[str, Sequence[tuple[nn.Module, Any]]],
                  widths: Mapping[str, int]) -> None:
         self.active = {name: torch.ones(w, dtype=torch.bool) for name, w in widths.items()}
-        self.bns: dict[str, list[tuple[nn.BatchNorm2d, torch.Tensor]]] = {}
+        self.bns: dict[str, list[tuple[nn.Module, torch.Tensor]]] = {}
         for name, members in producers.items():
             bns = []
             for module, index in members:
-                if isinstance(module, nn.BatchNorm2d) and module.affine:
+                if isinstance(module, BATCH_NORMS) and module.affine:
                     idx = (torch.arange(widths[name]) if index is None
                            else torch.as_tensor(list(index), dtype=torch.int64))
                     bns.append((module, idx))

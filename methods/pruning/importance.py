@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunesearch.methods.pruning.layers import BATCH_NORMS, PRUNABLE_LAYERS
+
 __all__ = ["IMPORTANCES", "Producer", "batch_gradients", "group_scores", "keep_top",
            "keep_top_periodic"]
 
@@ -28,7 +30,7 @@ IMPORTANCES = ("l1", "bn_scale", "taylor")
 
 #: Normalisation layers whose per-channel scale ``bn_scale`` and ``taylor`` read (LayerNorm:
 #: ConvNeXt; GroupNorm: networks without BN).
-_NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+_NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)
 
 #: A producer of a group's channels: (module, index map). ``index[i]`` is the module's output
 #: channel that carries group channel ``i`` (identity for every network we prune).
@@ -86,7 +88,7 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
     used = 0
     for module, index in producers:
         norm = isinstance(module, _NORMS) and getattr(module, "weight", None) is not None
-        if criterion == "l1" and isinstance(module, (nn.Conv2d, nn.Linear)):
+        if criterion == "l1" and isinstance(module, PRUNABLE_LAYERS):
             per_channel = module.weight.detach().abs().flatten(1).sum(1)
         elif norm and criterion == "bn_scale":
             per_channel = module.weight.detach().abs()

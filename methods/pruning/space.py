@@ -69,8 +69,9 @@ class GenomeSpace:
         groups: Prunable groups in genome order.
         granularity: Channels per granule.
         num_classes: Classifier outputs of the model.
-        input_shape: ``(C, H, W)`` of the images the model is pruned and timed for (the
-            dataset's).
+        input_shape: Shape of one input the model is pruned and timed for (the dataset's):
+            ``(C, H, W)`` images, or ``(C, L)`` sequences / ``(F,)`` feature vectors for the
+            ``custom`` family.
         family: Name of the model family (:mod:`prunesearch.methods.families`) whose surgery and
             layer specs apply; empty: the family that builds ``model_name``.
         base: For families whose layer specs are traced from a pruned copy (dependency-graph
@@ -208,8 +209,9 @@ def genome_space(model: nn.Module, model_name: str | None = None, granularity: i
         model_name: Its registry name (recorded in recipes); default: the family's only model,
             else required.
         granularity: Channels per granule.
-        input_shape: ``(C, H, W)`` of the dataset's images. Required for families that take any
-            image size (torchvision); the fixed-size families default to their native size.
+        input_shape: ``(C, H, W)`` of the dataset's images (``(C, L)`` or ``(F,)`` for a
+            ``custom`` sequence or tabular network). Required for families that take any image
+            size (torchvision, custom); the fixed-size families default to their native size.
 
     Raises:
         TypeError: ``model`` belongs to no registered family.

@@ -64,7 +64,8 @@ def _random_base(model_name: str, num_classes: int) -> nn.Module:
 
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
                 nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish)
-_NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
+          nn.InstanceNorm2d)
 _ELEMENTWISE_FNS = (nn.functional.relu, torch.relu, nn.functional.relu6, nn.functional.gelu,
                     nn.functional.silu, nn.functional.hardswish, nn.functional.hardsigmoid,
                     torch.sigmoid, nn.functional.sigmoid)
@@ -81,6 +82,11 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
     as ``relu`` and every normalisation as ``bn`` (elementwise, same shape), a multiply (squeeze-
     excitation, layer scale) as ``add``, and a ``Linear`` applied to an ``(N, H, W, C)`` tensor
     (ConvNeXt) as the 1x1 conv it is. Concatenation, reshapes and permutes are free.
+
+    Inputs need not be images: a space whose ``input_shape`` is ``(C, L)`` (sequences) records
+    its ``(N, C, L)`` tensors with ``in_hw = (L, 1)`` and its ``Conv1d``/pooling ops with
+    ``dims=1``; one whose ``input_shape`` is ``(F,)`` (feature vectors) has only ``(N, F)``
+    tensors, recorded with ``in_hw = (1, 1)``.
     """
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
@@ -100,6 +106,21 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
         ShapeProp(graph).propagate(example)
     modules = dict(graph.named_modules())
     ops: list[LayerSpec] = []
+    # In a sequence network an (N, C, L) tensor is channels-first; elsewhere a rank-3 tensor is
+    # a transformer's (N, tokens, C).
+    sequence = len(space.input_shape) == 2
+
+    def spatial(shape_: tuple[int, ...]) -> tuple[int, int]:
+        if len(shape_) == 4:
+            return int(shape_[2]), int(shape_[3])
+        if sequence and len(shape_) == 3:
+            return int(shape_[2]), 1
+        return 1, 1
+
+    def channels_and_hw(shape_: tuple[int, ...]) -> tuple[int, tuple[int, int]]:
+        if sequence and len(shape_) == 3:
+            return int(shape_[1]), spatial(shape_)
+        return _channels_and_hw(shape_)
 
     def shape(node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -114,8 +135,7 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
         src = node.args[0] if node.args else None
         inp = shape(src) if isinstance(src, torch.fx.Node) else ()
         inp = inp or out
-        in_hw = tuple(inp[2:4]) if len(inp) == 4 else (1, 1)
-        out_hw = tuple(out[2:4]) if len(out) == 4 else (1, 1)
+        in_hw, out_hw = spatial(inp), spatial(out)
         cin, cout = (inp[1] if len(inp) > 1 else 1), (out[1] if len(out) > 1 else 1)
         if node.op == "call_module":
             m = modules[node.target]
@@ -123,6 +143,10 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
                                      m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
                                      m.bias is not None))
+            elif isinstance(m, nn.Conv1d):
+                ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
+                                     m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
+                                     m.bias is not None, dims=1))
             elif isinstance(m, nn.Linear) and len(inp) > 2:
                 # Channels-last Linear on (N, H, W, C): a 1x1 conv over H x W positions.
                 tokens = tuple(inp[1:3]) if len(inp) == 4 else (int(inp[1]), 1)
@@ -132,11 +156,22 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                 ops.append(LayerSpec("linear", batch, m.in_features, m.out_features, (1, 1),
                                      (1, 1), bias=m.bias is not None))
             elif isinstance(m, _NORMS):
-                c, where = _channels_and_hw(out)
+                c, where = channels_and_hw(out)
                 ops.append(LayerSpec("bn", batch, c, c, where, where))
             elif isinstance(m, _ELEMENTWISE):
-                c, where = _channels_and_hw(out)
+                c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))
+            elif isinstance(m, (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+                                nn.AdaptiveMaxPool1d)):
+                op = ("gap" if out_hw == (1, 1) and not isinstance(m, nn.MaxPool1d)
+                      else "maxpool" if isinstance(m, (nn.MaxPool1d, nn.AdaptiveMaxPool1d))
+                      else "avgpool")
+                k, st, pd = (_one(getattr(m, "kernel_size", 1)), _one(getattr(m, "stride", 1)),
+                             _pad(getattr(m, "padding", 0)))
+                if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+                    # An adaptive pool's window: the input length over the output length.
+                    k = st = max(1, in_hw[0] // max(1, out_hw[0]))
+                ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw, k, st, pd, dims=1))
             elif isinstance(m, nn.MaxPool2d):
                 k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
                 st = m.stride if isinstance(m.stride, int) else m.stride[0]
@@ -150,15 +185,18 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             # Dropout, Identity, Permute and other free-at-inference modules cost nothing.
         elif node.op == "call_function":
             if node.target in _BINARY_FNS and len(out) >= 2:
-                c, where = _channels_and_hw(out)
+                c, where = channels_and_hw(out)
                 ops.append(LayerSpec("add", batch, c, c, where, where))
             elif node.target is torch.flatten:
                 ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
+            elif node.target in (nn.functional.adaptive_avg_pool1d, nn.functional.avg_pool1d):
+                ops.append(LayerSpec("gap" if out_hw == (1, 1) else "avgpool", batch, cin, cout,
+                                     in_hw, out_hw, dims=1))
             elif node.target in (nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d):
                 ops.append(LayerSpec("gap" if out_hw == (1, 1) else "avgpool", batch, cin, cout,
                                      in_hw, out_hw))
             elif node.target in _ELEMENTWISE_FNS:
-                c, where = _channels_and_hw(out)
+                c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))
         elif node.op == "call_method" and node.target in ("flatten", "view", "reshape") \
                 and len(out) == 2:
@@ -243,7 +281,7 @@ def _fit_affine(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineS
 
 _Key = tuple[GenomeSpace, int, tuple[int, int]]
 #: Per (space, batch, input size): the fitted model, or ``None`` where it does not hold.
-_MODELS: dict[_Key, "_AffineSpecs | None"] = {}
+_MODELS: dict[_Key, _AffineSpecs | None] = {}
 #: Width vectors asked for per key in this process before its model is fitted.
 _ASKED: dict[_Key, int] = {}
 
@@ -298,6 +336,10 @@ def _pad(padding) -> int:
     if isinstance(padding, str):
         return 0  # 'same'/'valid': the shapes recorded carry the effect
     return int(padding if isinstance(padding, int) else padding[0])
+
+
+def _one(value) -> int:
+    return int(value if isinstance(value, int) else value[0])
 
 
 def _channels_and_hw(shape: tuple[int, ...]) -> tuple[int, tuple[int, int]]:

@@ -158,3 +158,77 @@ def test_python_api_with_a_module_datasets_and_a_score_that_steers_the_front(
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
     exported = result.export(best.id, tmp_path / "best.pt")
     assert exported["check"].max_abs_diff <= 1e-4
+
+
+SEQUENCE_MODULE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    def kws(num_classes):
+        return nn.Sequential(
+            nn.Conv1d(2, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(16, 24, 3, padding=1), nn.BatchNorm1d(24), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(24, num_classes))
+
+
+    def signals(seed=0):
+        # Two-channel signals of 32 steps; the class is which channel carries a slow wave.
+        g = torch.Generator().manual_seed(seed)
+        n = 96
+        y = torch.arange(n) % 2
+        x = 0.3 * torch.randn(n, 2, 32, generator=g)
+        wave = torch.sin(torch.linspace(0, 6.28, 32))
+        x[torch.arange(n), y] += wave
+        ds = lambda a, b: torch.utils.data.TensorDataset(x[a:b], y[a:b])
+        return {"train": ds(0, 64), "val": ds(64, 80), "test": ds(80, 96), "num_classes": 2}
+''')
+
+
+def test_sequence_network_and_data_factories_through_the_cli(tmp_path, monkeypatch):
+    """A Conv1d network on (C, L) signals: searched, timed as Conv1d layers, exported to ONNX
+    (reloaded in ONNX Runtime on the same layout); CLAD's preflight takes the factories."""
+    import yaml
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "byo_signals.py").write_text(SEQUENCE_MODULE)
+    config = {"method": "hamp", "seed": 0, "data": {"factory": "byo_signals:signals"},
+              "model": {"factory": "byo_signals:kws", "pretrain_epochs": 2}, **TINY}
+    path = tmp_path / "kws.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "pkg")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "prunesearch", *args], cwd=REPO,
+                              capture_output=True, text=True, check=False, timeout=400, env=env)
+
+    run = tmp_path / "run"
+    proc = cli("run", str(path), "--output", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preparing the factory:byo_signals:kws task" in proc.stdout + proc.stderr
+    rows = list(csv.DictReader((run / "pareto.csv").open()))
+    assert rows and all(float(r["latency_ms_measured"]) > 0 for r in rows)
+    table = json.loads((run / "latency_table.json").read_text())["entries"]
+    assert any(k.startswith("conv_b1_i2_") and "_h32x1_" in k and k.endswith("_d1")
+               for k in table), sorted(table)[:5]
+    info = json.loads((run / "models" / f"{rows[0]['id']}.json").read_text())
+    assert info["recipe"]["input_shape"] == [2, 32]
+    out = tmp_path / "kws.onnx"
+    proc = cli("export", str(run), "--pick", "knee", "--out", str(out), "--format", "onnx")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reloaded in onnxruntime" in proc.stdout
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name:
+                                   np.zeros((3, 2, 32), dtype=np.float32)})
+    assert logits.shape == (3, 2)
+
+    # CLAD with the same factories passes the checks made before a run starts (it used to
+    # look model.name up in the registry: "model.name 'None' is not a known model").
+    from prunesearch.cluster.config import load_config
+    from prunesearch.methods.clad.trial import validate_clad_config
+
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    clad = load_config(path, overrides=["method=clad"])
+    validate_clad_config(clad)
