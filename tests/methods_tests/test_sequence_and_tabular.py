@@ -46,12 +46,16 @@ def _mlp(num_classes: int = 4) -> nn.Module:
 CASES = {"sequence": (KeywordNet, (2, 40)), "tabular": (_mlp, (12,))}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_pruned_network_is_smaller_runs_and_keeps_the_input_layout(case):
+def _case(case: str):
     build, shape = CASES[case]
     torch.manual_seed(0)
     model = build().eval()
-    space = genome_space(model, input_shape=shape, granularity=4)
+    return model, genome_space(model, input_shape=shape, granularity=4), shape
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pruned_network_is_smaller_runs_and_keeps_the_input_layout(case):
+    model, space, shape = _case(case)
     assert space.input_shape == shape and len(space.groups) >= 2
     small = apply_genome(model, space, space.uniform_genome(0.5)).module.eval()
     x = torch.randn(3, *shape)
@@ -64,10 +68,7 @@ def test_pruned_network_is_smaller_runs_and_keeps_the_input_layout(case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cost_model_counts_the_real_pruned_network(case):
-    build, shape = CASES[case]
-    torch.manual_seed(0)
-    model = build().eval()
-    space = genome_space(model, input_shape=shape, granularity=4)
+    model, space, shape = _case(case)
     gen = torch.Generator().manual_seed(1)
     genomes = [space.upper(), space.lower(), space.uniform_genome(0.5)]
     genomes += [tuple(int(torch.randint(1, u + 1, (1,), generator=gen)) for u in space.upper())
