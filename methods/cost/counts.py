@@ -77,7 +77,7 @@ def spec_macs(spec: LayerSpec) -> int:
     """Multiply-accumulates of one operation for its whole batch (conv and linear only)."""
     _check_op(spec)
     if spec.op == "conv":
-        per_out = (spec.in_channels // spec.groups) * spec.kernel ** spec.dims
+        per_out = (spec.in_channels // spec.groups) * spec.taps
         return spec.batch * spec.out_channels * spec.out_hw[0] * spec.out_hw[1] * per_out
     if spec.op == "linear":
         return spec.batch * spec.in_channels * spec.out_channels
@@ -88,7 +88,7 @@ def spec_params(spec: LayerSpec) -> int:
     """Trainable parameters of one operation."""
     _check_op(spec)
     if spec.op == "conv":
-        weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel ** spec.dims
+        weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.taps
         return weight + (spec.out_channels if spec.bias else 0)
     if spec.op == "linear":
         return spec.in_channels * spec.out_channels + (spec.out_channels if spec.bias else 0)

@@ -141,8 +141,8 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             m = modules[node.target]
             if isinstance(m, nn.Conv2d):
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
-                                     m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
-                                     m.bias is not None))
+                                     _square(m.kernel_size), _square(m.stride),
+                                     _pad2(m.padding), m.groups, m.bias is not None))
             elif isinstance(m, nn.Conv1d):
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
                                      m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
@@ -173,13 +173,23 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                     k = st = max(1, in_hw[0] // max(1, out_hw[0]))
                 ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw, k, st, pd, dims=1))
             elif isinstance(m, nn.MaxPool2d):
-                k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-                st = m.stride if isinstance(m.stride, int) else m.stride[0]
-                ops.append(LayerSpec("maxpool", batch, cin, cout, in_hw, out_hw, k, st,
-                                     _pad(m.padding)))
+                ops.append(LayerSpec("maxpool", batch, cin, cout, in_hw, out_hw,
+                                     _square(m.kernel_size), _square(m.stride),
+                                     _pad2(m.padding)))
             elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
                 op = "gap" if out_hw == (1, 1) else "avgpool"
-                ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw))
+                if op == "gap":
+                    ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw))
+                elif isinstance(m, nn.AvgPool2d):
+                    ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw,
+                                         _square(m.kernel_size),
+                                         _square(m.stride if m.stride is not None
+                                                 else m.kernel_size), _pad2(m.padding)))
+                else:
+                    # An adaptive pool's window: the input size over the output size.
+                    window = _square(tuple(max(1, i // max(1, o))
+                                           for i, o in zip(in_hw, out_hw)))
+                    ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw, window, window))
             elif isinstance(m, nn.Flatten):
                 ops.append(LayerSpec("flatten", batch, cin, cin, (1, 1), (1, 1)))
             # Dropout, Identity, Permute and other free-at-inference modules cost nothing.
@@ -336,6 +346,20 @@ def _pad(padding) -> int:
     if isinstance(padding, str):
         return 0  # 'same'/'valid': the shapes recorded carry the effect
     return int(padding if isinstance(padding, int) else padding[0])
+
+
+def _square(value) -> int | tuple[int, int]:
+    """A 2-D conv/pool size as :class:`LayerSpec` holds it: one int when square, else (h, w)."""
+    if isinstance(value, int):
+        return value
+    h, w = (int(v) for v in value)
+    return h if h == w else (h, w)
+
+
+def _pad2(padding) -> int | tuple[int, int]:
+    if isinstance(padding, str):
+        return 0  # 'same'/'valid': the shapes recorded carry the effect
+    return _square(padding)
 
 
 def _one(value) -> int:

@@ -204,3 +204,30 @@ def test_groups_are_found_on_frozen_weights_and_the_flags_come_back():
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert [p.requires_grad for p in frozen.parameters()] == \
         [True] + [False] * (len(list(frozen.parameters())) - 1)
+
+
+def test_non_square_kernels_and_pools_are_costed_as_they_run():
+    """Inception-style 1x7 / 7x1 convs with non-square strides and paddings, and a 2x2 average
+    pool: the specs' MACs and parameters equal the real pruned network's, and the table entry
+    of a 1x7 conv is timed as a 1x7 conv (it used to be costed and timed as 1x1, and a 7x1 as
+    7x7: Inception-v3's MACs were 1.63x their count)."""
+    from prunesearch.methods.cost.counts import count_module, count_specs
+    from prunesearch.methods.cost.latency import spec_module
+
+    net = nn.Sequential(nn.Conv2d(3, 16, (1, 7), padding=(0, 3)), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.Conv2d(16, 16, (7, 1), stride=(2, 1), padding=(3, 0)),
+                        nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    space = genome_space(net, input_shape=(3, 20, 24), granularity=4)
+    for keep in (1.0, 0.5, 0.25):
+        genome = space.uniform_genome(keep)
+        specs = layer_specs(space, space.channels(genome))
+        assert count_specs(specs) == count_module(apply_genome(net, space, genome).module,
+                                                  (3, 20, 24))
+    convs = [s for s in specs if s.op == "conv"]
+    assert convs[0].kernel == (1, 7) and convs[0].padding == (0, 3)
+    assert "_k1x7_s1_p0x3_" in convs[0].key() and "_k7x1_s2x1_p3x0_" in convs[1].key()
+    for spec in convs + [s for s in specs if s.op == "avgpool"]:
+        module, shapes = spec_module(spec)
+        out = module(torch.zeros(shapes[0]))
+        assert tuple(out.shape[2:]) == spec.out_hw, spec
