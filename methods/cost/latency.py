@@ -336,7 +336,7 @@ class _GlobalAvgPool1d(nn.Module):
 #: (bn, relu, add, flatten) cost the same on an (N, C, L, 1) tensor and keep their module.
 _ONE_D: dict[str, Callable[[LayerSpec], nn.Module]] = {
     "conv": lambda s: nn.Conv1d(s.in_channels, s.out_channels, s.kernel, s.stride, s.padding,
-                                groups=s.groups, bias=s.bias),
+                                groups=s.groups, bias=s.bias, dilation=s.dilation),
     "maxpool": lambda s: nn.MaxPool1d(s.kernel, s.stride, s.padding),
     "avgpool": lambda s: nn.AvgPool1d(s.kernel, s.stride, s.padding),
     "gap": lambda s: _GlobalAvgPool1d(),
@@ -355,7 +355,7 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
         return _ONE_D[spec.op](spec), [(b, cin, spec.in_hw[0])]
     if spec.op == "conv":
         mod: nn.Module = nn.Conv2d(cin, cout, spec.kernel, spec.stride, spec.padding,
-                                   groups=spec.groups, bias=spec.bias)
+                                   groups=spec.groups, bias=spec.bias, dilation=spec.dilation)
     elif spec.op == "bn":
         mod = nn.BatchNorm2d(cout)
     elif spec.op == "relu":

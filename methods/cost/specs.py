@@ -19,6 +19,8 @@ class LayerSpec:
     ``kernel``, ``stride`` and ``padding`` are one int when equal along both axes (square), else
     ``(h, w)`` (Inception's 1x7 and 7x1 convs).
 
+    ``dilation`` is a conv's (same form; 1 for every other op).
+
     ``dims`` is the number of spatial dimensions the op runs over: 2 for images (NCHW), 1 for
     sequences (NCL, recorded as ``in_hw = (L, 1)``; a ``conv`` is then a ``Conv1d`` with a
     ``kernel``-long kernel).
@@ -36,6 +38,7 @@ class LayerSpec:
     groups: int = 1
     bias: bool = False
     dims: int = 2
+    dilation: int | tuple[int, int] = 1
 
     @property
     def taps(self) -> int:
@@ -51,7 +54,8 @@ class LayerSpec:
                 f"_h{self.in_hw[0]}x{self.in_hw[1]}_k{_axes(self.kernel)}_s{_axes(self.stride)}"
                 f"_p{_axes(self.padding)}"
                 f"_g{self.groups}_{'b' if self.bias else 'nb'}"
-                + (f"_d{self.dims}" if self.dims != 2 else ""))
+                + (f"_d{self.dims}" if self.dims != 2 else "")
+                + (f"_dil{_axes(self.dilation)}" if self.dilation != 1 else ""))
 
 
 def _axes(value: int | tuple[int, int]) -> str:

@@ -142,11 +142,12 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             if isinstance(m, nn.Conv2d):
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
                                      _square(m.kernel_size), _square(m.stride),
-                                     _pad2(m.padding), m.groups, m.bias is not None))
+                                     _pad2(m.padding), m.groups, m.bias is not None,
+                                     dilation=_square(m.dilation)))
             elif isinstance(m, nn.Conv1d):
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
                                      m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
-                                     m.bias is not None, dims=1))
+                                     m.bias is not None, dims=1, dilation=m.dilation[0]))
             elif isinstance(m, nn.Linear) and len(inp) > 2:
                 # Channels-last Linear on (N, H, W, C): a 1x1 conv over H x W positions.
                 tokens = tuple(inp[1:3]) if len(inp) == 4 else (int(inp[1]), 1)

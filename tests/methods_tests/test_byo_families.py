@@ -231,3 +231,19 @@ def test_non_square_kernels_and_pools_are_costed_as_they_run():
         module, shapes = spec_module(spec)
         out = module(torch.zeros(shapes[0]))
         assert tuple(out.shape[2:]) == spec.out_hw, spec
+
+
+def test_dilated_convs_are_timed_with_their_dilation():
+    from prunesearch.methods.cost.latency import spec_module
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=2, dilation=2), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 3)).eval()
+    space = genome_space(net, input_shape=(3, 16, 16), granularity=4)
+    dilated, plain = [s for s in layer_specs(space, space.channels(space.upper()))
+                      if s.op == "conv"]
+    assert dilated.dilation == 2 and "_dil2" in dilated.key()
+    assert plain.dilation == 1 and "_dil" not in plain.key()
+    module, shapes = spec_module(dilated)
+    assert module.dilation == (2, 2)
+    assert tuple(module(torch.zeros(shapes[0])).shape[2:]) == dilated.out_hw
