@@ -27,7 +27,12 @@ import torch
 from torch import nn
 
 from prunesearch.methods.pruning.importance import Producer, keep_top
-from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS
+from prunesearch.methods.pruning.layers import (
+    BATCH_NORMS,
+    CONVS,
+    TRANSPOSED_CONVS,
+    filter_weights,
+)
 from prunesearch.methods.pruning.space import GenomeSpace
 
 __all__ = [
@@ -80,8 +85,8 @@ def filter_descriptors(producers: Sequence[Producer], width: int) -> torch.Tenso
     out = torch.zeros(width, len(DESCRIPTORS), dtype=torch.float32)
     convs = 0
     for module, index in producers:
-        if isinstance(module, CONVS):
-            w = _take(module.weight.detach().flatten(1), index).to("cpu", torch.float32)
+        if isinstance(module, (*CONVS, *TRANSPOSED_CONVS)):
+            w = _take(filter_weights(module), index).to("cpu", torch.float32)
             cols = torch.stack([
                 w.abs().sum(1),
                 w.norm(dim=1),

@@ -7,7 +7,8 @@ Two independent ways to count the same network, so each checks the other:
 - from a real ``nn.Module`` with forward hooks (what the pruned network actually is).
 
 Conventions (the usual ones for CIFAR ResNets, so the dense figures match published tables):
-``macs`` counts multiply-accumulates (MACs) of convolutions and fully connected layers only,
+``macs`` counts multiply-accumulates (MACs) of convolutions (transposed ones included) and fully
+connected layers only,
 per image; BN, ReLU, adds and pooling are not counted (they are memory-bound and a few percent
 of the MACs). ``params`` counts trainable parameters (conv and linear weights and biases, BN
 scale and shift); BN running statistics are buffers and are not counted.
@@ -43,7 +44,8 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: One MB in the memory objective (2**20 bytes).
 MB = float(2**20)
 
-_OPS = ("conv", "bn", "relu", "add", "shortcut", "maxpool", "avgpool", "gap", "flatten", "linear")
+_OPS = ("conv", "bn", "relu", "add", "shortcut", "maxpool", "avgpool", "gap", "flatten", "linear",
+        "deconv")
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -79,6 +81,10 @@ def spec_macs(spec: LayerSpec) -> int:
     if spec.op == "conv":
         per_out = (spec.in_channels // spec.groups) * spec.taps
         return spec.batch * spec.out_channels * spec.out_hw[0] * spec.out_hw[1] * per_out
+    if spec.op == "deconv":
+        # Every input element is scattered onto (out / groups) x taps outputs.
+        per_in = (spec.out_channels // spec.groups) * spec.taps
+        return spec.batch * spec.in_channels * spec.in_hw[0] * spec.in_hw[1] * per_in
     if spec.op == "linear":
         return spec.batch * spec.in_channels * spec.out_channels
     return 0
@@ -87,7 +93,7 @@ def spec_macs(spec: LayerSpec) -> int:
 def spec_params(spec: LayerSpec) -> int:
     """Trainable parameters of one operation."""
     _check_op(spec)
-    if spec.op == "conv":
+    if spec.op in ("conv", "deconv"):
         weight = spec.out_channels * (spec.in_channels // spec.groups) * spec.taps
         return weight + (spec.out_channels if spec.bias else 0)
     if spec.op == "linear":
@@ -128,6 +134,14 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
             per_out *= k
         macs += output.numel() * per_out
 
+    def deconv_hook(mod: nn.ConvTranspose1d | nn.ConvTranspose2d, inputs: Any,
+                    output: torch.Tensor) -> None:
+        nonlocal macs
+        per_in = mod.out_channels // mod.groups
+        for k in mod.kernel_size:
+            per_in *= k
+        macs += inputs[0].numel() * per_in
+
     def linear_hook(mod: nn.Linear, inputs: Any, output: torch.Tensor) -> None:
         nonlocal macs
         macs += output.numel() * mod.in_features
@@ -136,6 +150,8 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
     for sub in module.modules():
         if isinstance(sub, (nn.Conv1d, nn.Conv2d)):
             handles.append(sub.register_forward_hook(conv_hook))
+        elif isinstance(sub, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            handles.append(sub.register_forward_hook(deconv_hook))
         elif isinstance(sub, nn.Linear):
             handles.append(sub.register_forward_hook(linear_hook))
     was_training = module.training

@@ -340,7 +340,22 @@ _ONE_D: dict[str, Callable[[LayerSpec], nn.Module]] = {
     "maxpool": lambda s: nn.MaxPool1d(s.kernel, s.stride, s.padding),
     "avgpool": lambda s: nn.AvgPool1d(s.kernel, s.stride, s.padding),
     "gap": lambda s: _GlobalAvgPool1d(),
+    "deconv": lambda s: _deconv(s, nn.ConvTranspose1d),
 }
+
+
+def _deconv(spec: LayerSpec, kind: type[nn.Module]) -> nn.Module:
+    """The transposed conv of ``spec``, its ``output_padding`` read off the recorded sizes."""
+    dims = 1 if kind is nn.ConvTranspose1d else 2
+
+    def axes(value: int | tuple[int, int]) -> tuple[int, ...]:
+        return tuple(value) if isinstance(value, tuple) else (int(value),) * dims
+
+    k, st, pd, dil = axes(spec.kernel), axes(spec.stride), axes(spec.padding), axes(spec.dilation)
+    extra = tuple(max(0, o - ((i - 1) * s - 2 * p + d * (kk - 1) + 1))
+                  for i, o, s, p, d, kk in zip(spec.in_hw, spec.out_hw, st, pd, dil, k))
+    return kind(spec.in_channels, spec.out_channels, k, st, pd, output_padding=extra,
+                groups=spec.groups, bias=spec.bias, dilation=dil)
 
 
 def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
@@ -356,6 +371,8 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
     if spec.op == "conv":
         mod: nn.Module = nn.Conv2d(cin, cout, spec.kernel, spec.stride, spec.padding,
                                    groups=spec.groups, bias=spec.bias, dilation=spec.dilation)
+    elif spec.op == "deconv":
+        mod = _deconv(spec, nn.ConvTranspose2d)
     elif spec.op == "bn":
         mod = nn.BatchNorm2d(cout)
     elif spec.op == "relu":

@@ -14,7 +14,9 @@ class LayerSpec:
 
     ``op`` is one of: ``conv``, ``bn``, ``relu``, ``add`` (residual add), ``shortcut``
     (parameter-free option-A subsample + channel scatter), ``maxpool``, ``avgpool``, ``gap``
-    (global average pool), ``flatten``, ``linear``. For ``linear`` the spatial sizes are (1, 1).
+    (global average pool), ``flatten``, ``linear``, ``deconv`` (a transposed conv: ``kernel``,
+    ``stride``, ``padding`` are its own; its output size follows from ``out_hw``). For ``linear``
+    the spatial sizes are (1, 1).
 
     ``kernel``, ``stride`` and ``padding`` are one int when equal along both axes (square), else
     ``(h, w)`` (Inception's 1x7 and 7x1 convs).

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunesearch.methods.pruning.layers import BATCH_NORMS, PRUNABLE_LAYERS
+from prunesearch.methods.pruning.layers import BATCH_NORMS, PRUNABLE_LAYERS, filter_weights
 
 __all__ = ["IMPORTANCES", "Producer", "batch_gradients", "group_scores", "keep_top",
            "keep_top_periodic"]
@@ -89,7 +89,7 @@ def group_scores(producers: Sequence[Producer], width: int, criterion: str,
     for module, index in producers:
         norm = isinstance(module, _NORMS) and getattr(module, "weight", None) is not None
         if criterion == "l1" and isinstance(module, PRUNABLE_LAYERS):
-            per_channel = module.weight.detach().abs().flatten(1).sum(1)
+            per_channel = filter_weights(module).abs().sum(1)
         elif norm and criterion == "bn_scale":
             per_channel = module.weight.detach().abs()
         elif norm and criterion == "taylor" and module.bias is not None:

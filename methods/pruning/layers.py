@@ -2,19 +2,39 @@
 
 Convolutions over images (``Conv2d``) and over sequences (``Conv1d``, e.g. a keyword-spotting
 or time-series network) are pruned alike: a filter is an output channel, its weight one row of
-``weight.flatten(1)``; batch norms over either carry a per-channel scale. ``Linear`` layers (an
+``weight.flatten(1)``; batch norms over either carry a per-channel scale. Transposed
+convolutions (a segmentation decoder's upsampling) are pruned by their output channels too,
+whose weights sit in the weight's second axis (:func:`filter_weights`). ``Linear`` layers (an
 MLP's hidden widths, a classifier's inputs) are pruned by their output features.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-__all__ = ["BATCH_NORMS", "CONVS", "PRUNABLE_LAYERS"]
+__all__ = ["BATCH_NORMS", "CONVS", "PRUNABLE_LAYERS", "TRANSPOSED_CONVS", "filter_weights"]
 
-#: Convolutions whose output channels a gene sets.
+#: Convolutions whose output channels a gene sets (weight ``(out, in / groups, *kernel)``).
 CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
+#: Transposed convolutions (weight ``(in, out / groups, *kernel)``).
+TRANSPOSED_CONVS: tuple[type[nn.Module], ...] = (nn.ConvTranspose1d, nn.ConvTranspose2d)
 #: Batch norms whose per-channel scale and shift follow a group's channels.
 BATCH_NORMS: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d)
 #: Every layer whose output width a gene sets.
-PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (*CONVS, nn.Linear)
+PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (*CONVS, *TRANSPOSED_CONVS, nn.Linear)
+
+
+def filter_weights(module: nn.Module) -> torch.Tensor:
+    """The weights of each output channel of ``module``, one row per channel (detached).
+
+    A transposed conv's output channel ``o`` of group ``g`` owns ``weight[g * in_g:(g + 1) *
+    in_g, o % out_g]``; its rows are gathered so that row ``o`` holds them.
+    """
+    weight = module.weight.detach()
+    if not isinstance(module, TRANSPOSED_CONVS):
+        return weight.flatten(1)
+    groups = int(module.groups)
+    in_g, out_g = weight.shape[0] // groups, weight.shape[1]
+    rows = [weight[g * in_g:(g + 1) * in_g].transpose(0, 1).flatten(1) for g in range(groups)]
+    return torch.cat(rows, dim=0) if groups > 1 else rows[0]

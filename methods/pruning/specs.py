@@ -148,6 +148,19 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                 ops.append(LayerSpec("conv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
                                      m.kernel_size[0], m.stride[0], _pad(m.padding), m.groups,
                                      m.bias is not None, dims=1, dilation=m.dilation[0]))
+            elif isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+                one_d = isinstance(m, nn.ConvTranspose1d)
+                ops.append(LayerSpec(
+                    "deconv", batch, m.in_channels, m.out_channels, in_hw, out_hw,
+                    m.kernel_size[0] if one_d else _square(m.kernel_size),
+                    m.stride[0] if one_d else _square(m.stride),
+                    m.padding[0] if one_d else _pad2(m.padding), m.groups, m.bias is not None,
+                    dims=1 if one_d else 2,
+                    dilation=m.dilation[0] if one_d else _square(m.dilation)))
+            elif isinstance(m, (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)):
+                # Memory-bound like an activation, over its (larger) output.
+                c, where = channels_and_hw(out)
+                ops.append(LayerSpec("relu", batch, c, c, where, where))
             elif isinstance(m, nn.Linear) and len(inp) > 2:
                 # Channels-last Linear on (N, H, W, C): a 1x1 conv over H x W positions.
                 tokens = tuple(inp[1:3]) if len(inp) == 4 else (int(inp[1]), 1)
@@ -206,6 +219,9 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             elif node.target in (nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d):
                 ops.append(LayerSpec("gap" if out_hw == (1, 1) else "avgpool", batch, cin, cout,
                                      in_hw, out_hw))
+            elif node.target is nn.functional.interpolate:
+                c, where = channels_and_hw(out)
+                ops.append(LayerSpec("relu", batch, c, c, where, where))
             elif node.target in _ELEMENTWISE_FNS:
                 c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))

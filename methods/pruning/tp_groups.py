@@ -37,7 +37,7 @@ from torch import nn
 
 from prunesearch.methods.errors import ModelTraceError
 from prunesearch.methods.pruning.importance import Producer
-from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS, PRUNABLE_LAYERS
+from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS, PRUNABLE_LAYERS, TRANSPOSED_CONVS
 from prunesearch.methods.pruning.space import check_kept
 
 __all__ = [
@@ -162,7 +162,8 @@ def find_classifier(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
     for module, shape in reversed(executed):
         if len(shape) >= 2 and shape[1] == classes and (
                 (isinstance(module, nn.Linear) and module.out_features == classes)
-                or (isinstance(module, CONVS) and module.out_channels == classes)):
+                or (isinstance(module, (*CONVS, *TRANSPOSED_CONVS))
+                    and module.out_channels == classes)):
             return module
     raise ModelTraceError(f"cannot find the classifier of {type(model).__name__}: no Conv or "
                           f"Linear writes its {classes} outputs; name it in model.classifier")
@@ -330,7 +331,7 @@ def _describe(model: nn.Module, graph: tp.DependencyGraph, groups: list,
                 if id(node.module) in unmapped or _is_opaque(node):
                     crosses_unmapped = True
             module = dep.target.module
-            if isinstance(module, CONVS) and module.groups > 1 and not (
+            if isinstance(module, (*CONVS, *TRANSPOSED_CONVS)) and module.groups > 1 and not (
                     module.groups == module.out_channels == module.in_channels):
                 # Grouped (not depthwise) conv: equal positions in every one of its blocks.
                 multiple = math.lcm(multiple, int(module.groups))

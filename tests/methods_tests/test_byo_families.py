@@ -247,3 +247,62 @@ def test_dilated_convs_are_timed_with_their_dilation():
     module, shapes = spec_module(dilated)
     assert module.dilation == (2, 2)
     assert tuple(module(torch.zeros(shapes[0])).shape[2:]) == dilated.out_hw
+
+
+class _Decoder(nn.Module):
+    """A small segmentation network: an encoder, a transposed-conv decoder with a skip
+    concatenation, an interpolated side path and a per-pixel head."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                                  nn.BatchNorm2d(32), nn.ReLU())
+        self.up = nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1)
+        self.side = nn.Conv2d(32, 8, 1)
+        self.head = nn.Conv2d(40, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.enc(x)
+        b = self.down(a)
+        side = nn.functional.interpolate(self.side(b), scale_factor=2.0, mode="nearest")
+        return self.head(torch.cat([a, self.up(b), side], 1))
+
+
+def test_transposed_convs_are_pruned_and_costed():
+    """A decoder's ConvTranspose2d is a gene (its output channels), is scored by its own
+    filters, and is costed and timed as the transposed conv it is (it used to cost nothing)."""
+    from prunesearch.methods.cost.counts import count_module, count_specs
+    from prunesearch.methods.cost.latency import spec_module
+    from prunesearch.methods.pruning.layers import filter_weights
+
+    torch.manual_seed(0)
+    net = _Decoder().eval()
+    space = genome_space(net, input_shape=(3, 16, 20), granularity=4)
+    assert "up" in space.names
+    x = torch.randn(2, 3, 16, 20)
+    same = apply_genome(net, space, space.upper()).module.eval()
+    assert torch.allclose(same(x), net(x), atol=1e-5)
+    for keep in (1.0, 0.5, 0.25):
+        genome = space.uniform_genome(keep)
+        specs = layer_specs(space, space.channels(genome))
+        small = apply_genome(net, space, genome).module.eval()
+        assert small(x).shape == net(x).shape
+        assert count_specs(specs) == count_module(small, (3, 16, 20))
+    deconv = next(s for s in specs if s.op == "deconv")
+    module, shapes = spec_module(deconv)
+    assert isinstance(module, nn.ConvTranspose2d)
+    assert tuple(module(torch.zeros(shapes[0])).shape[2:]) == deconv.out_hw
+    # Output channel o of a transposed conv owns weight[:, o]: the rows l1 scores.
+    rows = filter_weights(net.up)
+    assert rows.shape == (16, 32 * 9)
+    assert torch.equal(rows[5], net.up.weight.detach()[:, 5].flatten())
+    # The kept decoder channels are the ones with the largest filters.
+    genome = list(space.upper())
+    genome[space.names.index("up")] = 1  # 4 of 16 channels at granularity 4
+    small = apply_genome(net, space, tuple(genome)).module
+    top = set(rows.abs().sum(1).argsort(descending=True)[:4].tolist())
+    kept = {int(c) for c in range(16)
+            if any(torch.equal(net.up.weight.detach()[:, c], small.up.weight.detach()[:, j])
+                   for j in range(4))}
+    assert kept == top
