@@ -210,7 +210,11 @@ def load_imagefolder(settings: DataSettings, seed: int) -> Any:
 
 class DatasetAdapter:
     """Any map-style dataset of ``(image, label)`` pairs with the batch interface the evaluator
-    uses (:meth:`batches`, :meth:`batch`); items are collated with torch's default collate."""
+    uses (:meth:`batches`, :meth:`batch`); items are collated with torch's default collate.
+
+    Inputs of double precision (numpy's default: ``float64`` arrays) are collated to
+    ``float32``, the dtype the networks are trained and timed in; every other input and every
+    label is left as collated."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -222,7 +226,11 @@ class DatasetAdapter:
         """Collated items ``indices``."""
         from torch.utils.data import default_collate
 
-        return default_collate([self.dataset[int(i)] for i in indices])
+        batch = default_collate([self.dataset[int(i)] for i in indices])
+        if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor) \
+                and batch[0].dtype == torch.float64:
+            batch = type(batch)([batch[0].float(), *batch[1:]])
+        return batch
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None,

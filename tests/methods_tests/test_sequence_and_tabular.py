@@ -137,3 +137,27 @@ def test_clad_parts_work_on_conv1d_and_refuse_a_network_without_convolutions():
     mlp_space = genome_space(mlp, input_shape=(12,), granularity=4)
     with pytest.raises(ValueError, match="has no prunable convolution"):
         pruned_groups(mlp_space, "all", tp_producers(mlp, input_shape=(12,)))
+
+
+def test_numpy_float64_rows_are_batched_as_float32():
+    """A user's dataset of numpy float64 rows (numpy's default dtype) trains a float32 network:
+    inputs are collated to float32, labels stay integer class ids."""
+    import numpy as np
+
+    from prunesearch.methods.data_imagefolder import DatasetAdapter
+
+    class Rows:
+        def __init__(self) -> None:
+            self.x = np.random.default_rng(0).random((10, 12))  # float64
+            self.y = np.arange(10) % 4
+
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i):
+            return self.x[i], self.y[i]
+
+    x, y = next(DatasetAdapter(Rows()).batches(4))
+    assert x.dtype == torch.float32 and x.shape == (4, 12)
+    assert y.dtype == torch.int64
+    assert _mlp().eval()(x).shape == (4, 4)
