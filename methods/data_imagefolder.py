@@ -95,6 +95,8 @@ def describe_imagefolder(settings: DataSettings) -> tuple[int, tuple[int, int, i
     """``(num_classes, (C, H, W))`` of an image folder, from its class folders and first image."""
     _, classes, samples = _train_scan(settings)
     mode, size = _mode_and_size(samples[0][0])
+    if settings.channels is not None:
+        mode = "L" if settings.channels == 1 else "RGB"
     hw = tuple(settings.image_size) if settings.image_size else size
     return len(classes), (1 if mode == "L" else 3, int(hw[0]), int(hw[1]))
 

@@ -19,10 +19,12 @@ def check_inputs(config: Any) -> None:
     and ``hardware.granularity`` against the widths of an untrained copy of the model.
 
     Raises:
-        ConfigError: ``data.val_size`` leaves no training images.
+        ConfigError: ``data.val_size`` leaves no training images, or the model cannot take
+            the data's images (e.g. a 3-channel network on a grayscale folder).
         UsageError: the granularity leaves nothing to search.
     """
     from prunesearch.methods.data import check_val_size, dataset_info
+    from prunesearch.methods.errors import ConfigError, PrunesearchError
     from prunesearch.methods.models import build_base
     from prunesearch.methods.pruning import genome_space
 
@@ -34,6 +36,13 @@ def check_inputs(config: Any) -> None:
     if info.train_size is not None:
         check_val_size(config.data, info.train_size)
     model = build_base(config.model, info.num_classes)
-    space = genome_space(model, config.model.name, config.hardware.granularity,
-                         input_shape=info.input_shape)
+    try:
+        space = genome_space(model, config.model.name, config.hardware.granularity,
+                             input_shape=info.input_shape)
+    except ValueError as exc:
+        if isinstance(exc, PrunesearchError):
+            raise
+        # The model cannot take the data (channels, input layout): a config error, one line.
+        raise ConfigError(f"model.name {config.model.name!r} on data "
+                          f"{config.data.source!r}: {exc}") from None
     space.check_searchable(config.model.name)

@@ -136,6 +136,9 @@ class DataSettings:
         ("crop", "flip"), choices=_augmentation_names,
         help="fine-tuning augmentation ops (evaluator.augmentation switches them all off)")
     crop_padding: int = setting(4, min=0, help="random-crop padding in pixels")
+    channels: int | None = setting(
+        None, help="imagefolder: 1 (grayscale) or 3 (RGB): every image is converted to it (a "
+                   "grayscale folder for a 3-channel network); null: the first image's")
     factory: str | None = setting(
         None, help="'package.module:function' returning (train, val, test) datasets; "
                    "data.name must then be null"
@@ -162,6 +165,9 @@ class DataSettings:
             raise ValueError("data.mean and data.std go together: set both or neither")
         if self.std is not None and any(v <= 0 for v in self.std):
             raise ValueError(f"data.std values must be > 0, got {list(self.std)}")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grayscale), 3 (RGB) or null, got "
+                             f"{self.channels}")
         if self.name == "imagefolder" and not self.path:
             raise ValueError("data.name 'imagefolder' needs data.path (a folder with "
                              "train/<class>/* images)")

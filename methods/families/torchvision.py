@@ -67,4 +67,5 @@ class TorchvisionFamily(DependencyGraphFamily):
     def check_input(self, model_name: str, input_shape: Sequence[int]) -> None:
         if input_shape[0] != 3:
             raise ValueError(f"model '{model_name}' needs 3-channel images; got "
-                             f"{input_shape[0]} channels")
+                             f"{input_shape[0]} channels (an image folder converts them with "
+                             "data.channels: 3)")

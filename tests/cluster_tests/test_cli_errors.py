@@ -117,3 +117,43 @@ def test_resume_of_a_run_whose_journal_has_no_checkpoint_is_one_line(tmp_path):
     (run_dir / "config.yaml").write_text("method: random\nevaluator:\n  kind: synthetic\n")
     (run_dir / "journal.jsonl").write_text("not json\n{\"id\": 1}\n")
     _assert_one_line_error(_cli("resume", str(run_dir)), "corrupt journal")
+
+
+def _gray_folder(root: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = (rng.random((20, 20)) * 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(root / "train" / name / f"{i}.png")
+    return root
+
+
+def test_grayscale_folder_for_a_three_channel_network_is_refused_naming_the_fix(tmp_path):
+    """It used to end in a ValueError traceback from the preflight; now exit 2, one line that
+    names data.channels, and no run directory."""
+    folder = _gray_folder(tmp_path / "gray")
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(f"method: hamp\ndata: {{name: imagefolder, path: {folder}, val_size: 2}}\n"
+                   "model: {name: 'torchvision:resnet18'}\n")
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(tmp_path / "r")),
+                           "needs 3-channel images", "data.channels: 3")
+    assert not (tmp_path / "r").exists()
+    _assert_one_line_error(_cli("run", str(cfg), "--output", str(tmp_path / "r"), "--set",
+                                "data.channels=2"), "data.channels must be 1")
+
+
+def test_data_channels_converts_a_grayscale_folder(tmp_path):
+    from prunesearch.methods.data import dataset_info, load_dataset
+    from prunesearch.methods.settings import DataSettings
+
+    folder = _gray_folder(tmp_path / "gray")
+    settings = DataSettings(name="imagefolder", path=str(folder), val_size=2, channels=3)
+    assert dataset_info(settings).input_shape == (3, 20, 20)
+    images, _ = load_dataset(settings, seed=0).train.batch([0, 1])
+    assert images.shape[1] == 3
+    assert dataset_info(DataSettings(name="imagefolder", path=str(folder),
+                                     val_size=2)).input_shape == (1, 20, 20)
