@@ -63,7 +63,9 @@ def _random_base(model_name: str, num_classes: int) -> nn.Module:
 
 
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-                nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish)
+                nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU, nn.Hardtanh, nn.SELU, nn.CELU,
+                nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Hardshrink,
+                nn.Softshrink)
 _NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
           nn.InstanceNorm2d)
 _ELEMENTWISE_FNS = (nn.functional.relu, torch.relu, nn.functional.relu6, nn.functional.gelu,
