@@ -222,6 +222,20 @@ def _write_csv(run_dir: Path) -> Path:
     return path
 
 
+def _check_feature_maps(run_dir: Path, members: list[dict]) -> None:
+    """Attention distillation matches spatial feature maps: refuse it, before anything starts,
+    for a network whose inputs are feature vectors (an MLP has none)."""
+    for row in members:
+        info = run_dir / "models" / f"{row['id']}.json"
+        if not info.is_file():
+            continue
+        shape = json.loads(info.read_text()).get("recipe", {}).get("input_shape") or ()
+        if len(shape) == 1:
+            raise UsageError(f"distill attention (--distill, finetune.distill) matches feature "
+                             f"maps, and this network takes feature vectors {tuple(shape)}; "
+                             "use kd or none")
+
+
 def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
                  distill: str | None = None, address: str | None = None,
                  log: Callable[[str], None] = print, budget: Budget | None = None
@@ -266,6 +280,8 @@ def run_finetune(run_dir: Path, pick: str, *, epochs: int | None = None,
     members = select_members(run_dir, pick, budget)
     changes = {k: v for k, v in (("epochs", epochs), ("distill", distill)) if v is not None}
     settings = dataclasses.replace(config.finetune, **changes)
+    if settings.distill == "attention":
+        _check_feature_maps(run_dir, members)
     cluster = config.cluster
     device = "cuda" if cluster.num_gpus > 0 else "cpu"
 

@@ -193,7 +193,8 @@ def test_sequence_network_and_data_factories_through_the_cli(tmp_path, monkeypat
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "byo_signals.py").write_text(SEQUENCE_MODULE)
     config = {"method": "hamp", "seed": 0, "data": {"factory": "byo_signals:signals"},
-              "model": {"factory": "byo_signals:kws", "pretrain_epochs": 2}, **TINY}
+              "model": {"factory": "byo_signals:kws", "pretrain_epochs": 2},
+              "finetune": {"batch_size": 16}, **TINY}
     path = tmp_path / "kws.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "pkg")}
@@ -224,6 +225,11 @@ def test_sequence_network_and_data_factories_through_the_cli(tmp_path, monkeypat
                                    np.zeros((3, 2, 32), dtype=np.float32)})
     assert logits.shape == (3, 2)
 
+    # Attention distillation takes the Conv1d network's (N, C, L) maps.
+    proc = cli("finetune", str(run), "--pick", "knee", "--epochs", "1", "--distill", "attention")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert (run / "finetuned.csv").is_file()
+
     # CLAD with the same factories passes the checks made before a run starts (it used to
     # look model.name up in the registry: "model.name 'None' is not a known model").
     from prunesearch.cluster.config import load_config
@@ -232,3 +238,15 @@ def test_sequence_network_and_data_factories_through_the_cli(tmp_path, monkeypat
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     clad = load_config(path, overrides=["method=clad"])
     validate_clad_config(clad)
+
+
+def test_attention_distillation_is_refused_for_a_network_of_feature_vectors(tmp_path):
+    from prunesearch.cluster.finetune import _check_feature_maps
+    from prunesearch.methods.errors import UsageError
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "3.json").write_text(json.dumps({"recipe": {"input_shape": [64]}}))
+    with pytest.raises(UsageError, match="feature vectors \\(64,\\); use kd or none"):
+        _check_feature_maps(tmp_path, [{"id": 3}])
+    (tmp_path / "models" / "3.json").write_text(json.dumps({"recipe": {"input_shape": [2, 32]}}))
+    _check_feature_maps(tmp_path, [{"id": 3}])
