@@ -242,6 +242,10 @@ class HAMP(ArchivedSearch, Algorithm):
     def _setup(self, problem, **kwargs) -> None:
         if problem.n_obj < 2:
             raise ValueError(f"HAMP needs a multi-objective problem, got n_obj={problem.n_obj}")
+        if isinstance(getattr(problem, "vars", None), dict):
+            raise ValueError("HAMP searches integer or real vectors (n_var, xl, xu); this problem "
+                             "declares mixed variables (vars=...): encode each Choice as an "
+                             "Integer index and pass n_var, xl, xu, vtype instead")
         if not problem.has_bounds():
             raise ValueError("HAMP needs bounded variables (problem.xl and problem.xu)")
         self._init_archive(problem)

@@ -1,4 +1,5 @@
-"""HAMP's optional feasibility classifier on constrained problems (``feasibility_threshold``)."""
+"""HAMP on pymoo problems beyond the plain bounded vector: constraints (the optional feasibility
+classifier, ``feasibility_threshold``) and the problems it refuses, with the reason."""
 
 from __future__ import annotations
 
@@ -33,3 +34,30 @@ def test_no_effect_without_constraints_and_bad_values_refused():
     for bad in (0.0, 1.0, -0.2):
         with pytest.raises(ValueError, match="feasibility_threshold"):
             HAMP(feasibility_threshold=bad)
+
+
+def test_problems_hamp_cannot_search_are_refused_with_the_reason():
+    from pymoo.core.problem import ElementwiseProblem, Problem
+    from pymoo.core.variable import Choice, Real
+
+    class Mixed(ElementwiseProblem):
+        def __init__(self) -> None:
+            super().__init__(vars={"a": Real(bounds=(0, 1)), "c": Choice(options=["x", "y"])},
+                             n_obj=2)
+
+        def _evaluate(self, x, out, *args, **kwargs):
+            out["F"] = [x["a"], 1 - x["a"] + (x["c"] == "x")]
+
+    class Unbounded(Problem):
+        def __init__(self) -> None:
+            super().__init__(n_var=2, n_obj=2)
+
+        def _evaluate(self, X, out, *args, **kwargs):
+            out["F"] = np.c_[X[:, 0] ** 2, (X[:, 0] - 1) ** 2]
+
+    with pytest.raises(ValueError, match="mixed variables"):
+        minimize(Mixed(), HAMP(), ("n_evals", 20), seed=0)
+    with pytest.raises(ValueError, match="bounded variables"):
+        minimize(Unbounded(), HAMP(), ("n_evals", 20), seed=0)
+    with pytest.raises(ValueError, match="multi-objective"):
+        minimize(get_problem("sphere", n_var=3), HAMP(), ("n_evals", 20), seed=0)
