@@ -159,8 +159,10 @@ def export_network(module: nn.Module, out: str | os.PathLike[str], *, format: st
     module = module.to("cpu", torch.float32).eval()
     check_batch = max(2, min(int(batch_size), MAX_CHECK_BATCH))
     generator = torch.Generator().manual_seed(int(seed))
-    example = torch.randn((check_batch, *shape), generator=generator)
-    single = torch.randn((1, *shape), generator=generator)
+    from prunesearch.methods.pruning.layers import example_inputs
+
+    example = example_inputs(module, (check_batch, *shape), random=True, generator=generator)
+    single = example_inputs(module, (1, *shape), random=True, generator=generator)
     with torch.no_grad():
         expected = [module(example).numpy(), module(single).numpy()]
 

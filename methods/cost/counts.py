@@ -45,7 +45,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 MB = float(2**20)
 
 _OPS = ("conv", "bn", "relu", "add", "shortcut", "maxpool", "avgpool", "gap", "flatten", "linear",
-        "deconv")
+        "deconv", "embed")
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -100,6 +100,8 @@ def spec_params(spec: LayerSpec) -> int:
         return spec.in_channels * spec.out_channels + (spec.out_channels if spec.bias else 0)
     if spec.op == "bn":
         return 2 * spec.out_channels
+    if spec.op == "embed":
+        return int(spec.kernel) * spec.out_channels
     return 0
 
 
@@ -161,7 +163,9 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None else torch.float32
         with torch.inference_mode():
-            module(torch.zeros((1, *input_shape), device=device, dtype=dtype))
+            from prunesearch.methods.pruning.layers import example_inputs
+
+            module(example_inputs(module, (1, *input_shape), dtype=dtype, device=device))
     finally:
         for handle in handles:
             handle.remove()

@@ -302,8 +302,11 @@ def measure_latency(
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
     module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
-    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
-    x = x.to(device=device, dtype=torch_dtype(dtype))
+    from prunesearch.methods.pruning.layers import example_inputs
+
+    x = example_inputs(module, (batch_size, *input_shape), random=True,
+                       generator=torch.Generator().manual_seed(0), dtype=torch_dtype(dtype),
+                       device=device)
     call = runtime_entry(runtime).prepare_call(module, [x], device=device, threads=threads)
     return measure_callable(
         call, device=device, runtime=runtime, dtype=dtype, batch_size=batch_size,
@@ -373,6 +376,8 @@ def spec_module(spec: LayerSpec) -> tuple[nn.Module, list[tuple[int, ...]]]:
                                    groups=spec.groups, bias=spec.bias, dilation=spec.dilation)
     elif spec.op == "deconv":
         mod = _deconv(spec, nn.ConvTranspose2d)
+    elif spec.op == "embed":
+        return nn.Embedding(int(spec.kernel), cout), [(b, spec.in_hw[0])]
     elif spec.op == "bn":
         mod = nn.BatchNorm2d(cout)
     elif spec.op == "relu":
@@ -426,7 +431,10 @@ def measure_spec(
     tdtype = torch_dtype(dtype)
     mod = mod.to(device=device, dtype=tdtype).eval()
     gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
+    if spec.op == "embed":  # token ids, not values
+        inputs = [torch.randint(0, int(spec.kernel), s, generator=gen).to(device) for s in shapes]
+    else:
+        inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
     layer_runtime = runtime_entry(runtime_entry(runtime).layer_runtime)
     copies = layer_runtime.layer_copies
     call = layer_runtime.prepare_call(mod, inputs, device=device, threads=threads)

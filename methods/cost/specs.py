@@ -14,7 +14,8 @@ class LayerSpec:
 
     ``op`` is one of: ``conv``, ``bn``, ``relu``, ``add`` (residual add), ``shortcut``
     (parameter-free option-A subsample + channel scatter), ``maxpool``, ``avgpool``, ``gap``
-    (global average pool), ``flatten``, ``linear``, ``deconv`` (a transposed conv: ``kernel``,
+    (global average pool), ``flatten``, ``linear``, ``embed`` (a lookup of ``in_hw[0]`` token
+    ids, the vocabulary size in ``kernel``), ``deconv`` (a transposed conv: ``kernel``,
     ``stride``, ``padding`` are its own; its output size follows from ``out_hw``). For ``linear``
     the spatial sizes are (1, 1).
 

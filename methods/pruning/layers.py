@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["BATCH_NORMS", "CONVS", "PRUNABLE_LAYERS", "TRANSPOSED_CONVS", "filter_weights"]
+__all__ = ["BATCH_NORMS", "CONVS", "PRUNABLE_LAYERS", "TRANSPOSED_CONVS", "example_inputs",
+           "filter_weights", "token_vocabulary"]
 
 #: Convolutions whose output channels a gene sets (weight ``(out, in / groups, *kernel)``).
 CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
@@ -38,3 +39,32 @@ def filter_weights(module: nn.Module) -> torch.Tensor:
     in_g, out_g = weight.shape[0] // groups, weight.shape[1]
     rows = [weight[g * in_g:(g + 1) * in_g].transpose(0, 1).flatten(1) for g in range(groups)]
     return torch.cat(rows, dim=0) if groups > 1 else rows[0]
+
+
+def token_vocabulary(model: nn.Module) -> int | None:
+    """The vocabulary size when ``model`` reads token ids (its first layer with weights is an
+    ``nn.Embedding``/``nn.EmbeddingBag``: a text or sequence-of-symbols network), else None
+    (float inputs). Every example input made for the network follows this."""
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return int(module.num_embeddings)
+        if next(module.parameters(recurse=False), None) is not None:
+            return None
+    return None
+
+
+def example_inputs(model: nn.Module, shape: tuple[int, ...], *, random: bool = False,
+                   generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """A batch of inputs of ``shape`` (batch first) for ``model``: token ids (int64, uniform
+    over the vocabulary, or zeros) for a network that reads them (:func:`token_vocabulary`),
+    else ``dtype`` values (standard normal, or zeros)."""
+    vocabulary = token_vocabulary(model)
+    if vocabulary is not None:
+        if random:
+            return torch.randint(0, vocabulary, shape, generator=generator).to(device)
+        return torch.zeros(shape, dtype=torch.int64, device=device)
+    if random:
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    return torch.zeros(shape, dtype=dtype, device=device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 from collections.abc import Sequence
 
@@ -103,14 +104,19 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             for g, c in zip(space.groups, channels)}
     pruned = tp_prune(base, kept, input_shape=space.input_shape).eval()
     graph = symbolic_trace(pruned)
-    example = torch.zeros(batch, space.input_shape[0], *hw)
+    from prunesearch.methods.pruning.layers import example_inputs
+
+    example = example_inputs(pruned, (batch, space.input_shape[0], *hw))
     with torch.no_grad():
         ShapeProp(graph).propagate(example)
     modules = dict(graph.named_modules())
     ops: list[LayerSpec] = []
     # In a sequence network an (N, C, L) tensor is channels-first; elsewhere a rank-3 tensor is
     # a transformer's (N, tokens, C).
-    sequence = len(space.input_shape) == 2
+    from prunesearch.methods.pruning.layers import token_vocabulary
+
+    sequence = len(space.input_shape) == 2 or (len(space.input_shape) == 1
+                                               and token_vocabulary(pruned) is not None)
 
     def spatial(shape_: tuple[int, ...]) -> tuple[int, int]:
         if len(shape_) == 4:
@@ -163,6 +169,11 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                 # Memory-bound like an activation, over its (larger) output.
                 c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))
+            elif isinstance(m, nn.Embedding):
+                # A lookup of L ids: the vocabulary rides in ``kernel`` (parameters, timing).
+                steps = int(math.prod(inp[1:])) if len(inp) > 1 else 1
+                ops.append(LayerSpec("embed", batch, 1, m.embedding_dim, (steps, 1), (steps, 1),
+                                     kernel=m.num_embeddings))
             elif isinstance(m, nn.Linear) and len(inp) > 2:
                 # Channels-last Linear on (N, H, W, C): a 1x1 conv over H x W positions.
                 tokens = tuple(inp[1:3]) if len(inp) == 4 else (int(inp[1]), 1)

@@ -37,7 +37,13 @@ from torch import nn
 
 from prunesearch.methods.errors import ModelTraceError
 from prunesearch.methods.pruning.importance import Producer
-from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVS, PRUNABLE_LAYERS, TRANSPOSED_CONVS
+from prunesearch.methods.pruning.layers import (
+    BATCH_NORMS,
+    CONVS,
+    PRUNABLE_LAYERS,
+    TRANSPOSED_CONVS,
+    example_inputs,
+)
 from prunesearch.methods.pruning.space import check_kept
 
 __all__ = [
@@ -108,7 +114,7 @@ def _example(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    return torch.zeros(1, *input_shape, device=device, dtype=dtype)
+    return example_inputs(model, (1, *input_shape), dtype=dtype, device=device)
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:

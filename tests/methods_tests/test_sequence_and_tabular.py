@@ -161,3 +161,48 @@ def test_numpy_float64_rows_are_batched_as_float32():
     assert x.dtype == torch.float32 and x.shape == (4, 12)
     assert y.dtype == torch.int64
     assert _mlp().eval()(x).shape == (4, 4)
+
+
+class TextNet(nn.Module):
+    """A text classifier: token ids -> embedding -> Conv1d over the sequence -> max pool."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.conv = nn.Sequential(nn.Conv1d(16, 32, 3, padding=1), nn.BatchNorm1d(32), nn.ReLU(),
+                                  nn.Conv1d(32, 24, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.embed(ids).transpose(1, 2))
+        return self.head(x.amax(dim=-1))
+
+
+def test_token_id_inputs_are_traced_costed_timed_and_exported(tmp_path):
+    """A network that reads token ids (an Embedding first) gets int64 example inputs in every
+    trace, count, timing and export check; its embedding table is costed (parameters, a
+    lookup entry in the latency table)."""
+    from prunesearch.methods.cost.latency import measure_latency, measure_spec
+    from prunesearch.methods.export_formats import export_network
+    from prunesearch.methods.pruning.layers import example_inputs, token_vocabulary
+
+    torch.manual_seed(0)
+    model = TextNet().eval()
+    assert token_vocabulary(model) == 50 and token_vocabulary(KeywordNet()) is None
+    ids = example_inputs(model, (4, 20), random=True, generator=torch.Generator().manual_seed(0))
+    assert ids.dtype == torch.int64 and int(ids.max()) < 50
+    space = genome_space(model, input_shape=(20,), granularity=4)
+    assert space.names
+    for genome in (space.upper(), space.uniform_genome(0.5), space.lower()):
+        specs = layer_specs(space, space.channels(genome))
+        small = apply_genome(model, space, genome).module.eval()
+        assert small(ids).shape == (4, 3)
+        assert count_specs(specs) == count_module(small, (20,))
+    embed = next(s for s in specs if s.op == "embed")
+    assert embed.kernel == 50 and embed.in_hw == (20, 1)
+    assert measure_spec(embed, repeats=3, warmup=1).median_ms > 0
+    assert measure_latency(small, (20,), batch_size=2, repeats=3, warmup=1).median_ms > 0
+    out = tmp_path / "text.onnx"
+    check = export_network(small, out, format="onnx", input_shape=(20,), batch_size=2)
+    assert check.max_abs_diff <= 1e-4
+    assert out.is_file()
