@@ -175,9 +175,9 @@ class JobConfig:
         if budget and METHODS[self.method].kind != "search":
             hint = (" (HALP takes its latency budgets as halp.latency_targets with "
                     "halp.target_unit: ms)" if self.method == "halp" else "")
-            raise ConfigError(f"search.{next(iter(budget))}: a device budget is for the searches of the "
-                              f"search driver (hamp, nsga2, random and the ablations), not "
-                              f"method {self.method!r}{hint}; pick a network within it with "
+            raise ConfigError(f"search.{next(iter(budget))}: a device budget is for the "
+                              f"searches of the search driver (hamp, nsga2, random and the "
+                              f"ablations), not method {self.method!r}{hint}; pick a network within it with "
                               "'prunesearch export --max-latency-ms / --max-memory-mb'")
         names = image_dataset_names()
         if (METHODS[self.method].data_kind == "images" and self.data.factory is None

@@ -108,9 +108,9 @@ def stage_names(model: nn.Module) -> list[str]:
     """Names of the modules whose outputs are the network's stage outputs.
 
     CIFAR and torchvision ResNets: ``layer1`` .. ``layerN`` (every consecutive ``layerK``
-    attribute). Other networks (fallback): for each top-level child that holds a BatchNorm
-    (a convolution in networks without BN; 1-D or 2-D), the last such module inside it, in module order; e.g.
-    ``bn1, bn2, bn3`` for the digits CNN, ``features.18.1`` for MobileNetV2.
+    attribute). Other networks (fallback): for each top-level child that holds a BatchNorm (a
+    convolution in networks without BN; 1-D or 2-D), the last such module inside it, in module
+    order; e.g. ``bn1, bn2, bn3`` for the digits CNN, ``features.18.1`` for MobileNetV2.
 
     Raises:
         ValueError: the network has neither ResNet stages nor convolutions.

@@ -622,13 +622,12 @@ class HAMP(ArchivedSearch, Algorithm):
             fitted = self._fit_surrogate_on(rows, seed)
             self._surrogate_cache = ((rows, seed), fitted) if self.surrogate_refit_every else None
         model, lo, span, corr = fitted
-        feasibility = self._fit_feasibility(rows, seed)
         self._ls_stats["rank_correlation"] = corr
         self._ls_stats["ls_fit_s"] = time.perf_counter() - start
         if corr is not None and corr < self.local_search.min_rank_correlation:
             return None
         self._ls_stats["surrogate_used"] = True
-        return self._predictor(model, lo, span, feasibility)
+        return self._predictor(model, lo, span, self._fit_feasibility(rows, seed))
 
     def _fit_feasibility(self, rows: int, seed: int) -> Any:
         """A classifier of feasibility on the first ``rows`` archive rows (failed ones left
@@ -707,7 +706,9 @@ class HAMP(ArchivedSearch, Algorithm):
                     predicted[out] = shift + scale * (ref + 1.0)
                     if std is not None:
                         std[out] = 0.0
-                self._ls_stats["predicted_infeasible"] = int(out.sum())
+                # Summed over the generation's calls (pre-screen, local search).
+                self._ls_stats["predicted_infeasible"] = (
+                    self._ls_stats.get("predicted_infeasible", 0) + int(out.sum()))
             self._ls_stats["ls_fit_s"] += time.perf_counter() - t0
             return predicted, std
 

@@ -27,12 +27,7 @@ import torch
 from torch import nn
 
 from prunesearch.methods.pruning.importance import Producer, keep_top
-from prunesearch.methods.pruning.layers import (
-    BATCH_NORMS,
-    CONVS,
-    TRANSPOSED_CONVS,
-    filter_weights,
-)
+from prunesearch.methods.pruning.layers import BATCH_NORMS, CONVOLUTIONS, CONVS, filter_weights
 from prunesearch.methods.pruning.space import GenomeSpace
 
 __all__ = [
@@ -85,7 +80,7 @@ def filter_descriptors(producers: Sequence[Producer], width: int) -> torch.Tenso
     out = torch.zeros(width, len(DESCRIPTORS), dtype=torch.float32)
     convs = 0
     for module, index in producers:
-        if isinstance(module, (*CONVS, *TRANSPOSED_CONVS)):
+        if isinstance(module, CONVOLUTIONS):
             w = _take(filter_weights(module), index).to("cpu", torch.float32)
             cols = torch.stack([
                 w.abs().sum(1),

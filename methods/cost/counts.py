@@ -17,6 +17,7 @@ scale and shift); BN running statistics are buffers and are not counted.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,22 +128,19 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
     import torch
     from torch import nn
 
+    from prunesearch.methods.pruning.layers import example_inputs
+
     macs = 0
 
     def conv_hook(mod: nn.Conv1d | nn.Conv2d, inputs: Any, output: torch.Tensor) -> None:
         nonlocal macs
-        per_out = mod.in_channels // mod.groups
-        for k in mod.kernel_size:
-            per_out *= k
-        macs += output.numel() * per_out
+        macs += output.numel() * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
 
     def deconv_hook(mod: nn.ConvTranspose1d | nn.ConvTranspose2d, inputs: Any,
                     output: torch.Tensor) -> None:
         nonlocal macs
-        per_in = mod.out_channels // mod.groups
-        for k in mod.kernel_size:
-            per_in *= k
-        macs += inputs[0].numel() * per_in
+        # Every input element is scattered onto (out / groups) x kernel outputs.
+        macs += inputs[0].numel() * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size)
 
     def linear_hook(mod: nn.Linear, inputs: Any, output: torch.Tensor) -> None:
         nonlocal macs
@@ -163,8 +161,6 @@ def count_module(module: Any, input_shape: Sequence[int]) -> Counts:
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None else torch.float32
         with torch.inference_mode():
-            from prunesearch.methods.pruning.layers import example_inputs
-
             module(example_inputs(module, (1, *input_shape), dtype=dtype, device=device))
     finally:
         for handle in handles:

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from prunesearch.methods.cost.runtimes import RUNTIMES, runtime_entry
 from prunesearch.methods.cost.runtimes.cuda_graph import GRAPH_COPIES
 from prunesearch.methods.cost.specs import LayerSpec
+from prunesearch.methods.pruning.layers import example_inputs
 
 __all__ = [
     "DTYPES",
@@ -302,8 +303,6 @@ def measure_latency(
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
     module = module.to(device=device, dtype=torch_dtype(dtype)).eval()
-    from prunesearch.methods.pruning.layers import example_inputs
-
     x = example_inputs(module, (batch_size, *input_shape), random=True,
                        generator=torch.Generator().manual_seed(0), dtype=torch_dtype(dtype),
                        device=device)
@@ -431,10 +430,8 @@ def measure_spec(
     tdtype = torch_dtype(dtype)
     mod = mod.to(device=device, dtype=tdtype).eval()
     gen = torch.Generator().manual_seed(0)
-    if spec.op == "embed":  # token ids, not values
-        inputs = [torch.randint(0, int(spec.kernel), s, generator=gen).to(device) for s in shapes]
-    else:
-        inputs = [torch.randn(s, generator=gen).to(device=device, dtype=tdtype) for s in shapes]
+    inputs = [example_inputs(mod, s, random=True, generator=gen, dtype=tdtype, device=device)
+              for s in shapes]
     layer_runtime = runtime_entry(runtime_entry(runtime).layer_runtime)
     copies = layer_runtime.layer_copies
     call = layer_runtime.prepare_call(mod, inputs, device=device, threads=threads)

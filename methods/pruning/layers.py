@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["BATCH_NORMS", "CONVS", "PRUNABLE_LAYERS", "TRANSPOSED_CONVS", "example_inputs",
-           "filter_weights", "token_vocabulary"]
+__all__ = ["BATCH_NORMS", "CONVOLUTIONS", "CONVS", "PRUNABLE_LAYERS", "TRANSPOSED_CONVS",
+           "example_inputs", "filter_weights", "token_vocabulary"]
 
 #: Convolutions whose output channels a gene sets (weight ``(out, in / groups, *kernel)``).
 CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
@@ -22,8 +22,10 @@ CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
 TRANSPOSED_CONVS: tuple[type[nn.Module], ...] = (nn.ConvTranspose1d, nn.ConvTranspose2d)
 #: Batch norms whose per-channel scale and shift follow a group's channels.
 BATCH_NORMS: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d)
+#: Both kinds of convolution (output channels are filters; groups and kernels alike).
+CONVOLUTIONS: tuple[type[nn.Module], ...] = (*CONVS, *TRANSPOSED_CONVS)
 #: Every layer whose output width a gene sets.
-PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (*CONVS, *TRANSPOSED_CONVS, nn.Linear)
+PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (*CONVOLUTIONS, nn.Linear)
 
 
 def filter_weights(module: nn.Module) -> torch.Tensor:
@@ -36,7 +38,7 @@ def filter_weights(module: nn.Module) -> torch.Tensor:
     if not isinstance(module, TRANSPOSED_CONVS):
         return weight.flatten(1)
     groups = int(module.groups)
-    in_g, out_g = weight.shape[0] // groups, weight.shape[1]
+    in_g = weight.shape[0] // groups
     rows = [weight[g * in_g:(g + 1) * in_g].transpose(0, 1).flatten(1) for g in range(groups)]
     return torch.cat(rows, dim=0) if groups > 1 else rows[0]
 

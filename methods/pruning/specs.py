@@ -69,6 +69,8 @@ _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoi
                 nn.Softshrink)
 _NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
           nn.InstanceNorm2d)
+#: Upsampling is memory-bound like an activation, over its (larger) output: recorded as one.
+_UPSAMPLES = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
 _ELEMENTWISE_FNS = (nn.functional.relu, torch.relu, nn.functional.relu6, nn.functional.gelu,
                     nn.functional.silu, nn.functional.hardswish, nn.functional.hardsigmoid,
                     torch.sigmoid, nn.functional.sigmoid)
@@ -94,6 +96,7 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
 
+    from prunesearch.methods.pruning.layers import example_inputs, token_vocabulary
     from prunesearch.methods.pruning.tp_groups import tp_prune
 
     base = space.base if space.base is not None else _random_base(space.model_name,
@@ -104,8 +107,6 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             for g, c in zip(space.groups, channels)}
     pruned = tp_prune(base, kept, input_shape=space.input_shape).eval()
     graph = symbolic_trace(pruned)
-    from prunesearch.methods.pruning.layers import example_inputs
-
     example = example_inputs(pruned, (batch, space.input_shape[0], *hw))
     with torch.no_grad():
         ShapeProp(graph).propagate(example)
@@ -113,8 +114,6 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
     ops: list[LayerSpec] = []
     # In a sequence network an (N, C, L) tensor is channels-first; elsewhere a rank-3 tensor is
     # a transformer's (N, tokens, C).
-    from prunesearch.methods.pruning.layers import token_vocabulary
-
     sequence = len(space.input_shape) == 2 or (len(space.input_shape) == 1
                                                and token_vocabulary(pruned) is not None)
 
@@ -165,10 +164,6 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
                     m.padding[0] if one_d else _pad2(m.padding), m.groups, m.bias is not None,
                     dims=1 if one_d else 2,
                     dilation=m.dilation[0] if one_d else _square(m.dilation)))
-            elif isinstance(m, (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)):
-                # Memory-bound like an activation, over its (larger) output.
-                c, where = channels_and_hw(out)
-                ops.append(LayerSpec("relu", batch, c, c, where, where))
             elif isinstance(m, nn.Embedding):
                 # A lookup of L ids: the vocabulary rides in ``kernel`` (parameters, timing).
                 steps = int(math.prod(inp[1:])) if len(inp) > 1 else 1
@@ -185,19 +180,22 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             elif isinstance(m, _NORMS):
                 c, where = channels_and_hw(out)
                 ops.append(LayerSpec("bn", batch, c, c, where, where))
-            elif isinstance(m, _ELEMENTWISE):
+            elif isinstance(m, (*_ELEMENTWISE, *_UPSAMPLES)):
                 c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))
             elif isinstance(m, (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
                                 nn.AdaptiveMaxPool1d)):
-                op = ("gap" if out_hw == (1, 1) and not isinstance(m, nn.MaxPool1d)
-                      else "maxpool" if isinstance(m, (nn.MaxPool1d, nn.AdaptiveMaxPool1d))
-                      else "avgpool")
-                k, st, pd = (_one(getattr(m, "kernel_size", 1)), _one(getattr(m, "stride", 1)),
-                             _pad(getattr(m, "padding", 0)))
+                if out_hw == (1, 1) and not isinstance(m, nn.MaxPool1d):
+                    op = "gap"  # a global pool (average or max: the same memory-bound pass)
+                else:
+                    op = "maxpool" if isinstance(m, (nn.MaxPool1d, nn.AdaptiveMaxPool1d)) \
+                        else "avgpool"
                 if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
                     # An adaptive pool's window: the input length over the output length.
                     k = st = max(1, in_hw[0] // max(1, out_hw[0]))
+                    pd = 0
+                else:
+                    k, st, pd = _one(m.kernel_size), _one(m.stride), _pad(m.padding)
                 ops.append(LayerSpec(op, batch, cin, cout, in_hw, out_hw, k, st, pd, dims=1))
             elif isinstance(m, nn.MaxPool2d):
                 ops.append(LayerSpec("maxpool", batch, cin, cout, in_hw, out_hw,
@@ -232,10 +230,7 @@ def traced_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
             elif node.target in (nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d):
                 ops.append(LayerSpec("gap" if out_hw == (1, 1) else "avgpool", batch, cin, cout,
                                      in_hw, out_hw))
-            elif node.target is nn.functional.interpolate:
-                c, where = channels_and_hw(out)
-                ops.append(LayerSpec("relu", batch, c, c, where, where))
-            elif node.target in _ELEMENTWISE_FNS:
+            elif node.target in _ELEMENTWISE_FNS or node.target is nn.functional.interpolate:
                 c, where = channels_and_hw(out)
                 ops.append(LayerSpec("relu", batch, c, c, where, where))
         elif node.op == "call_method" and node.target in ("flatten", "view", "reshape") \
@@ -321,7 +316,7 @@ def _fit_affine(space: GenomeSpace, batch: int, hw: tuple[int, int]) -> _AffineS
 
 _Key = tuple[GenomeSpace, int, tuple[int, int]]
 #: Per (space, batch, input size): the fitted model, or ``None`` where it does not hold.
-_MODELS: dict[_Key, _AffineSpecs | None] = {}
+_MODELS: dict[_Key, "_AffineSpecs | None"] = {}
 #: Width vectors asked for per key in this process before its model is fitted.
 _ASKED: dict[_Key, int] = {}
 
@@ -375,7 +370,7 @@ def affine_specs(space: GenomeSpace, channels: tuple[int, ...], batch: int,
 def _pad(padding) -> int:
     if isinstance(padding, str):
         return 0  # 'same'/'valid': the shapes recorded carry the effect
-    return int(padding if isinstance(padding, int) else padding[0])
+    return _one(padding)
 
 
 def _square(value) -> int | tuple[int, int]:

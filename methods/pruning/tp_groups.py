@@ -39,9 +39,8 @@ from prunesearch.methods.errors import ModelTraceError
 from prunesearch.methods.pruning.importance import Producer
 from prunesearch.methods.pruning.layers import (
     BATCH_NORMS,
-    CONVS,
+    CONVOLUTIONS,
     PRUNABLE_LAYERS,
-    TRANSPOSED_CONVS,
     example_inputs,
 )
 from prunesearch.methods.pruning.space import check_kept
@@ -59,7 +58,6 @@ __all__ = [
 ]
 
 _OPTIONS_ATTR = "_prunesearch_graph_options"
-_LAYERS = PRUNABLE_LAYERS
 _PRODUCER_TYPES = (*PRUNABLE_LAYERS, *BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -147,7 +145,7 @@ def find_classifier(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
             executed.append((module, tuple(output.shape)))
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, _LAYERS)]
+               if isinstance(m, PRUNABLE_LAYERS)]
     was_training = model.training
     model.eval()
     try:
@@ -168,8 +166,7 @@ def find_classifier(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
     for module, shape in reversed(executed):
         if len(shape) >= 2 and shape[1] == classes and (
                 (isinstance(module, nn.Linear) and module.out_features == classes)
-                or (isinstance(module, (*CONVS, *TRANSPOSED_CONVS))
-                    and module.out_channels == classes)):
+                or (isinstance(module, CONVOLUTIONS) and module.out_channels == classes)):
             return module
     raise ModelTraceError(f"cannot find the classifier of {type(model).__name__}: no Conv or "
                           f"Linear writes its {classes} outputs; name it in model.classifier")
@@ -246,7 +243,7 @@ def _ignored_layers(model: nn.Module, classifier: nn.Module) -> list[nn.Module]:
     ignored = [classifier]
     for name in graph_options(model).ignore:
         target = modules[name]
-        ignored += [m for m in target.modules() if isinstance(m, _LAYERS)]
+        ignored += [m for m in target.modules() if isinstance(m, PRUNABLE_LAYERS)]
     return ignored
 
 
@@ -300,7 +297,7 @@ def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> tuple[li
     for module in list(graph.module2node):
         if id(module) in skip or id(module) in visited:
             continue
-        if not isinstance(module, _LAYERS):
+        if not isinstance(module, PRUNABLE_LAYERS):
             continue
         pruner = graph.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
@@ -337,7 +334,7 @@ def _describe(model: nn.Module, graph: tp.DependencyGraph, groups: list,
                 if id(node.module) in unmapped or _is_opaque(node):
                     crosses_unmapped = True
             module = dep.target.module
-            if isinstance(module, (*CONVS, *TRANSPOSED_CONVS)) and module.groups > 1 and not (
+            if isinstance(module, CONVOLUTIONS) and module.groups > 1 and not (
                     module.groups == module.out_channels == module.in_channels):
                 # Grouped (not depthwise) conv: equal positions in every one of its blocks.
                 multiple = math.lcm(multiple, int(module.groups))
@@ -346,7 +343,7 @@ def _describe(model: nn.Module, graph: tp.DependencyGraph, groups: list,
                 producers.append((module, [int(i) for i in idxs]))
         if crosses_unmapped:
             continue  # a channel shuffle reorders these channels: kept at full width
-        roots = [m for m, _ in producers if isinstance(m, _LAYERS)]
+        roots = [m for m, _ in producers if isinstance(m, PRUNABLE_LAYERS)]
         if not roots:
             continue  # nothing prunable writes these channels
         first = min(roots, key=order.__getitem__)
